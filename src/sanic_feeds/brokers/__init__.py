@@ -1,0 +1,22 @@
+"""Brokers: how nodes exchange channel messages. The URL scheme picks the backend."""
+
+from __future__ import annotations
+
+from .base import Broker, DeliverFn
+from .memory import MemoryBroker, MemoryBus
+
+__all__ = ["Broker", "DeliverFn", "MemoryBroker", "MemoryBus", "create_broker"]
+
+
+def create_broker(
+    url: str, *, prefix: str = "sanic-feeds:", node_id: str = "", bus: MemoryBus | None = None
+) -> Broker:
+    """Build the broker a URL names: ``memory://`` or ``redis://`` / ``rediss://`` / ``unix://``."""
+    scheme = url.partition("://")[0]
+    if scheme == "memory":
+        return MemoryBroker(bus)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBroker  # imported lazily: memory-only users never load redis-py
+
+        return RedisBroker(url, prefix=prefix, node_id=node_id)
+    raise ValueError(f"unknown broker scheme {scheme!r} in {url!r}")

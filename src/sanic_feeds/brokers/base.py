@@ -1,0 +1,70 @@
+"""The broker interface: per-channel publish/subscribe between the nodes of a cluster.
+
+A *node* is one server process. Each node owns exactly one broker object, which holds one
+subscription connection for every channel the node has local members in, and exactly one reader
+that hands every arriving message to the node's ``deliver`` callback.
+
+What a broker must guarantee (pinned by tests/test_broker_contract.py, run against every backend):
+
+- ``subscribe(channel)`` returns only once messages published to ``channel`` after it returned
+  will reach ``deliver``;
+- messages of one channel reach ``deliver`` in the order one publisher published them;
+- a message reaches ``deliver`` once per subscribed node, and only for subscribed channels;
+- ``deliver`` is called from the event loop and must not block; the broker never awaits clients.
+
+What a broker must never do: decode payloads, know about WebSockets, or call ``deliver`` for
+channels it was not asked to subscribe.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+DeliverFn = Callable[[str, bytes], None]
+"""Called as ``deliver(channel, payload)`` for every message on a subscribed channel."""
+
+
+class Broker(ABC):
+    """Publish/subscribe transport between nodes. See the module docstring for the contract."""
+
+    @abstractmethod
+    async def open(self, deliver: DeliverFn | None = None) -> None:
+        """Connect. Without ``deliver`` the broker is publish-only (no subscriber, no reader)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop the reader and release every connection. Idempotent."""
+
+    @abstractmethod
+    async def publish(self, channel: str, payload: bytes) -> None:
+        """Send ``payload`` to every node subscribed to ``channel``.
+
+        Raises :class:`~sanic_feeds.errors.BrokerUnavailable` when the message could not be handed
+        to the broker; it is then not delivered anywhere.
+        """
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``; returns when the subscription is active."""
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+
+    @abstractmethod
+    async def check(self) -> dict[str, object]:
+        """Prove the broker works end to end; return details for ``/health``.
+
+        Raises :class:`~sanic_feeds.errors.BrokerUnavailable` when it does not.
+        """
+
+    @property
+    @abstractmethod
+    def subscriptions(self) -> frozenset[str]:
+        """Channels this broker is subscribed to now (for tests, health and metrics)."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The broker URL without credentials, safe to log and show."""

@@ -1,0 +1,88 @@
+"""In-memory broker: publish/subscribe inside one process.
+
+The default backend: ``sanic-feeds serve`` works with nothing else installed. It is a product
+feature, not a test double, and it passes the same contract suite as the Redis broker. Several
+brokers can share one :class:`MemoryBus` to act as several nodes of one cluster inside a process
+(useful in tests and for mounting two feeds apps in one server).
+"""
+
+from __future__ import annotations
+
+from .base import Broker, DeliverFn
+
+
+class MemoryBus:
+    """The shared medium of a set of in-process brokers: channel -> subscribed brokers."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, dict[MemoryBroker, None]] = {}
+
+    def publish(self, channel: str, payload: bytes) -> int:
+        """Deliver synchronously to each subscribed broker; return how many got it."""
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return 0
+        # A delivery may make a node unsubscribe; iterate over a snapshot.
+        targets = tuple(subscribers)
+        for broker in targets:
+            broker._receive(channel, payload)
+        return len(targets)
+
+    def attach(self, channel: str, broker: MemoryBroker) -> None:
+        self._subscribers.setdefault(channel, {})[broker] = None
+
+    def detach(self, channel: str, broker: MemoryBroker) -> None:
+        subscribers = self._subscribers.get(channel)
+        if subscribers is not None:
+            subscribers.pop(broker, None)
+            if not subscribers:
+                del self._subscribers[channel]
+
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._subscribers)
+
+
+class MemoryBroker(Broker):
+    """A broker whose only medium is a :class:`MemoryBus` in this process."""
+
+    def __init__(self, bus: MemoryBus | None = None) -> None:
+        self.bus = bus if bus is not None else MemoryBus()
+        self._deliver: DeliverFn | None = None
+        self._channels: set[str] = set()
+
+    async def open(self, deliver: DeliverFn | None = None) -> None:
+        self._deliver = deliver
+
+    async def aclose(self) -> None:
+        for channel in tuple(self._channels):
+            self.bus.detach(channel, self)
+        self._channels.clear()
+        self._deliver = None
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        self.bus.publish(channel, payload)
+
+    async def subscribe(self, channel: str) -> None:
+        if self._deliver is None:
+            raise RuntimeError("broker opened publish-only; pass deliver to open() to subscribe")
+        self._channels.add(channel)
+        self.bus.attach(channel, self)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        self.bus.detach(channel, self)
+
+    async def check(self) -> dict[str, object]:
+        return {"ok": True, "backend": "memory"}
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        return frozenset(self._channels)
+
+    @property
+    def url(self) -> str:
+        return "memory://"
+
+    def _receive(self, channel: str, payload: bytes) -> None:
+        if self._deliver is not None and channel in self._channels:
+            self._deliver(channel, payload)

@@ -1,0 +1,230 @@
+"""Redis broker: Redis pub/sub between the nodes of a cluster.
+
+One node holds two things here: a client pool for PUBLISH and other commands, and exactly one
+``PubSub`` connection for every subscribed channel, read by exactly one task. The reader never
+awaits a client: it hands each message to ``deliver``, which only queues bytes.
+
+Faults of earlier designs this module must not repeat (each pinned by a test): one PubSub read by
+several tasks (messages stolen by the wrong reader), ``get_message(timeout=0)`` spinning, resetting
+the shared PubSub when one channel empties (silently unsubscribing every other channel), and a
+reader that dies on a connection error and never resubscribes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..errors import BrokerUnavailable
+from .base import Broker, DeliverFn
+
+log = logging.getLogger("sanic_feeds.broker")
+
+SUBSCRIBE_TIMEOUT = 5.0
+"""Seconds to wait for Redis to confirm a SUBSCRIBE before the join fails."""
+
+READ_TIMEOUT = 1.0
+"""The reader's ``get_message`` timeout: how often it wakes up when the server is idle."""
+
+
+def redact_url(url: str) -> str:
+    """Drop the password from a URL so it can be logged and shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def open_client(url: str, **options: Any) -> aioredis.Redis:
+    """A client with retries on: ``from_url`` clients get none by default."""
+    retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3)
+    return aioredis.Redis.from_url(
+        url,
+        retry=retry,
+        socket_connect_timeout=options.pop("socket_connect_timeout", 3.0),
+        socket_timeout=options.pop("socket_timeout", 5.0),
+        **options,
+    )
+
+
+class RedisBroker(Broker):
+    """Broker on Redis pub/sub. Channel ``c`` is the Redis channel ``<prefix>ch:<c>``."""
+
+    def __init__(self, url: str, prefix: str = "sanic-feeds:", node_id: str = "") -> None:
+        self._url = url
+        self._channel_prefix = (prefix + "ch:").encode()
+        # The node's own channel keeps the subscriber connection subscribed (and read) even when
+        # no channel has members, so a first SUBSCRIBE is confirmed without delay.
+        self._node_key = f"{prefix}node:{node_id or random.randbytes(6).hex()}".encode()
+        self._client: aioredis.Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._deliver: DeliverFn | None = None
+        self._channels: set[str] = set()
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._read_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self, deliver: DeliverFn | None = None) -> None:
+        self._client = open_client(self._url)
+        self._deliver = deliver
+        if deliver is not None:
+            # The subscriber connection has no socket timeout: it legitimately waits for messages.
+            self._pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            try:
+                await self._pubsub.subscribe(self._node_key)
+            except (RedisError, OSError) as exc:
+                await self.aclose()
+                raise BrokerUnavailable(f"cannot subscribe at {self.url}: {exc}") from exc
+            self._reader = asyncio.create_task(self._read_loop(), name="sanic-feeds:broker-reader")
+
+    async def aclose(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        for future in self._confirmations.values():
+            future.cancel()
+        self._confirmations.clear()
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        self._channels.clear()
+
+    # -- publish / subscribe ---------------------------------------------------------------------
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        client = self._require_client()
+        try:
+            await client.publish(self._channel_prefix + channel.encode(), payload)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
+
+    async def subscribe(self, channel: str) -> None:
+        pubsub = self._require_pubsub()
+        key = self._channel_prefix + channel.encode()
+        confirmed = self._confirmations.get(key)
+        if confirmed is None or confirmed.done():
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[key] = confirmed
+        self._channels.add(channel)
+        try:
+            await pubsub.subscribe(key)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.shield(confirmed)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._channels.discard(channel)
+            if self._confirmations.get(key) is confirmed:
+                del self._confirmations[key]
+            raise BrokerUnavailable(f"subscribe to {channel!r} failed: {exc!r}") from exc
+
+    async def unsubscribe(self, channel: str) -> None:
+        pubsub = self._require_pubsub()
+        self._channels.discard(channel)
+        try:
+            await pubsub.unsubscribe(self._channel_prefix + channel.encode())
+        except (RedisError, OSError) as exc:
+            # The channel is gone from our books either way; on reconnect redis-py only
+            # re-subscribes what it still tracks, and a stray message is dropped by the hub.
+            log.warning("unsubscribe from %r failed: %s", channel, exc)
+
+    async def check(self) -> dict[str, object]:
+        client = self._require_client()
+        if self._deliver is not None and (self._reader is None or self._reader.done()):
+            raise BrokerUnavailable("the subscription reader is not running")
+        if self._read_error is not None:
+            raise BrokerUnavailable(f"subscriber connection lost: {self._read_error}")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(2.0):
+                await client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"PING failed: {exc!r}") from exc
+        return {
+            "ok": True,
+            "backend": "redis",
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        return frozenset(self._channels)
+
+    @property
+    def url(self) -> str:
+        return redact_url(self._url)
+
+    # -- the one reader --------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        """Read the subscriber connection forever; hand messages to ``deliver``.
+
+        On a connection error redis-py reconnects and re-subscribes every tracked channel on the
+        next read, so the loop only backs off and tries again.
+        """
+        pubsub = self._require_pubsub()
+        failures = 0
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=READ_TIMEOUT)
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if self._read_error is None:
+                    log.warning("broker subscriber connection lost: %s", exc)
+                self._read_error = repr(exc)
+                delay = min(5.0, 0.1 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                failures = 0
+                self._read_error = None
+                log.info("broker subscriber connection restored")
+            if message is not None:
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        key: bytes = message["channel"]
+        if kind == "message" and key.startswith(self._channel_prefix):
+            deliver = self._deliver
+            if deliver is None:
+                return
+            channel = key[len(self._channel_prefix) :].decode()
+            try:
+                deliver(channel, message["data"])
+            except Exception:  # a bug in one delivery must not kill the only reader
+                log.exception("delivery to channel %r failed", channel)
+        elif kind == "subscribe":
+            confirmed = self._confirmations.pop(key, None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+
+    def _require_client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BrokerUnavailable("broker is not open")
+        return self._client
+
+    def _require_pubsub(self) -> PubSub:
+        if self._pubsub is None:
+            raise RuntimeError("broker opened publish-only; pass deliver to open() to subscribe")
+        return self._pubsub

@@ -1,0 +1,138 @@
+"""The ``sanic-feeds`` command: ``serve`` runs a server, ``publish`` sends one message.
+
+Every ``serve`` option is a :class:`~sanic_feeds.config.FeedsConfig` field and can also be set
+with ``SANIC_FEEDS_<NAME>``; the option wins. Errors in settings exit with status 2 and a message
+naming the setting, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+import orjson
+
+from . import __version__, protocol
+from .brokers import create_broker
+from .channels import CHANNEL_RULES, is_valid_channel
+from .config import ENV_PREFIX, FeedsConfig, load_config, setting_help
+from .envelope import seal
+from .errors import BrokerUnavailable, ConfigError
+
+_FLAGS = {"join_leave": "on|off", "page": "on|off"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sanic-feeds",
+        description="Real-time WebSocket feeds on Sanic, scaled out through Redis.",
+    )
+    parser.add_argument("--version", action="version", version=f"sanic-feeds {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the feed server",
+        description="Run the feed server. Every option can also be set as "
+        f"{ENV_PREFIX}<NAME> in the environment (e.g. {ENV_PREFIX}BROKER).",
+    )
+    helps = setting_help()
+    for f in fields(FeedsConfig):
+        serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=_FLAGS.get(f.name, f.name.upper()),
+            help=f"{helps[f.name]} [{ENV_PREFIX}{f.name.upper()}; default: {_show(f.default)}]",
+        )
+
+    publish = commands.add_parser(
+        "publish",
+        help="publish one message to a channel through the broker",
+        description="Publish JSON to CHANNEL; members receive "
+        '{"type": "data", "channel": CHANNEL, "data": JSON}.',
+    )
+    publish.add_argument("--broker", default=None, help=f"broker URL [{ENV_PREFIX}BROKER]")
+    publish.add_argument("--redis-prefix", dest="redis_prefix", default=None)
+    publish.add_argument("channel", help=f"channel name ({CHANNEL_RULES})")
+    publish.add_argument("json", help="the message data, as JSON text")
+    return parser
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _publish(args)
+    except ConfigError as exc:
+        print(f"sanic-feeds: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configure_logging(level: str) -> None:
+    # Only our own loggers: Sanic configures its loggers itself, and a root handler would print
+    # each of its lines twice.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("sanic_feeds")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    given = {f.name: getattr(args, f.name) for f in fields(FeedsConfig)}
+    config = load_config(given)
+    _configure_logging(config.log_level)
+    from .app import serve  # Sanic is imported only when serving
+
+    serve(config)
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    config = load_config({"broker": args.broker, "redis_prefix": args.redis_prefix})
+    if config.broker.startswith("memory:"):
+        raise ConfigError(
+            "--broker",
+            "memory:// lives inside one server process; publish through a shared broker "
+            "such as redis://127.0.0.1:6379/0",
+        )
+    if not is_valid_channel(args.channel):
+        raise ConfigError("CHANNEL", f"invalid channel name; channel names are {CHANNEL_RULES}")
+    try:
+        data = orjson.loads(args.json)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError("JSON", f"not valid JSON: {exc}") from None
+    payload = seal(protocol.data(args.channel, data))
+    try:
+        asyncio.run(_send(config, args.channel, payload))
+    except BrokerUnavailable as exc:
+        print(f"sanic-feeds: broker unavailable: {exc}", file=sys.stderr)
+        return 1
+    print(f"published to {args.channel}")
+    return 0
+
+
+async def _send(config: FeedsConfig, channel: str, payload: bytes) -> None:
+    broker = create_broker(config.broker, prefix=config.redis_prefix)
+    await broker.open()
+    try:
+        await broker.publish(channel, payload)
+    finally:
+        await broker.aclose()

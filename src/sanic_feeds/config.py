@@ -1,0 +1,180 @@
+"""Settings, and how they are read from the command line and the environment.
+
+Every setting is a field of :class:`FeedsConfig`. Each can be given as a command-line option
+``--<name>`` (underscores become dashes) or an environment variable ``SANIC_FEEDS_<NAME>``; the
+option wins. Library users build ``FeedsConfig(...)`` directly. Validation happens in one place,
+``FeedsConfig.__post_init__``, and every error names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .channels import ChannelPatterns
+from .errors import ConfigError
+
+ENV_PREFIX = "SANIC_FEEDS_"
+
+_SIZE_RE = re.compile(r"(\d+)\s*([kKmM]i?[bB]?|[bB])?")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 * 1024}
+
+
+def parse_size(text: str) -> int:
+    """``"65536"``, ``"64k"``, ``"64KiB"``, ``"1M"``, ``"1MiB"`` -> bytes (binary units)."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (examples: 65536, 64KiB, 1MiB)")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_bool(text: str) -> bool:
+    """``on/off``, ``true/false``, ``yes/no``, ``1/0`` (any case)."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise ValueError(f"expected on or off, got {text!r}")
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """Comma-separated glob patterns."""
+    return ChannelPatterns.parse(text).patterns
+
+
+def _setting(default: Any, parse: Callable[[str], Any], help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"parse": parse, "help": help}, **kw)
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    """All settings of a feeds server. Immutable; build a new one to change it."""
+
+    host: str = _setting("127.0.0.1", str, "Address to listen on.")
+    port: int = _setting(8000, int, "TCP port to listen on.")
+    broker: str = _setting(
+        "memory://",
+        str,
+        "Broker URL: memory:// (one process) or redis://host:port/db (many processes/machines).",
+    )
+    workers: int = _setting(1, int, "Worker processes. Above 1 needs a shared broker (redis://).")
+    join_leave: bool = _setting(
+        True, parse_bool, "Send user_joined/user_left notices (on/off). Costs members x joins."
+    )
+    join_leave_except: tuple[str, ...] = _setting(
+        (),
+        parse_patterns,
+        "Comma-separated channel patterns (globs) that get the opposite of --join-leave.",
+    )
+    client_buffer: int = _setting(
+        1024 * 1024,
+        parse_size,
+        "Most bytes queued for one client before it is disconnected as too slow (close 4001).",
+    )
+    max_message_size: int = _setting(
+        64 * 1024, parse_size, "Largest incoming WebSocket message; larger ones close with 1009."
+    )
+    ping_interval: float = _setting(20.0, float, "Seconds between WebSocket keepalive pings.")
+    ping_timeout: float = _setting(20.0, float, "Seconds to wait for a pong before closing.")
+    close_timeout: float = _setting(
+        5.0, float, "Seconds a closing socket may take to flush before it is dropped."
+    )
+    redis_prefix: str = _setting(
+        "sanic-feeds:", str, "Prefix of every Redis key and pub/sub channel this server uses."
+    )
+    node_ttl: float = _setting(
+        15.0,
+        float,
+        "Seconds after which a silent instance's room counts disappear from /api/rooms.",
+    )
+    page: bool = _setting(True, parse_bool, "Serve the chat page at GET / (on/off).")
+    log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "port", f"must be 0-65535, got {self.port}")
+        _check(self.workers >= 1, "workers", f"must be at least 1, got {self.workers}")
+        scheme = self.broker.partition("://")[0]
+        _check(
+            scheme in BROKER_SCHEMES,
+            "broker",
+            f"unknown scheme {scheme!r}; expected one of {', '.join(BROKER_SCHEMES)}",
+        )
+        _check(
+            not (self.workers > 1 and scheme == "memory"),
+            "workers",
+            "an in-memory broker cannot span processes; use --workers 1, or a shared broker "
+            "such as --broker redis://127.0.0.1:6379/0",
+        )
+        _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
+        _check(self.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
+        for name in ("ping_interval", "ping_timeout", "close_timeout", "node_ttl"):
+            _check(getattr(self, name) > 0, name, "must be greater than 0")
+        _check(
+            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+            "log_level",
+            f"unknown level {self.log_level!r}",
+        )
+
+    @property
+    def join_leave_patterns(self) -> ChannelPatterns:
+        return ChannelPatterns(self.join_leave_except)
+
+    def notices_for(self) -> Callable[[str], bool]:
+        """Return a predicate: does this channel get join/leave notices?"""
+        default = self.join_leave
+        patterns = self.join_leave_patterns
+        if not patterns:
+            return lambda channel: default
+        return lambda channel: default != patterns.matches(channel)
+
+
+BROKER_SCHEMES = ("memory", "redis", "rediss", "unix")
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(setting_names(key), problem)
+
+
+def setting_names(key: str) -> str:
+    """How a setting is spelled for users: ``--client-buffer / SANIC_FEEDS_CLIENT_BUFFER``."""
+    return f"--{key.replace('_', '-')} / {ENV_PREFIX}{key.upper()}"
+
+
+def setting_help() -> dict[str, str]:
+    """Help text per setting name, for the CLI."""
+    return {f.name: f.metadata["help"] for f in fields(FeedsConfig)}
+
+
+def load_config(
+    given: Mapping[str, str | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **values: Any,
+) -> FeedsConfig:
+    """Build a config from text values (command line) over ``SANIC_FEEDS_*`` environment variables.
+
+    ``given`` maps setting names to text (None means "not given"); ``values`` are already-typed
+    values that win over both.
+    """
+    env = os.environ if environ is None else environ
+    given = given or {}
+    typed: dict[str, Any] = {}
+    for f in fields(FeedsConfig):
+        if f.name in values:
+            typed[f.name] = values[f.name]
+            continue
+        text = given.get(f.name)
+        if text is None:
+            text = env.get(ENV_PREFIX + f.name.upper())
+        if text is None:
+            continue
+        try:
+            typed[f.name] = f.metadata["parse"](text)
+        except ValueError as exc:
+            raise ConfigError(setting_names(f.name), str(exc)) from None
+    return FeedsConfig(**typed)

@@ -1,0 +1,137 @@
+"""Mounting feeds on a Sanic app: routes, listeners and the public ``Feeds`` object.
+
+This is the thin Sanic glue. Users who already have an app write::
+
+    feeds = Feeds(broker="redis://127.0.0.1:6379/0")
+    feeds.install(app)
+    ...
+    await feeds.publish("prices", {"AAPL": 187.2})
+
+The standalone server (``sanic-feeds serve``) is built on exactly this.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from importlib import resources
+from typing import Any
+from urllib.parse import unquote
+
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse, html, json
+from sanic.server.websockets.impl import WebsocketImplProtocol
+
+from .brokers import MemoryBus
+from .config import FeedsConfig
+from .errors import FeedsError
+from .node import Node
+from .session import Session, clean_user_name
+
+log = logging.getLogger("sanic_feeds")
+
+_instances = itertools.count(1)
+
+
+class Feeds:
+    """The feeds of one Sanic app: ``/feed/<channel>`` sockets, the HTTP API, ``publish()``.
+
+    Pass a :class:`FeedsConfig`, or its fields as keyword arguments. ``bus`` lets several feeds in
+    one process share a ``memory://`` broker, as if they were nodes of one cluster.
+    """
+
+    def __init__(
+        self,
+        config: FeedsConfig | None = None,
+        *,
+        url_prefix: str = "",
+        bus: MemoryBus | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is not None and settings:
+            raise TypeError("pass either a FeedsConfig or settings, not both")
+        self.config = config if config is not None else FeedsConfig(**settings)
+        self.url_prefix = url_prefix.rstrip("/")
+        self._bus = bus
+        self._node: Node | None = None
+        self._page: str | None = None
+
+    @property
+    def node(self) -> Node:
+        """The running node (available between server start and stop)."""
+        if self._node is None:
+            raise FeedsError("feeds are not running: the Sanic server has not started")
+        return self._node
+
+    async def publish(self, channel: str, data: object) -> None:
+        """Send ``{"type": "data", "channel", "data"}`` to every member, on every instance.
+
+        Raises ``ValueError`` for an invalid channel name and
+        :class:`~sanic_feeds.errors.BrokerUnavailable` when the broker cannot take the message.
+        """
+        await self.node.publish(channel, data)
+
+    # -- Sanic wiring ----------------------------------------------------------------------------
+
+    def install(self, app: Sanic[Any, Any]) -> Blueprint:
+        """Add the routes and listeners to ``app``; return the blueprint holding the routes."""
+        config = self.config
+        bp = Blueprint(f"sanic_feeds_{next(_instances)}", url_prefix=self.url_prefix or None)
+        bp.add_websocket_route(self._feed_socket, "/feed/<channel:str>", name="feed")
+        bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
+        bp.add_route(self._health, "/health", methods=["GET"], name="health")
+        if config.page:
+            bp.add_route(self._index, "/", methods=["GET"], name="page")
+        app.blueprint(bp)
+        app.config.WEBSOCKET_MAX_SIZE = config.max_message_size
+        app.config.WEBSOCKET_PING_INTERVAL = config.ping_interval
+        app.config.WEBSOCKET_PING_TIMEOUT = config.ping_timeout
+        app.before_server_start(self._start)
+        app.before_server_stop(self._drain)
+        app.after_server_stop(self._stop)
+        return bp
+
+    async def _start(self, app: Sanic[Any, Any]) -> None:
+        node = Node(self.config, bus=self._bus)
+        await node.start()
+        self._node = node
+
+    async def _drain(self, app: Sanic[Any, Any]) -> None:
+        if self._node is not None:
+            await self._node.drain()
+
+    async def _stop(self, app: Sanic[Any, Any]) -> None:
+        node, self._node = self._node, None
+        if node is not None:
+            await node.stop()
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    async def _feed_socket(self, request: Request, ws: WebsocketImplProtocol, channel: str) -> None:
+        io_proto = ws.io_proto
+        transport = io_proto.transport if io_proto is not None else None
+        if transport is None:
+            return
+        session = Session(
+            self.node,
+            ws,
+            transport,
+            user=clean_user_name(request.args.get("user")),
+            peer=request.client_ip,
+        )
+        await session.run(unquote(channel))
+
+    async def _rooms(self, request: Request) -> HTTPResponse:
+        totals = await self.node.cluster_rooms()
+        return json(
+            {"rooms": sorted(totals.rooms), "total_clients": totals.clients, "counts": totals.rooms}
+        )
+
+    async def _health(self, request: Request) -> HTTPResponse:
+        ok, body = await self.node.health()
+        return json(body, status=200 if ok else 503)
+
+    async def _index(self, request: Request) -> HTTPResponse:
+        if self._page is None:
+            self._page = resources.files("sanic_feeds").joinpath("static/index.html").read_text()
+        return html(self._page)

@@ -1,0 +1,142 @@
+"""The hub: this node's channel members, its broker subscriptions, and the fan-out.
+
+Membership is changed synchronously (no ``await`` between deciding and recording), and the broker
+subscription of a channel is then *reconciled* with it: a per-channel lock serializes the
+subscribe/unsubscribe calls, and after every call the loop looks again at the membership it must
+match. Whatever interleaving of joins and leaves happens, when the last reconcile of a channel
+finishes the node is subscribed exactly when the channel has local members. That is the property
+the stress tests check; the earlier design (a per-channel lock taken and released by different
+clients, a cache entry deleted after an ``await``) broke it.
+
+The fan-out (``deliver``) frames each message once and queues the same bytes on every member's
+bounded outbound buffer. It never awaits, never copies the member table, and so never sees it
+change under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .brokers import Broker
+from .envelope import open_envelope
+from .errors import BrokerUnavailable
+from .frames import text_frame
+from .outbound import Outbound
+
+log = logging.getLogger("sanic_feeds.hub")
+
+
+class Hub:
+    """Local members per channel, kept in step with the broker's subscriptions."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._members: dict[str, dict[str, Outbound]] = {}
+        self._subscribed: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+        self.messages_in = 0
+        """Broker messages received for channels with local members."""
+        self.deliveries = 0
+        """Frames queued to members (one per member per message)."""
+
+    # -- membership ------------------------------------------------------------------------------
+
+    async def join(self, channel: str, client_id: str, outbound: Outbound) -> None:
+        """Add a member; return once the node receives the channel.
+
+        Raises :class:`BrokerUnavailable` (and leaves the member out) when the broker cannot
+        subscribe.
+        """
+        self._members.setdefault(channel, {})[client_id] = outbound
+        try:
+            await self._reconcile(channel)
+        except BaseException:
+            self._remove(channel, client_id)
+            # Settle the subscription without the failed member; errors are logged there.
+            await self._settle(channel)
+            raise
+
+    async def leave(self, channel: str, client_id: str) -> None:
+        """Remove a member; unsubscribe the node when it was the channel's last local member."""
+        if self._remove(channel, client_id):
+            await self._settle(channel)
+
+    def members(self, channel: str) -> int:
+        members = self._members.get(channel)
+        return len(members) if members else 0
+
+    def rooms(self) -> dict[str, int]:
+        """Local member count per channel."""
+        return {channel: len(members) for channel, members in self._members.items()}
+
+    @property
+    def subscribed(self) -> frozenset[str]:
+        """Channels the hub believes the broker is subscribed to."""
+        return frozenset(self._subscribed)
+
+    def _remove(self, channel: str, client_id: str) -> bool:
+        members = self._members.get(channel)
+        if members is None or members.pop(client_id, None) is None:
+            return False
+        if not members:
+            del self._members[channel]
+        return True
+
+    async def _settle(self, channel: str) -> None:
+        try:
+            await self._reconcile(channel)
+        except BrokerUnavailable as exc:
+            log.warning("could not update the subscription of %r: %s", channel, exc)
+
+    async def _reconcile(self, channel: str) -> None:
+        lock = self._locks.get(channel)
+        if lock is None:
+            lock = self._locks[channel] = asyncio.Lock()
+        self._lock_users[channel] = self._lock_users.get(channel, 0) + 1
+        try:
+            async with lock:
+                while True:
+                    wanted = channel in self._members
+                    if wanted == (channel in self._subscribed):
+                        return
+                    if wanted:
+                        await self._broker.subscribe(channel)
+                        self._subscribed.add(channel)
+                    else:
+                        self._subscribed.discard(channel)
+                        await self._broker.unsubscribe(channel)
+        finally:
+            users = self._lock_users[channel] - 1
+            if users:
+                self._lock_users[channel] = users
+            else:
+                del self._lock_users[channel]
+                del self._locks[channel]
+
+    # -- fan-out ---------------------------------------------------------------------------------
+
+    def deliver(self, channel: str, payload: bytes) -> None:
+        """Broker callback: queue one message for every local member of ``channel``."""
+        members = self._members.get(channel)
+        if not members:
+            return
+        try:
+            body, exclude = open_envelope(payload)
+        except ValueError:
+            log.warning("dropped a malformed broker message on %r", channel)
+            return
+        frame = text_frame(body)
+        self.messages_in += 1
+        if exclude:
+            count = 0
+            for client_id, outbound in members.items():
+                if client_id != exclude:
+                    outbound.send(frame)
+                    count += 1
+            self.deliveries += count
+        else:
+            for outbound in members.values():
+                outbound.send(frame)
+            self.deliveries += len(members)

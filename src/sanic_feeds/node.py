@@ -1,0 +1,165 @@
+"""A node: one server process's broker, presence, hub and connections, and their lifecycle.
+
+The node is the seam between the Sanic glue (``extension.py``) and everything else. It owns the
+background work of the process: the broker reader (inside the broker) and the room reporter. It
+can be started and stopped without Sanic, which is how the hub and broker are stress-tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import protocol
+from .brokers import Broker, MemoryBus, create_broker
+from .channels import CHANNEL_RULES, is_valid_channel
+from .config import FeedsConfig
+from .envelope import seal
+from .errors import BrokerUnavailable, FeedsError
+from .hub import Hub
+from .outbound import Flusher
+from .presence import Presence, RoomTotals, create_presence
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger("sanic_feeds.node")
+
+REPORT_DEBOUNCE = 0.2
+"""Seconds to gather membership changes before reporting rooms to the cluster."""
+
+
+def new_node_id() -> str:
+    """Unique per process and readable in logs: host, pid and a random suffix."""
+    host = socket.gethostname().split(".")[0][:24] or "node"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Node:
+    """Everything one process needs to serve feeds. Create, ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self,
+        config: FeedsConfig,
+        *,
+        broker: Broker | None = None,
+        presence: Presence | None = None,
+        bus: MemoryBus | None = None,
+    ) -> None:
+        self.config = config
+        self.id = new_node_id()
+        self.broker = broker or create_broker(
+            config.broker, prefix=config.redis_prefix, node_id=self.id, bus=bus
+        )
+        self.presence = presence or create_presence(config.broker, prefix=config.redis_prefix)
+        self.hub = Hub(self.broker)
+        self.notices_for: Callable[[str], bool] = config.notices_for()
+        self.sessions: dict[str, Session] = {}
+        self._flusher: Flusher | None = None
+        self._rooms_changed = asyncio.Event()
+        self._reporter: asyncio.Task[None] | None = None
+        self.started = False
+
+    @property
+    def flusher(self) -> Flusher:
+        if self._flusher is None:
+            raise FeedsError("the node is not started")
+        return self._flusher
+
+    async def start(self) -> None:
+        self._flusher = Flusher(asyncio.get_running_loop())
+        await self.broker.open(self.hub.deliver)
+        await self.presence.open()
+        self._reporter = asyncio.create_task(self._report_rooms(), name="sanic-feeds:rooms")
+        self.started = True
+        log.info("node %s started on broker %s", self.id, self.broker.url)
+
+    async def stop(self) -> None:
+        """Stop background work and release the broker. Sockets are closed by ``drain`` first."""
+        self.started = False
+        reporter, self._reporter = self._reporter, None
+        if reporter is not None:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
+        try:
+            await self.presence.withdraw(self.id)
+        except BrokerUnavailable as exc:
+            log.warning("could not withdraw room report: %s", exc)
+        await self.presence.aclose()
+        await self.broker.aclose()
+        log.info("node %s stopped", self.id)
+
+    async def drain(self, code: int = protocol.CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Close every connection (default 1001, "going away") and wait for their handlers."""
+        sessions = list(self.sessions.values())
+        if not sessions:
+            return
+        log.info("closing %d connections", len(sessions))
+        await asyncio.gather(
+            *(s.close(code, reason or "server shutting down") for s in sessions),
+            return_exceptions=True,
+        )
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def publish(self, channel: str, data: object) -> None:
+        """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node."""
+        if not is_valid_channel(channel):
+            raise ValueError(f"invalid channel name {channel!r}; channel names are {CHANNEL_RULES}")
+        await self.broker.publish(channel, seal(protocol.data(channel, data)))
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    def rooms_changed(self) -> None:
+        self._rooms_changed.set()
+
+    async def cluster_rooms(self) -> RoomTotals:
+        """Members per channel and connected clients over the whole cluster.
+
+        This node's live numbers are used for itself; other nodes' come from their reports.
+        """
+        totals = await self.presence.rooms(exclude_node=self.id)
+        totals.add(self.hub.rooms(), len(self.sessions))
+        return totals
+
+    async def _report_rooms(self) -> None:
+        """Keep this node's room report fresh: soon after changes, and well before it expires."""
+        interval = self.config.node_ttl / 3
+        while True:
+            try:
+                async with asyncio.timeout(interval):
+                    await self._rooms_changed.wait()
+                await asyncio.sleep(REPORT_DEBOUNCE)
+            except TimeoutError:
+                pass
+            self._rooms_changed.clear()
+            try:
+                await self.presence.report_rooms(
+                    self.id, self.hub.rooms(), len(self.sessions), self.config.node_ttl
+                )
+            except BrokerUnavailable as exc:
+                log.warning("room report failed: %s", exc)
+
+    # -- health ----------------------------------------------------------------------------------
+
+    async def health(self) -> tuple[bool, dict[str, object]]:
+        broker: dict[str, object] = {"url": self.broker.url}
+        try:
+            broker.update(await self.broker.check())
+        except BrokerUnavailable as exc:
+            broker.update(ok=False, error=str(exc))
+        ok = bool(broker.get("ok")) and self.started
+        return ok, {
+            "status": "ok" if ok else "unavailable",
+            "node": self.id,
+            "broker": broker,
+            "connections": len(self.sessions),
+            "channels": len(self.hub.rooms()),
+        }

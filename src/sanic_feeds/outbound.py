@@ -1,0 +1,135 @@
+"""Per-connection outbound buffers, and the one writer that flushes them.
+
+The fan-out path calls :meth:`Outbound.send` once per member: it appends already-framed bytes to a
+list and returns. It never awaits, so a client that stops reading cannot delay anyone else (Sanic's
+``ws.send`` would block forever on such a client). Once per event-loop turn the :class:`Flusher`
+writes each connection's queued frames to its transport in one ``write`` call.
+
+Every buffer is bounded: queued bytes plus what the transport still holds may not pass
+``limit``. A connection that overflows is cut off (see ``on_overflow``) instead of growing without
+bound. This module knows transports, not WebSockets or channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("sanic_feeds.outbound")
+
+
+class Flusher:
+    """Collects connections with queued frames and flushes them all once per loop turn."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Outbound] = []
+        self._scheduled = False
+
+    def mark(self, outbound: Outbound) -> None:
+        self._dirty.append(outbound)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        for outbound in dirty:
+            try:
+                outbound.flush()
+            except Exception:  # one broken transport must not stop the others' flush
+                log.exception("flushing a connection failed; dropping it")
+                outbound.abort()
+
+
+class Outbound:
+    """The bounded outbound queue of one connection.
+
+    ``limit`` bounds the bytes queued here plus the bytes the transport has not yet sent. When
+    a ``send`` or a flush would pass it, the queue is dropped, ``closed`` becomes True and
+    ``on_overflow`` is called once; later sends are ignored.
+    """
+
+    __slots__ = (
+        "_flusher",
+        "_on_overflow",
+        "_pending",
+        "_pending_bytes",
+        "_transport",
+        "closed",
+        "frames_sent",
+        "high_water",
+        "limit",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        flusher: Flusher,
+        limit: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._flusher = flusher
+        self._on_overflow = on_overflow
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.limit = limit
+        self.closed = False
+        self.high_water = 0
+        """Most bytes ever buffered for this connection (queued + in the transport)."""
+        self.frames_sent = 0
+
+    def send(self, frame: bytes) -> None:
+        """Queue one frame. Never blocks; a no-op once the connection is closed."""
+        if self.closed:
+            return
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if self._pending_bytes > self.limit:
+            self._overflow()
+        elif len(self._pending) == 1:
+            self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Write everything queued in one transport write (by the flusher, or before a close)."""
+        pending = self._pending
+        if not pending:
+            return
+        if self.closed or self._transport.is_closing():
+            self._drop()
+            self.closed = True
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        buffered = self._transport.get_write_buffer_size() + len(data)
+        if buffered > self.limit:
+            self._overflow()
+            return
+        self.frames_sent += len(pending)
+        self._drop()
+        self._transport.write(data)
+        if buffered > self.high_water:
+            self.high_water = buffered
+
+    def buffered(self) -> int:
+        """Bytes queued here plus bytes the transport still holds."""
+        return self._pending_bytes + self._transport.get_write_buffer_size()
+
+    def abort(self) -> None:
+        """Drop everything and the TCP connection itself, at once."""
+        self.closed = True
+        self._drop()
+        self._transport.abort()
+
+    def _drop(self) -> None:
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def _overflow(self) -> None:
+        self.closed = True
+        self._drop()
+        self._on_overflow()

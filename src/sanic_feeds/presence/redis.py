@@ -1,0 +1,101 @@
+"""Redis presence: node reports as expiring hashes plus a sorted set of live nodes.
+
+Keys (``P`` is the configured prefix)::
+
+    P nodes              ZSET  node id -> expiry (unix time, seconds)
+    P node:<id>:rooms    HASH  channel -> member count on that node, and "#clients" -> its
+                               connection count; PEXPIRE ttl
+
+A report is written in one MULTI/EXEC so readers never see half of it. Readers ignore nodes whose
+expiry has passed (and prune them), so a crashed node's counts vanish after at most ``ttl``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..brokers.redis import open_client
+from ..errors import BrokerUnavailable
+from .base import CLIENTS_FIELD, Presence, RoomTotals
+
+
+class RedisPresence(Presence):
+    def __init__(self, url: str, prefix: str = "sanic-feeds:") -> None:
+        self._url = url
+        self._prefix = prefix
+        self._nodes_key = f"{prefix}nodes"
+        self._client: aioredis.Redis | None = None
+
+    def _rooms_key(self, node_id: str) -> str:
+        return f"{self._prefix}node:{node_id}:rooms"
+
+    async def open(self) -> None:
+        self._client = open_client(self._url)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _require(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BrokerUnavailable("presence is not open")
+        return self._client
+
+    async def report_rooms(
+        self, node_id: str, rooms: Mapping[str, int], clients: int, ttl: float
+    ) -> None:
+        key = self._rooms_key(node_id)
+        fields: dict[bytes | bytearray | memoryview[int] | str | int | float, bytes | str | int] = {
+            CLIENTS_FIELD: clients
+        }
+        fields.update((channel, n) for channel, n in rooms.items() if n > 0)
+        try:
+            async with self._require().pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(key, mapping=fields)
+                pipe.pexpire(key, int(ttl * 1000))
+                pipe.zadd(self._nodes_key, {node_id: time.time() + ttl})
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence report failed: {exc}") from exc
+
+    async def withdraw(self, node_id: str) -> None:
+        try:
+            async with self._require().pipeline(transaction=True) as pipe:
+                pipe.delete(self._rooms_key(node_id))
+                pipe.zrem(self._nodes_key, node_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence withdraw failed: {exc}") from exc
+
+    async def nodes(self) -> list[str]:
+        client = self._require()
+        now = time.time()
+        try:
+            await client.zremrangebyscore(self._nodes_key, "-inf", now)
+            raw = await client.zrangebyscore(self._nodes_key, now, "+inf")
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc}") from exc
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
+
+    async def rooms(self, exclude_node: str = "") -> RoomTotals:
+        totals = RoomTotals()
+        nodes = [n for n in await self.nodes() if n != exclude_node]
+        if not nodes:
+            return totals
+        try:
+            async with self._require().pipeline(transaction=False) as pipe:
+                for node_id in nodes:
+                    pipe.hgetall(self._rooms_key(node_id))
+                reports = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc}") from exc
+        for report in reports:
+            counts = {k.decode(): int(v) for k, v in report.items()}
+            totals.add(counts, counts.pop(CLIENTS_FIELD, 0))
+        return totals

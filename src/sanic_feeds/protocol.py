@@ -1,0 +1,220 @@
+"""The client protocol: parsing client frames and encoding server messages.
+
+Pure code: no sockets, no asyncio, no Sanic. Everything a client can receive is built here, so the
+wire format lives in one place and is unit-tested without I/O. docs/protocol.md is the user-facing
+description of the same rules; keep the two in step.
+
+Server messages are encoded to ``bytes`` with orjson exactly once per message: the fan-out writes
+those same bytes to every member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Final
+
+import orjson
+
+from .channels import CHANNEL_RULES, is_valid_channel
+from .errors import ProtocolError
+
+JSONValue = object
+"""Any value orjson can decode from or encode to JSON."""
+
+
+class ErrorCode(StrEnum):
+    """``code`` of an ``{"type": "error"}`` message. The connection stays open after each."""
+
+    INVALID_JSON = "invalid_json"
+    """The text frame is not valid JSON (or nests deeper than the decoder allows)."""
+    INVALID_MESSAGE = "invalid_message"
+    """The frame is JSON but not an object, or a field has the wrong type."""
+    UNKNOWN_TYPE = "unknown_type"
+    """``type`` names no message the server accepts."""
+    MISSING_FIELD = "missing_field"
+    """A required field is absent."""
+    INVALID_CHANNEL = "invalid_channel"
+    """A channel name breaks the channel name rules."""
+    NOT_SUBSCRIBED = "not_subscribed"
+    """The frame names a channel this connection has not joined."""
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    """Binary frames are not part of the protocol; send JSON text frames."""
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    """The message could not be handed to the broker; it was not delivered. Retry later."""
+    INTERNAL_ERROR = "internal_error"
+    """The server failed to handle the frame; it was not delivered."""
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses. See docs/protocol.md for the reconnect policy."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    """Server shutting down or restarting: reconnect (with backoff)."""
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SLOW_CONSUMER = 4001
+    """The client did not read fast enough and its outbound buffer overflowed: reconnect."""
+    INVALID_CHANNEL = 4400
+    """The channel in the URL breaks the channel name rules: do not reconnect."""
+    BROKER_UNAVAILABLE = 4503
+    """The channel could not be joined because the broker is down: reconnect with backoff."""
+
+
+# -- Client -> server ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """``{"type": "chat", "message": <any JSON>, "channel"?: str}``."""
+
+    message: JSONValue
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """``{"type": "subscribe", "channel": str}``: join one more channel on this socket."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """``{"type": "unsubscribe", "channel": str}``: leave a channel, keep the socket."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``{"type": "ping"}``: application-level liveness check, answered with ``pong``."""
+
+
+Command = Chat | Subscribe | Unsubscribe | Ping
+
+
+def _optional_channel(frame: dict[str, object]) -> str | None:
+    if "channel" not in frame:
+        return None
+    return _required_channel(frame)
+
+
+def _required_channel(frame: dict[str, object]) -> str:
+    if "channel" not in frame:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "Missing field: channel")
+    channel = frame["channel"]
+    if not is_valid_channel(channel):
+        raise ProtocolError(
+            ErrorCode.INVALID_CHANNEL, f"Invalid channel name; channel names are {CHANNEL_RULES}"
+        )
+    return channel
+
+
+def _parse_chat(frame: dict[str, object]) -> Command:
+    if "message" not in frame:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "Missing field: message")
+    return Chat(frame["message"], _optional_channel(frame))
+
+
+def _parse_subscribe(frame: dict[str, object]) -> Command:
+    return Subscribe(_required_channel(frame))
+
+
+def _parse_unsubscribe(frame: dict[str, object]) -> Command:
+    return Unsubscribe(_required_channel(frame))
+
+
+def _parse_ping(frame: dict[str, object]) -> Command:
+    return Ping()
+
+
+_PARSERS: Final = {
+    "chat": _parse_chat,
+    "subscribe": _parse_subscribe,
+    "unsubscribe": _parse_unsubscribe,
+    "ping": _parse_ping,
+}
+
+CLIENT_TYPES: Final = tuple(_PARSERS)
+"""The ``type`` values a client may send."""
+
+
+def parse_frame(text: str | bytes) -> Command:
+    """Parse one client text frame into a command.
+
+    Raises :class:`ProtocolError` with a documented code for anything that is not a valid command.
+    """
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(ErrorCode.INVALID_JSON, "Invalid JSON format") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "A message must be a JSON object")
+    if "type" not in frame:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "Missing field: type")
+    kind = frame["type"]
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "Field 'type' must be a string")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        shown = kind if len(kind) <= 40 else kind[:40] + "..."
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"Unknown message type {shown!r}; expected one of: {', '.join(CLIENT_TYPES)}",
+        )
+    return parser(frame)
+
+
+# -- Server -> client ---------------------------------------------------------------------------
+
+PONG: Final = b'{"type":"pong"}'
+
+
+def welcome(channel: str, client: str, user: str) -> bytes:
+    """First message on a new connection: who the server thinks you are."""
+    return orjson.dumps(
+        {
+            "type": "system",
+            "channel": channel,
+            "client": client,
+            "user": user,
+            "message": f"Welcome to {channel}, {user}",
+        }
+    )
+
+
+def user_joined(channel: str, client: str, user: str) -> bytes:
+    return orjson.dumps({"type": "user_joined", "channel": channel, "client": client, "user": user})
+
+
+def user_left(channel: str, client: str, user: str) -> bytes:
+    return orjson.dumps({"type": "user_left", "channel": channel, "client": client, "user": user})
+
+
+def chat(channel: str, client: str, user: str, message: JSONValue) -> bytes:
+    return orjson.dumps(
+        {"type": "chat", "channel": channel, "client": client, "user": user, "message": message}
+    )
+
+
+def data(channel: str, payload: JSONValue) -> bytes:
+    """A message published by a backend (``Feeds.publish``, the CLI or the HTTP API)."""
+    return orjson.dumps({"type": "data", "channel": channel, "data": payload})
+
+
+def subscribed(channel: str) -> bytes:
+    return orjson.dumps({"type": "subscribed", "channel": channel})
+
+
+def unsubscribed(channel: str) -> bytes:
+    return orjson.dumps({"type": "unsubscribed", "channel": channel})
+
+
+def error(code: str, message: str, channel: str | None = None) -> bytes:
+    body: dict[str, object] = {"type": "error", "code": str(code), "message": message}
+    if channel is not None:
+        body["channel"] = channel
+    return orjson.dumps(body)

@@ -1,0 +1,255 @@
+"""One WebSocket connection from handshake to close: the per-connection protocol state machine.
+
+A session reads client frames (Sanic's reader), turns them into commands (``protocol.py``), and
+talks to the hub and the broker. Everything it sends to its client goes through its bounded
+``Outbound`` buffer, never through ``ws.send``: on one connection only one writer may exist, or
+frames could be reordered.
+
+A session never closes the connection because of bad input: every invalid frame gets a documented
+``error`` message and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import unicodedata
+from typing import TYPE_CHECKING
+
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from . import protocol
+from .channels import CHANNEL_RULES, is_valid_channel
+from .envelope import seal
+from .errors import BrokerUnavailable, ProtocolError
+from .frames import text_frame
+from .outbound import Outbound
+from .protocol import CloseCode, ErrorCode
+
+if TYPE_CHECKING:
+    import asyncio.transports
+
+    from .node import Node
+
+log = logging.getLogger("sanic_feeds.connection")
+
+MAX_USER_LENGTH = 64
+
+
+def clean_user_name(raw: str | None) -> str:
+    """A display name from untrusted input: control characters removed, at most 64 characters.
+
+    Falls back to a generated ``guest-xxxx`` name when nothing printable is left.
+    """
+    if raw:
+        name = "".join(ch for ch in raw if unicodedata.category(ch)[0] != "C").strip()
+        if name:
+            return name[:MAX_USER_LENGTH]
+    return f"guest-{secrets.token_hex(2)}"
+
+
+class Session:
+    """State of one client connection: identity, joined channels, outbound buffer."""
+
+    def __init__(
+        self,
+        node: Node,
+        ws: WebsocketImplProtocol,
+        transport: asyncio.WriteTransport,
+        *,
+        user: str,
+        peer: str = "",
+    ) -> None:
+        self.node = node
+        self.ws = ws
+        self.id = secrets.token_hex(8)
+        self.user = user
+        self.peer = peer
+        self.channels: dict[str, None] = {}
+        """Joined channels, in join order (a dict is an ordered set)."""
+        self.primary = ""
+        """The channel named in the URL."""
+        self._transport = transport
+        self.outbound = Outbound(transport, node.flusher, node.config.client_buffer, self._overflow)
+        self.close_code: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, channel: str) -> None:
+        """Serve the connection until it closes. Never raises for client behaviour."""
+        node = self.node
+        node.sessions[self.id] = self
+        log.info(
+            "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
+        )
+        try:
+            if not is_valid_channel(channel):
+                await self.close(
+                    CloseCode.INVALID_CHANNEL, f"invalid channel name; names are {CHANNEL_RULES}"
+                )
+                return
+            self.primary = channel
+            self.send(protocol.welcome(channel, self.id, self.user))
+            if not await self._join(channel):
+                await self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
+                return
+            await self._read_loop()
+        finally:
+            await self._leave_all()
+            node.sessions.pop(self.id, None)
+            node.rooms_changed()
+            code = self.close_code or getattr(self.ws.ws_proto, "close_rcvd", None)
+            log.info("close client=%s user=%r code=%s", self.id, self.user, _code_of(code))
+
+    async def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, then close with ``code``; drop the socket if that stalls."""
+        if self.close_code is None:
+            self.close_code = code
+        self.outbound.flush()
+        try:
+            async with asyncio.timeout(self.node.config.close_timeout):
+                await self.ws.close(code, reason)
+        except TimeoutError:
+            self._transport.abort()
+
+    def send(self, body: bytes) -> None:
+        """Queue one server message (encoded JSON) for this client."""
+        self.outbound.send(text_frame(body))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            async for raw in self.ws:
+                if raw is None:
+                    break
+                if not isinstance(raw, str):
+                    self._error(
+                        ErrorCode.BINARY_NOT_SUPPORTED,
+                        "Binary frames are not supported; send JSON text frames",
+                    )
+                    continue
+                try:
+                    command = protocol.parse_frame(raw)
+                except ProtocolError as exc:
+                    self._error(exc.code, exc.message, exc.channel)
+                    continue
+                await self._dispatch(command)
+        except ConnectionClosed:
+            pass
+
+    async def _dispatch(self, command: protocol.Command) -> None:
+        match command:
+            case protocol.Chat():
+                await self._chat(command)
+            case protocol.Subscribe(channel=channel):
+                if await self._join(channel):
+                    self.send(protocol.subscribed(channel))
+                else:
+                    self._error(
+                        ErrorCode.BROKER_UNAVAILABLE, "Could not subscribe; try again", channel
+                    )
+            case protocol.Unsubscribe(channel=channel):
+                if channel not in self.channels:
+                    self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
+                else:
+                    await self._leave(channel)
+                    self.send(protocol.unsubscribed(channel))
+            case protocol.Ping():
+                self.send(protocol.PONG)
+
+    async def _chat(self, command: protocol.Chat) -> None:
+        channel = command.channel or self.primary
+        if channel not in self.channels:
+            if command.channel is None:
+                self._error(ErrorCode.MISSING_FIELD, "Missing field: channel")
+            else:
+                self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
+            return
+        body = protocol.chat(channel, self.id, self.user, command.message)
+        try:
+            await self.node.broker.publish(channel, seal(body))
+        except BrokerUnavailable:
+            self._error(
+                ErrorCode.BROKER_UNAVAILABLE, "Message not delivered: broker unavailable", channel
+            )
+
+    def _error(self, code: str, message: str, channel: str | None = None) -> None:
+        self.send(protocol.error(code, message, channel))
+
+    # -- membership ------------------------------------------------------------------------------
+
+    async def _join(self, channel: str) -> bool:
+        """Join ``channel`` (idempotent). False when the broker could not subscribe."""
+        if channel in self.channels:
+            return True
+        self.channels[channel] = None
+        try:
+            await self.node.hub.join(channel, self.id, self.outbound)
+        except BrokerUnavailable as exc:
+            log.warning("client=%s could not join %s: %s", self.id, channel, exc)
+            del self.channels[channel]
+            return False
+        self.node.rooms_changed()
+        if self.node.notices_for(channel):
+            notice = protocol.user_joined(channel, self.id, self.user)
+            await self._announce(channel, seal(notice, exclude=self.id))
+        return True
+
+    async def _leave(self, channel: str) -> None:
+        del self.channels[channel]
+        await self.node.hub.leave(channel, self.id)
+        self.node.rooms_changed()
+        if self.node.notices_for(channel):
+            await self._announce(channel, seal(protocol.user_left(channel, self.id, self.user)))
+
+    async def _leave_all(self) -> None:
+        for channel in list(self.channels):
+            try:
+                await self._leave(channel)
+            except Exception:  # leaving must finish for every channel, whatever one of them does
+                log.exception("client=%s: leaving %s failed", self.id, channel)
+
+    async def _announce(self, channel: str, payload: bytes) -> None:
+        try:
+            await self.node.broker.publish(channel, payload)
+        except BrokerUnavailable as exc:
+            log.warning("join/leave notice on %s not sent: %s", channel, exc)
+
+    # -- slow clients ----------------------------------------------------------------------------
+
+    def _overflow(self) -> None:
+        """The outbound buffer overflowed: send close 4001 and drop the socket if it stays stuck.
+
+        Called from inside the fan-out loop, so it must not touch the hub's member tables; the
+        session leaves its channels when the reader sees the connection end.
+        """
+        self.close_code = CloseCode.SLOW_CONSUMER
+        log.warning(
+            "client=%s user=%r is too slow (over %d bytes buffered); disconnecting",
+            self.id,
+            self.user,
+            self.outbound.limit,
+        )
+        transport = self._transport
+        ws_proto = self.ws.ws_proto
+        if ws_proto.state is State.OPEN and not transport.is_closing():
+            ws_proto.send_close(CloseCode.SLOW_CONSUMER, "slow consumer")
+            for chunk in ws_proto.data_to_send():
+                if chunk:
+                    transport.write(chunk)
+        asyncio.get_running_loop().call_later(
+            self.node.config.close_timeout, _abort_if_open, transport
+        )
+
+
+def _abort_if_open(transport: asyncio.WriteTransport) -> None:
+    if not transport.is_closing():
+        transport.abort()
+
+
+def _code_of(code: object) -> object:
+    return getattr(code, "code", code)

@@ -1,0 +1,52 @@
+"""pytest fixtures for the private Redis used by the test suite.
+
+Kept apart from ``redis_server.py`` so that module stays importable without pytest. Enable the
+fixtures from ``tests/conftest.py`` with ``pytest_plugins = ["support.fixtures"]`` (or the dotted
+path that matches how ``tests`` is importable), or by importing ``redis_server`` and ``redis_url``
+into the conftest namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .redis_server import RedisServer
+
+__all__ = ["redis_server", "redis_url"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the whole session.
+
+    Session scope because starting Redis costs tens of milliseconds and tests isolate themselves
+    through ``redis_url`` (FLUSHALL) instead. Tests may kill, restart or pause it; teardown resumes
+    a paused server first so the graceful stop is not left waiting on a stopped process.
+    """
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.is_paused:
+            server.resume()
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the private Redis, emptied before the test.
+
+    A previous test may have paused or killed the shared session server (fault-injection tests);
+    it is resumed or restarted here so that every test starts from a healthy, empty Redis.
+    """
+    if redis_server.is_paused:
+        redis_server.resume()
+    if not redis_server.is_running:
+        redis_server.start()
+    reply = redis_server.command("FLUSHALL")
+    if reply != b"+OK\r\n":
+        raise RuntimeError(f"FLUSHALL on the private Redis failed: {reply!r}")
+    return redis_server.url

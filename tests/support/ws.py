@@ -1,0 +1,128 @@
+"""Async helpers for talking to the feed server over WebSockets in tests.
+
+Every helper has a deadline: a test that waits for a message that never comes must fail with a
+message saying what it was waiting for, not hang until the global pytest timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+
+# ASYNC109 (prefer asyncio.timeout over a ``timeout`` parameter) is silenced below on purpose: a
+# per-call ``timeout=`` keeps test code short, and each helper applies it with asyncio.timeout.
+
+__all__ = ["Check", "assert_no_message", "eventually", "recv_json", "recv_until"]
+
+Check = Callable[[], Awaitable[object]] | Callable[[], object]
+"""A condition for ``eventually``: sync or async, truthy when satisfied."""
+
+
+def _decode(frame: str | bytes) -> dict[str, Any]:
+    """Decode one frame; the protocol only sends JSON objects in text frames."""
+    if isinstance(frame, bytes):
+        raise AssertionError(f"expected a text frame, got a binary frame: {frame[:200]!r}")
+    try:
+        message = json.loads(frame)
+    except ValueError as exc:
+        raise AssertionError(f"frame is not valid JSON ({exc}): {frame[:200]!r}") from None
+    if not isinstance(message, dict):
+        raise AssertionError(f"expected a JSON object, got {type(message).__name__}: {frame!r}")
+    return message
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+    """Receive the next frame and return it decoded as a JSON object.
+
+    Raises TimeoutError if nothing arrives within ``timeout`` seconds, AssertionError if the frame
+    is binary, not JSON or not an object, and ``ConnectionClosed`` if the server closes.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            frame = await ws.recv()
+    except TimeoutError:
+        raise TimeoutError(f"no message within {timeout} s") from None
+    return _decode(frame)
+
+
+async def recv_until(
+    ws: ClientConnection,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 5.0,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Receive frames until one satisfies ``predicate`` and return it; others are dropped.
+
+    For protocols that interleave frames a test does not care about (presence updates, pings).
+    ``timeout`` bounds the whole wait, not each frame. On timeout the ``type`` of every skipped
+    message is listed, which usually shows at once what the server sent instead.
+    """
+    skipped: list[object] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = _decode(await ws.recv())
+                if predicate(message):
+                    return message
+                skipped.append(message.get("type", "<no type>"))
+    except TimeoutError:
+        raise TimeoutError(
+            f"no matching message within {timeout} s; skipped {len(skipped)} "
+            f"message(s) of type {skipped!r}"
+        ) from None
+
+
+async def assert_no_message(ws: ClientConnection, within: float) -> None:
+    """Fail if any frame arrives in the next ``within`` seconds.
+
+    Cancelling ``recv()`` at the end of the window is safe in websockets: no frame is lost, the
+    next ``recv()`` returns it. A close during the window propagates as ``ConnectionClosed``.
+    """
+    try:
+        async with asyncio.timeout(within):
+            frame = await ws.recv()
+    except TimeoutError:
+        return
+    raise AssertionError(f"expected no message within {within} s, got {frame!r}")
+
+
+async def eventually(
+    check: Check,
+    timeout: float = 10.0,  # noqa: ASYNC109
+    interval: float = 0.05,
+    *,
+    description: str | None = None,
+) -> None:
+    """Poll ``check`` (sync or async) until it returns something truthy.
+
+    For state that converges asynchronously (subscriptions reaching Redis, presence counts), where
+    a fixed sleep would be either flaky or slow. An AssertionError raised by ``check`` counts as
+    "not yet" and is reported if time runs out; other exceptions propagate. An async check is
+    itself bounded by the remaining time. On timeout raises AssertionError naming ``description``
+    (default: the check's name) and the last result.
+    """
+    what = description or getattr(check, "__qualname__", None) or repr(check)
+    deadline = time.monotonic() + timeout
+    last: str = "never evaluated"
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                result = check()
+                value: object = await result if inspect.isawaitable(result) else result
+        except AssertionError as exc:
+            last = f"AssertionError: {exc}"
+        except TimeoutError:
+            last = "the check itself did not finish in time"
+        else:
+            if value:
+                return
+            last = repr(value)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition {what!r} not met within {timeout} s (last: {last})")
+        await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
