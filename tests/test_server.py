@@ -7,12 +7,12 @@ import asyncio
 import httpx
 import orjson
 import pytest
-from support.local_server import local_server
-from support.ws import assert_no_message, eventually, recv_json
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from sanic_feeds.protocol import CloseCode
+from support.local_server import local_server
+from support.ws import assert_no_message, eventually, recv_json
 
 
 async def send(ws: ClientConnection, message: object) -> None:

@@ -97,7 +97,11 @@ class Node:
         log.info("node %s stopped", self.id)
 
     async def drain(self, code: int = protocol.CloseCode.GOING_AWAY, reason: str = "") -> None:
-        """Close every connection (default 1001, "going away") and wait for their handlers."""
+        """Close every connection (default 1001, "going away") and wait for their handlers.
+
+        Waiting matters: a handler still leaving its channels (and publishing ``user_left``) when
+        the server cancels its tasks would leave the cluster with stale members.
+        """
         sessions = list(self.sessions.values())
         if not sessions:
             return
@@ -106,6 +110,12 @@ class Node:
             *(s.close(code, reason or "server shutting down") for s in sessions),
             return_exceptions=True,
         )
+        waiters = [asyncio.ensure_future(s.finished.wait()) for s in sessions]
+        _, pending = await asyncio.wait(waiters, timeout=self.config.close_timeout)
+        for waiter in pending:
+            waiter.cancel()
+        if pending:
+            log.warning("%d connections did not finish closing in time", len(pending))
 
     # -- publishing ------------------------------------------------------------------------------
 

@@ -75,6 +75,8 @@ class Session:
         self._transport = transport
         self.outbound = Outbound(transport, node.flusher, node.config.client_buffer, self._overflow)
         self.close_code: int | None = None
+        self.finished = asyncio.Event()
+        """Set when ``run`` has left every channel and is about to return."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Session:
             node.rooms_changed()
             code = self.close_code or getattr(self.ws.ws_proto, "close_rcvd", None)
             log.info("close client=%s user=%r code=%s", self.id, self.user, _code_of(code))
+            self.finished.set()
 
     async def close(self, code: int, reason: str) -> None:
         """Flush what is queued, then close with ``code``; drop the socket if that stalls."""

@@ -192,6 +192,10 @@ class RedisBroker(Broker):
                 if self._read_error is None:
                     log.warning("broker subscriber connection lost: %s", exc)
                 self._read_error = repr(exc)
+                # Drop the broken socket so that the next read reconnects, which makes redis-py
+                # re-subscribe every channel it tracks.
+                if pubsub.connection is not None:
+                    await pubsub.connection.disconnect()
                 delay = min(5.0, 0.1 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
                 await asyncio.sleep(delay)
                 continue

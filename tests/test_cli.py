@@ -1,0 +1,129 @@
+"""The ``sanic-feeds`` command, run as a real subprocess: exit codes and messages, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import fields
+
+import pytest
+
+from sanic_feeds import __version__
+from sanic_feeds.config import ENV_PREFIX, FeedsConfig
+
+# Port 1 (tcpmux) has no listener on any test machine: connecting is refused at once.
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sanic_feeds ARGS`` with no SANIC_FEEDS_* inherited from this process."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sanic_feeds", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environ,
+        check=False,
+    )
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], status: int) -> None:
+    """The command exited with ``status``, said why on stderr, and printed no traceback."""
+    assert result.returncode == status, result
+    assert result.stderr.strip()
+    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stdout
+
+
+def test_version() -> None:
+    """--version prints the package version and exits 0."""
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"sanic-feeds {__version__}"
+
+
+def test_serve_help_lists_every_setting() -> None:
+    """serve --help has an option for every FeedsConfig field and mentions SANIC_FEEDS_."""
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0
+    for f in fields(FeedsConfig):
+        assert "--" + f.name.replace("_", "-") in result.stdout, f.name
+        assert ENV_PREFIX + f.name.upper() in result.stdout, f.name
+    assert "SANIC_FEEDS_" in result.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    """Running without a command is an argparse usage error (status 2)."""
+    result = run_cli()
+    assert_clean_error(result, 2)
+    assert "usage:" in result.stderr
+
+
+def test_serve_many_workers_with_memory_broker() -> None:
+    """serve --workers 2 with the default memory broker exits 2 explaining the in-memory broker."""
+    result = run_cli("serve", "--workers", "2")
+    assert_clean_error(result, 2)
+    assert "in-memory broker" in result.stderr
+    assert "--workers" in result.stderr
+    assert "redis://" in result.stderr
+
+
+def test_serve_many_workers_from_environment() -> None:
+    """SANIC_FEEDS_WORKERS=2 in the environment is refused the same way."""
+    result = run_cli("serve", env={"SANIC_FEEDS_WORKERS": "2"})
+    assert_clean_error(result, 2)
+    assert "in-memory broker" in result.stderr
+    assert "SANIC_FEEDS_WORKERS" in result.stderr
+
+
+def test_serve_bad_client_buffer() -> None:
+    """serve --client-buffer lots exits 2 naming --client-buffer and the bad value."""
+    result = run_cli("serve", "--client-buffer", "lots")
+    assert_clean_error(result, 2)
+    assert "--client-buffer" in result.stderr
+    assert "SANIC_FEEDS_CLIENT_BUFFER" in result.stderr
+    assert "'lots'" in result.stderr
+
+
+def test_publish_with_memory_broker() -> None:
+    """publish with the default memory broker exits 2: it cannot reach any server."""
+    result = run_cli("publish", "lobby", '{"a": 1}')
+    assert_clean_error(result, 2)
+    assert "--broker" in result.stderr
+    assert "memory://" in result.stderr
+    assert "redis://" in result.stderr
+    assert result.stdout == ""
+
+
+def test_publish_to_unreachable_broker() -> None:
+    """publish to a Redis nobody listens on exits 1 with 'broker unavailable'."""
+    result = run_cli("publish", "--broker", DEAD_REDIS, "chan", "{}")
+    assert_clean_error(result, 1)
+    assert "broker unavailable" in result.stderr
+    assert "published" not in result.stdout
+
+
+def test_publish_broker_from_environment() -> None:
+    """publish takes the broker from SANIC_FEEDS_BROKER when --broker is not given."""
+    result = run_cli("publish", "chan", "1", env={"SANIC_FEEDS_BROKER": DEAD_REDIS})
+    assert_clean_error(result, 1)
+    assert "broker unavailable" in result.stderr
+
+
+@pytest.mark.parametrize("channel", ["bad name", "_lead", "a/b", ""])
+def test_publish_bad_channel(channel: str) -> None:
+    """publish to an invalid channel name exits 2 naming the channel rules."""
+    result = run_cli("publish", "--broker", DEAD_REDIS, channel, "1")
+    assert_clean_error(result, 2)
+    assert "invalid channel name" in result.stderr
+
+
+def test_publish_invalid_json() -> None:
+    """publish with data that is not JSON exits 2 saying so."""
+    result = run_cli("publish", "--broker", DEAD_REDIS, "chan", "{not json")
+    assert_clean_error(result, 2)
+    assert "not valid JSON" in result.stderr

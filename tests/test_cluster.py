@@ -1,0 +1,174 @@
+"""Several server processes on one private Redis: what a user running N instances relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from sanic_feeds.protocol import CloseCode
+from support.redis_server import RedisServer
+from support.server_process import ServerProcess
+from support.ws import eventually, recv_json, recv_until
+
+
+@pytest.fixture
+def two_servers(redis_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    with (
+        ServerProcess(redis_url, extra_args=["--node-ttl", "3"]) as one,
+        ServerProcess(redis_url, extra_args=["--node-ttl", "3"]) as two,
+    ):
+        yield one, two
+
+
+async def test_chat_crosses_instances_and_rooms_count_both(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """A chat sent on one instance reaches a member on the other; /api/rooms counts both."""
+    one, two = two_servers
+    async with connect(one.ws_url("lobby", user="ann")) as ann:
+        await recv_json(ann)
+        async with connect(two.ws_url("lobby", user="bob")) as bob:
+            bob_id = (await recv_json(bob))["client"]
+            joined = await recv_json(ann)
+            assert (joined["type"], joined["client"]) == ("user_joined", bob_id)
+
+            await ann.send(orjson.dumps({"type": "chat", "message": "hello from one"}).decode())
+            for ws in (ann, bob):
+                got = await recv_json(ws)
+                assert (got["type"], got["user"], got["message"]) == (
+                    "chat",
+                    "ann",
+                    "hello from one",
+                )
+
+            async with connect(two.ws_url("other")) as third:
+                await recv_json(third)
+                for server in (one, two):
+
+                    async def counted(server: ServerProcess = server) -> bool:
+                        async with httpx.AsyncClient() as http:
+                            body = (await http.get(f"{server.http_url}/api/rooms")).json()
+                        return body == {
+                            "rooms": ["lobby", "other"],
+                            "total_clients": 3,
+                            "counts": {"lobby": 2, "other": 1},
+                        }
+
+                    await eventually(counted, timeout=10)
+
+
+async def test_cli_publish_reaches_members_on_every_instance(
+    two_servers: tuple[ServerProcess, ServerProcess], redis_url: str
+) -> None:
+    """``sanic-feeds publish`` delivers a data message to members on all instances."""
+    one, two = two_servers
+    async with connect(one.ws_url("alerts")) as a, connect(two.ws_url("alerts")) as b:
+        await recv_json(a)
+        await recv_json(b)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "sanic_feeds", "publish", "--broker", redis_url, "alerts"]
+            + ['{"level": "high"}'],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        for ws in (a, b):
+            msg = await recv_until(ws, lambda m: m["type"] == "data")
+            assert msg == {"type": "data", "channel": "alerts", "data": {"level": "high"}}
+
+
+async def test_crashed_instance_disappears_from_rooms(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """A SIGKILLed instance's counts vanish from /api/rooms within its node ttl."""
+    one, two = two_servers
+    async with connect(two.ws_url("doomed")) as ws:
+        await recv_json(ws)
+
+        async def rooms_of_one() -> object:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"{one.http_url}/api/rooms")).json()["counts"]
+
+        async def sees_doomed() -> bool:
+            return await rooms_of_one() == {"doomed": 1}
+
+        await eventually(sees_doomed, timeout=10)
+        two.kill()
+
+        async def forgotten() -> bool:
+            return await rooms_of_one() == {}
+
+        await eventually(forgotten, timeout=10)
+
+
+async def test_health_follows_redis(redis_server: RedisServer, redis_url: str) -> None:
+    """/health answers 503 while Redis is down and 200 again once it is back."""
+    with ServerProcess(redis_url) as server:
+
+        async def status() -> int:
+            async with httpx.AsyncClient(timeout=5) as http:
+                return (await http.get(f"{server.http_url}/health")).status_code
+
+        assert await status() == 200
+        redis_server.kill()
+        try:
+
+            async def down() -> bool:
+                return await status() == 503
+
+            await eventually(down, timeout=15)
+        finally:
+            redis_server.start()
+
+        async def up() -> bool:
+            return await status() == 200
+
+        await eventually(up, timeout=20)
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_0(redis_url: str) -> None:
+    """A graceful stop closes every socket with 1001 and the process exits 0, no traceback."""
+    with ServerProcess(redis_url) as server:
+        async with connect(server.ws_url("lobby")) as ws:
+            await recv_json(ws)
+            assert server.pid is not None
+            server_pid = server.pid
+            os.kill(server_pid, signal.SIGTERM)
+            await asyncio.wait_for(ws.wait_closed(), 10)
+            assert ws.close_code == CloseCode.GOING_AWAY
+
+        def exited() -> bool:
+            return server.returncode is not None
+
+        await eventually(exited, timeout=10)
+        assert server.returncode == 0
+        log = server.log_text()
+        assert "Traceback" not in log
+        assert "code=1001" in log  # the handler finished its cleanup and logged the close
+
+
+async def test_two_workers_share_channels_through_redis(redis_url: str) -> None:
+    """--workers 2 on Redis: clients that land on different workers still chat."""
+    with ServerProcess(redis_url, extra_args=["--workers", "2"]) as server:
+        clients = [await connect(server.ws_url("shared")) for _ in range(6)]
+        try:
+            for ws in clients:
+                await recv_json(ws)
+            await clients[0].send(orjson.dumps({"type": "chat", "message": "all"}).decode())
+            for ws in clients:
+                msg = await recv_until(ws, lambda m: m["type"] == "chat")
+                assert msg["message"] == "all"
+        finally:
+            for ws in clients:
+                await ws.close()
