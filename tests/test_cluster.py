@@ -15,9 +15,12 @@ import pytest
 from websockets.asyncio.client import connect
 
 from sanic_feeds.protocol import CloseCode
+
 from support.redis_server import RedisServer
 from support.server_process import ServerProcess
 from support.ws import eventually, recv_json, recv_until
+
+PUBLISH = [sys.executable, "-m", "sanic_feeds", "publish"]
 
 
 @pytest.fixture
@@ -76,8 +79,7 @@ async def test_cli_publish_reaches_members_on_every_instance(
         await recv_json(b)
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "sanic_feeds", "publish", "--broker", redis_url, "alerts"]
-            + ['{"level": "high"}'],
+            [*PUBLISH, "--broker", redis_url, "alerts", '{"level": "high"}'],
             capture_output=True,
             text=True,
             timeout=30,

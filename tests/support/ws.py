@@ -37,7 +37,7 @@ def _decode(frame: str | bytes) -> dict[str, Any]:
     return message
 
 
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
     """Receive the next frame and return it decoded as a JSON object.
 
     Raises TimeoutError if nothing arrives within ``timeout`` seconds, AssertionError if the frame
@@ -54,7 +54,7 @@ async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any
 async def recv_until(
     ws: ClientConnection,
     predicate: Callable[[dict[str, Any]], bool],
-    timeout: float = 5.0,  # noqa: ASYNC109
+    timeout: float = 5.0,
 ) -> dict[str, Any]:
     """Receive frames until one satisfies ``predicate`` and return it; others are dropped.
 
@@ -93,7 +93,7 @@ async def assert_no_message(ws: ClientConnection, within: float) -> None:
 
 async def eventually(
     check: Check,
-    timeout: float = 10.0,  # noqa: ASYNC109
+    timeout: float = 10.0,
     interval: float = 0.05,
     *,
     description: str | None = None,
