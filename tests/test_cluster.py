@@ -15,7 +15,6 @@ import pytest
 from websockets.asyncio.client import connect
 
 from sanic_feeds.protocol import CloseCode
-
 from support.redis_server import RedisServer
 from support.server_process import ServerProcess
 from support.ws import eventually, recv_json, recv_until
