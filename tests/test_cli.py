@@ -127,3 +127,27 @@ def test_publish_invalid_json() -> None:
     result = run_cli("publish", "--broker", DEAD_REDIS, "chan", "{not json")
     assert_clean_error(result, 2)
     assert "not valid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:abc/0", "redis://127.0.0.1:99999/0"])
+def test_publish_malformed_broker_url_is_a_setting_error(url: str) -> None:
+    """A broker URL with a malformed port exits 2 naming --broker, without a traceback."""
+    result = run_cli("publish", "--broker", url, "chan", "1")
+    assert_clean_error(result, 2)
+    assert "--broker" in result.stderr
+
+
+def test_publish_ignores_serve_only_environment() -> None:
+    """A serve-only variable (a bad port, a worker count) does not break a one-off publish."""
+    result = run_cli(
+        "publish",
+        "chan",
+        "1",
+        env={
+            "SANIC_FEEDS_PORT": "abc",
+            "SANIC_FEEDS_WORKERS": "2",
+            "SANIC_FEEDS_BROKER": DEAD_REDIS,
+        },
+    )
+    assert_clean_error(result, 1)
+    assert "broker unavailable" in result.stderr

@@ -169,10 +169,34 @@ async def test_overflow_by_pending_bytes(flusher: Flusher) -> None:
     assert transport.writes == []
 
 
-async def test_single_frame_bigger_than_limit_overflows(flusher: Flusher) -> None:
-    """A single frame larger than the limit overflows immediately and is never written."""
+async def test_single_frame_bigger_than_limit_is_written_alone(flusher: Flusher) -> None:
+    """One message may always be in flight: a lone frame over the limit is written, not cut off."""
     outbound, transport, overflows = make(flusher, limit=10)
     outbound.send(b"x" * 11)
+    await next_turns()
+    assert transport.writes == [b"x" * 11]
+    assert overflows.calls == 0
+    assert not outbound.closed
+
+
+async def test_frame_behind_an_unsent_oversized_frame_overflows(flusher: Flusher) -> None:
+    """A second frame queued while the big one is still unsent passes the limit: overflow."""
+    outbound, transport, overflows = make(flusher, limit=10)
+    outbound.send(b"x" * 11)
+    await next_turns()
+    transport.buffered = 11  # the kernel has not taken the big frame yet
+    outbound.send(b"y")
+    await next_turns()
+    assert overflows.calls == 1
+    assert outbound.closed
+    assert transport.writes == [b"x" * 11]
+
+
+async def test_two_queued_frames_over_the_limit_overflow_at_send(flusher: Flusher) -> None:
+    """Queued bytes over the limit overflow at once, before any flush."""
+    outbound, transport, overflows = make(flusher, limit=10)
+    outbound.send(b"x" * 6)
+    outbound.send(b"x" * 6)
     assert overflows.calls == 1
     assert outbound.closed
     await next_turns()

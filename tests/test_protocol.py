@@ -192,6 +192,15 @@ def test_unknown_type_exactly_40_chars_is_shown_whole() -> None:
     assert "..." not in exc.message
 
 
+def test_unknown_type_of_41_chars_is_truncated() -> None:
+    """A 41-character unknown type is shown as its first 40 plus '...'."""
+    kind = "x" * 40 + "Y"
+    exc = parse_error(frame(type=kind))
+    assert exc.code == ErrorCode.UNKNOWN_TYPE
+    assert repr("x" * 40 + "...") in exc.message
+    assert "Y" not in exc.message
+
+
 def test_unknown_long_type_is_truncated() -> None:
     """An unknown type longer than 40 characters is shown as its first 40 plus '...'."""
     kind = "a" * 40 + "B" * 10_000

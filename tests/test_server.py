@@ -68,8 +68,8 @@ async def test_chat_reaches_every_member_including_sender(broker_url: str) -> No
 async def test_messages_arrive_in_publish_order(broker_url: str) -> None:
     async with local_server(broker=broker_url, join_leave=False) as server:
         async with (
-            connect(server.ws_url("seq")) as sender,
-            connect(server.ws_url("seq")) as receiver,
+            connect(server.ws_url("seq"), max_queue=None) as sender,
+            connect(server.ws_url("seq"), max_queue=None) as receiver,
         ):
             await recv_json(sender)
             await recv_json(receiver)

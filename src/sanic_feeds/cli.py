@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -106,7 +107,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    config = load_config({"broker": args.broker, "redis_prefix": args.redis_prefix})
+    # Only the broker settings matter here: a serve-only variable in the environment (a port,
+    # a worker count) must not break a one-off publish.
+    wanted = (ENV_PREFIX + "BROKER", ENV_PREFIX + "REDIS_PREFIX")
+    environ = {k: v for k, v in os.environ.items() if k in wanted}
+    config = load_config({"broker": args.broker, "redis_prefix": args.redis_prefix}, environ)
     if config.broker.startswith("memory:"):
         raise ConfigError(
             "--broker",

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from .channels import ChannelPatterns
 from .errors import ConfigError
@@ -96,6 +97,8 @@ class FeedsConfig:
     log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
 
     def __post_init__(self) -> None:
+        if isinstance(self.join_leave_except, str):  # "a-*,b-*" from Python code, not a tuple
+            object.__setattr__(self, "join_leave_except", parse_patterns(self.join_leave_except))
         _check(0 <= self.port <= 65535, "port", f"must be 0-65535, got {self.port}")
         _check(self.workers >= 1, "workers", f"must be at least 1, got {self.workers}")
         scheme = self.broker.partition("://")[0]
@@ -104,6 +107,11 @@ class FeedsConfig:
             "broker",
             f"unknown scheme {scheme!r}; expected one of {', '.join(BROKER_SCHEMES)}",
         )
+        if scheme in ("redis", "rediss"):
+            try:
+                _ = urlsplit(self.broker).port  # raises ValueError for a bad port
+            except ValueError as exc:
+                raise ConfigError(setting_names("broker"), f"invalid URL: {exc}") from None
         _check(
             not (self.workers > 1 and scheme == "memory"),
             "workers",

@@ -24,7 +24,7 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from .brokers import MemoryBus
 from .config import FeedsConfig
-from .errors import FeedsError
+from .errors import BrokerUnavailable, FeedsError
 from .node import Node
 from .session import Session, clean_user_name
 
@@ -122,7 +122,10 @@ class Feeds:
         await session.run(unquote(channel))
 
     async def _rooms(self, request: Request) -> HTTPResponse:
-        totals = await self.node.cluster_rooms()
+        try:
+            totals = await self.node.cluster_rooms()
+        except BrokerUnavailable as exc:
+            return json({"error": "broker_unavailable", "message": str(exc)}, status=503)
         return json(
             {"rooms": sorted(totals.rooms), "total_clients": totals.clients, "counts": totals.rooms}
         )

@@ -64,6 +64,7 @@ class Node:
         self._flusher: Flusher | None = None
         self._rooms_changed = asyncio.Event()
         self._reporter: asyncio.Task[None] | None = None
+        self._cleanups: set[asyncio.Future[None]] = set()
         self.started = False
 
     @property
@@ -80,8 +81,16 @@ class Node:
         self.started = True
         log.info("node %s started on broker %s", self.id, self.broker.url)
 
+    def track(self, cleanup: asyncio.Future[None]) -> asyncio.Future[None]:
+        """Keep a connection's cleanup task alive until it ends; ``stop`` waits for it."""
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+        return cleanup
+
     async def stop(self) -> None:
         """Stop background work and release the broker. Sockets are closed by ``drain`` first."""
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=self.config.close_timeout)
         self.started = False
         reporter, self._reporter = self._reporter, None
         if reporter is not None:

@@ -49,12 +49,14 @@ class Flusher:
 class Outbound:
     """The bounded outbound queue of one connection.
 
-    ``limit`` bounds the bytes queued here plus the bytes the transport has not yet sent. When
-    a ``send`` or a flush would pass it, the queue is dropped, ``closed`` becomes True and
+    ``limit`` bounds the bytes queued here plus the bytes the transport has not yet sent (as
+    measured at the last flush, so ``send`` stays a few additions). When a ``send`` or a flush
+    would pass it, the queue is dropped, ``closed`` becomes True and
     ``on_overflow`` is called once; later sends are ignored.
     """
 
     __slots__ = (
+        "_backlog",
         "_flusher",
         "_on_overflow",
         "_pending",
@@ -78,6 +80,8 @@ class Outbound:
         self._on_overflow = on_overflow
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._backlog = 0
+        """What the transport still held after the last flush: counted by ``send`` too."""
         self.limit = limit
         self.closed = False
         self.high_water = 0
@@ -90,7 +94,11 @@ class Outbound:
             return
         self._pending.append(frame)
         self._pending_bytes += len(frame)
-        if self._pending_bytes > self.limit:
+        # One message may always be in flight, however large: a single big publish must not cut
+        # off every member. What overflows is a backlog on top of it.
+        if self._pending_bytes + self._backlog > self.limit and (
+            self._backlog or len(self._pending) > 1
+        ):
             self._overflow()
         elif len(self._pending) == 1:
             self._flusher.mark(self)
@@ -105,19 +113,32 @@ class Outbound:
             self.closed = True
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
-        buffered = self._transport.get_write_buffer_size() + len(data)
-        if buffered > self.limit:
+        backlog = self._transport.get_write_buffer_size()
+        buffered = backlog + len(data)
+        if buffered > self.limit and (backlog or len(pending) > 1):
             self._overflow()
             return
         self.frames_sent += len(pending)
         self._drop()
-        self._transport.write(data)
+        try:
+            self._transport.write(data)
+        except RuntimeError:
+            # The close handshake finished and the transport sent EOF: the peer is gone, and
+            # what was queued for it has nowhere to go.
+            self.closed = True
+            return
+        self._backlog = self._transport.get_write_buffer_size()
         if buffered > self.high_water:
             self.high_water = buffered
 
     def buffered(self) -> int:
         """Bytes queued here plus bytes the transport still holds."""
         return self._pending_bytes + self._transport.get_write_buffer_size()
+
+    def close(self) -> None:
+        """Stop queuing: the connection is going away. Already-written bytes are unaffected."""
+        self.closed = True
+        self._drop()
 
     def abort(self) -> None:
         """Drop everything and the TCP connection itself, at once."""

@@ -100,9 +100,21 @@ class Session:
                 return
             await self._read_loop()
         finally:
+            # Nothing more can reach the client once its reader has ended; stop queuing first,
+            # so leave notices do not try to write to a closed transport.
+            self.outbound.flush()
+            self.outbound.close()
+            # Sanic cancels the handler when the peer goes away, possibly in the middle of this
+            # cleanup; run it as its own task so a member is never left behind in a channel.
+            cleanup = node.track(asyncio.ensure_future(self._cleanup()))
+            await asyncio.shield(cleanup)
+
+    async def _cleanup(self) -> None:
+        try:
             await self._leave_all()
-            node.sessions.pop(self.id, None)
-            node.rooms_changed()
+        finally:
+            self.node.sessions.pop(self.id, None)
+            self.node.rooms_changed()
             code = self.close_code or getattr(self.ws.ws_proto, "close_rcvd", None)
             log.info("close client=%s user=%r code=%s", self.id, self.user, _code_of(code))
             self.finished.set()
