@@ -162,6 +162,9 @@ async def test_sigterm_closes_clients_with_1001_and_exits_0(redis_url: str) -> N
 async def test_two_workers_share_channels_through_redis(redis_url: str) -> None:
     """--workers 2 on Redis: clients that land on different workers still chat."""
     with ServerProcess(redis_url, extra_args=["--workers", "2"]) as server:
+        # Sanic's main process misses a SIGTERM that arrives within its first second or so,
+        # which would turn the graceful stop at the end into a kill.
+        await asyncio.sleep(1.0)
         clients = [await connect(server.ws_url("shared")) for _ in range(6)]
         try:
             for ws in clients:
@@ -173,3 +176,4 @@ async def test_two_workers_share_channels_through_redis(redis_url: str) -> None:
         finally:
             for ws in clients:
                 await ws.close()
+        assert await asyncio.to_thread(server.stop) == 0

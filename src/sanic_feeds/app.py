@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from functools import partial
 from typing import Any
 
@@ -15,9 +16,33 @@ from .extension import Feeds
 log = logging.getLogger("sanic_feeds")
 
 
-def create_app(config: FeedsConfig | None = None, *, name: str = "sanic_feeds") -> Sanic[Any, Any]:
-    """Build the standalone server app. ``app.ctx.feeds`` is its :class:`Feeds`."""
+def configure_logging(level: str) -> None:
+    """Send ``sanic_feeds.*`` log lines to stderr at ``level``.
+
+    Only our own loggers: Sanic configures its loggers itself, and a root handler would print
+    each of its lines twice.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("sanic_feeds")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def create_app(
+    config: FeedsConfig | None = None,
+    *,
+    name: str = "sanic_feeds",
+    with_logging: bool = False,
+) -> Sanic[Any, Any]:
+    """Build the standalone server app. ``app.ctx.feeds`` is its :class:`Feeds`.
+
+    ``with_logging`` configures our loggers; worker processes start fresh and need it.
+    """
     config = config or FeedsConfig()
+    if with_logging:
+        configure_logging(config.log_level)
     app: Sanic[Any, Any] = Sanic(name)
     app.config.MOTD = False
     feeds = Feeds(config)
@@ -28,7 +53,7 @@ def create_app(config: FeedsConfig | None = None, *, name: str = "sanic_feeds") 
 
 def serve(config: FeedsConfig) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM."""
-    loader = AppLoader(factory=partial(create_app, config))
+    loader = AppLoader(factory=partial(create_app, config, with_logging=True))
     app = loader.load()
     log.info(
         "sanic-feeds listening on http://%s:%d (broker %s, %d worker%s)",

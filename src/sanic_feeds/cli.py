@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -85,22 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _configure_logging(level: str) -> None:
-    # Only our own loggers: Sanic configures its loggers itself, and a root handler would print
-    # each of its lines twice.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("sanic_feeds")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
 def _serve(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(FeedsConfig)}
     config = load_config(given)
-    _configure_logging(config.log_level)
-    from .app import serve  # Sanic is imported only when serving
+    from .app import configure_logging, serve  # Sanic is imported only when serving
+
+    configure_logging(config.log_level)
 
     serve(config)
     return 0
