@@ -177,3 +177,19 @@ async def test_two_workers_share_channels_through_redis(redis_url: str) -> None:
             for ws in clients:
                 await ws.close()
         assert await asyncio.to_thread(server.stop) == 0
+
+
+async def test_rooms_answers_503_while_redis_is_down(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """/api/rooms cannot be computed without Redis: a clear 503, not a traceback."""
+    with ServerProcess(redis_url) as server:
+        redis_server.kill()
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                reply = await http.get(f"{server.http_url}/api/rooms")
+            assert reply.status_code == 503
+            assert reply.json()["error"] == "broker_unavailable"
+        finally:
+            redis_server.start()
+        assert "Traceback" not in server.log_text()

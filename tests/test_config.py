@@ -382,3 +382,12 @@ def test_join_leave_patterns_property() -> None:
     patterns = FeedsConfig(join_leave_except=("a*",)).join_leave_patterns
     assert patterns.matches("abc")
     assert not patterns.matches("bac")
+
+
+def test_patterns_given_as_a_string_from_python_are_split() -> None:
+    """FeedsConfig(join_leave_except="a-*, b-*") means two patterns, not one per character."""
+    config = FeedsConfig(join_leave_except="a-*, b-*")  # type: ignore[arg-type]  # str on purpose
+    assert config.join_leave_except == ("a-*", "b-*")
+    notices = config.notices_for()
+    assert notices("a-1") is False
+    assert notices("x") is True
