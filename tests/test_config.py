@@ -81,6 +81,8 @@ ALL_TEXT = {
     "close_timeout": "0.5",
     "redis_prefix": "app:",
     "node_ttl": "30",
+    "broker_probe_interval": "1.5",
+    "broker_probe_timeout": "2",
     "page": "no",
     "log_level": "debug",
 }
@@ -99,6 +101,8 @@ ALL_TYPED = FeedsConfig(
     close_timeout=0.5,
     redis_prefix="app:",
     node_ttl=30.0,
+    broker_probe_interval=1.5,
+    broker_probe_timeout=2.0,
     page=False,
     log_level="debug",
 )

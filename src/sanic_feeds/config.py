@@ -93,6 +93,14 @@ class FeedsConfig:
         float,
         "Seconds after which a silent instance's room counts disappear from /api/rooms.",
     )
+    broker_probe_interval: float = _setting(
+        2.0, float, "Seconds between liveness probes through the broker (a round trip to itself)."
+    )
+    broker_probe_timeout: float = _setting(
+        3.0,
+        float,
+        "Seconds a probe may take before the broker counts as down and is reconnected.",
+    )
     page: bool = _setting(True, parse_bool, "Serve the chat page at GET / (on/off).")
     log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
 
@@ -120,7 +128,14 @@ class FeedsConfig:
         )
         _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
         _check(self.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
-        for name in ("ping_interval", "ping_timeout", "close_timeout", "node_ttl"):
+        for name in (
+            "ping_interval",
+            "ping_timeout",
+            "close_timeout",
+            "node_ttl",
+            "broker_probe_interval",
+            "broker_probe_timeout",
+        ):
             _check(getattr(self, name) > 0, name, "must be greater than 0")
         _check(
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),

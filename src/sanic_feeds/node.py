@@ -55,7 +55,12 @@ class Node:
         self.config = config
         self.id = new_node_id()
         self.broker = broker or create_broker(
-            config.broker, prefix=config.redis_prefix, node_id=self.id, bus=bus
+            config.broker,
+            prefix=config.redis_prefix,
+            node_id=self.id,
+            bus=bus,
+            probe_interval=config.broker_probe_interval,
+            probe_timeout=config.broker_probe_timeout,
         )
         self.presence = presence or create_presence(config.broker, prefix=config.redis_prefix)
         self.hub = Hub(self.broker)

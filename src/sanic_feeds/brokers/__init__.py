@@ -9,7 +9,13 @@ __all__ = ["Broker", "DeliverFn", "MemoryBroker", "MemoryBus", "create_broker"]
 
 
 def create_broker(
-    url: str, *, prefix: str = "sanic-feeds:", node_id: str = "", bus: MemoryBus | None = None
+    url: str,
+    *,
+    prefix: str = "sanic-feeds:",
+    node_id: str = "",
+    bus: MemoryBus | None = None,
+    probe_interval: float = 2.0,
+    probe_timeout: float = 3.0,
 ) -> Broker:
     """Build the broker a URL names: ``memory://`` or ``redis://`` / ``rediss://`` / ``unix://``."""
     scheme = url.partition("://")[0]
@@ -18,5 +24,11 @@ def create_broker(
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBroker  # imported lazily: memory-only users never load redis-py
 
-        return RedisBroker(url, prefix=prefix, node_id=node_id)
+        return RedisBroker(
+            url,
+            prefix=prefix,
+            node_id=node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+        )
     raise ValueError(f"unknown broker scheme {scheme!r} in {url!r}")

@@ -34,6 +34,9 @@ log = logging.getLogger("sanic_feeds.broker")
 SUBSCRIBE_TIMEOUT = 5.0
 """Seconds to wait for Redis to confirm a SUBSCRIBE before the join fails."""
 
+CLOSE_TIMEOUT = 3.0
+"""Seconds ``aclose`` may spend closing connections before it gives up on them."""
+
 READ_TIMEOUT = 1.0
 """The reader's ``get_message`` timeout: how often it wakes up when the server is idle."""
 
@@ -65,8 +68,18 @@ def open_client(url: str, **options: Any) -> aioredis.Redis:
 class RedisBroker(Broker):
     """Broker on Redis pub/sub. Channel ``c`` is the Redis channel ``<prefix>ch:<c>``."""
 
-    def __init__(self, url: str, prefix: str = "sanic-feeds:", node_id: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "sanic-feeds:",
+        node_id: str = "",
+        *,
+        probe_interval: float = 2.0,
+        probe_timeout: float = 3.0,
+    ) -> None:
         self._url = url
+        self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
         self._channel_prefix = (prefix + "ch:").encode()
         # The node's own channel keeps the subscriber connection subscribed (and read) even when
         # no channel has members, so a first SUBSCRIBE is confirmed without delay.
@@ -78,6 +91,13 @@ class RedisBroker(Broker):
         self._channels: set[str] = set()
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._read_error: str | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._probe_error: str | None = None
+        self._probe_seen = 0
+        self._probe_echo = asyncio.Event()
+        self._rebuild_requested = False
+        """Set by the probe; the reader (the only task that touches the subscriber connection)
+        then drops and rebuilds it between two reads."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -93,22 +113,27 @@ class RedisBroker(Broker):
                 await self.aclose()
                 raise BrokerUnavailable(f"cannot subscribe at {self.url}: {exc}") from exc
             self._reader = asyncio.create_task(self._read_loop(), name="sanic-feeds:broker-reader")
+            self._prober = asyncio.create_task(self._probe_loop(), name="sanic-feeds:broker-probe")
 
     async def aclose(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        for task in (self._prober, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._prober = self._reader = None
         for future in self._confirmations.values():
             future.cancel()
         self._confirmations.clear()
         pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        # Closing talks to Redis; a frozen one must not hang the shutdown.
+        with contextlib.suppress(TimeoutError, RedisError, OSError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if pubsub is not None:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                if client is not None:
+                    await client.aclose()
         self._channels.clear()
 
     # -- publish / subscribe ---------------------------------------------------------------------
@@ -154,6 +179,8 @@ class RedisBroker(Broker):
             raise BrokerUnavailable("the subscription reader is not running")
         if self._read_error is not None:
             raise BrokerUnavailable(f"subscriber connection lost: {self._read_error}")
+        if self._probe_error is not None:
+            raise BrokerUnavailable(f"liveness probe failed: {self._probe_error}")
         started = time.perf_counter()
         try:
             async with asyncio.timeout(2.0):
@@ -187,15 +214,12 @@ class RedisBroker(Broker):
         while True:
             try:
                 message = await pubsub.get_message(timeout=READ_TIMEOUT)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # the only reader must survive anything (logged)
                 failures += 1
                 if self._read_error is None:
                     log.warning("broker subscriber connection lost: %s", exc)
                 self._read_error = repr(exc)
-                # Drop the broken socket so that the next read reconnects, which makes redis-py
-                # re-subscribe every channel it tracks.
-                if pubsub.connection is not None:
-                    await pubsub.connection.disconnect()
+                await self._drop_subscriber_connection()
                 delay = min(5.0, 0.1 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
                 await asyncio.sleep(delay)
                 continue
@@ -205,11 +229,61 @@ class RedisBroker(Broker):
                 log.info("broker subscriber connection restored")
             if message is not None:
                 self._handle(message)
+            if self._rebuild_requested:
+                self._rebuild_requested = False
+                await self._drop_subscriber_connection()
+
+    async def _drop_subscriber_connection(self) -> None:
+        """Close the subscriber socket; the reader's next read reconnects and redis-py then
+        re-subscribes every channel it tracks."""
+        pubsub = self._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            try:
+                await pubsub.connection.disconnect()
+            except Exception as exc:  # a socket we are throwing away anyway
+                log.debug("closing the subscriber connection failed: %r", exc)
+
+    # -- liveness --------------------------------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        """Publish to this node's own channel and expect it back through the subscriber.
+
+        Socket errors are not enough to notice a dead subscriber: a frozen Redis (SIGSTOP, a
+        stuck failover) raises nothing, and a killed subscriber connection may be replaced
+        silently. Only a message that makes the round trip proves the node can still receive.
+        When one does not come back in time, the subscriber connection is dropped and rebuilt.
+        """
+        client = self._require_client()
+        sent = 0
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            sent += 1
+            try:
+                async with asyncio.timeout(self._probe_timeout):
+                    await client.publish(self._node_key, b"probe %d" % sent)
+                    while self._probe_seen < sent:
+                        self._probe_echo.clear()
+                        await self._probe_echo.wait()
+            except (TimeoutError, RedisError, OSError) as exc:
+                problem = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+                if self._probe_error is None:
+                    log.warning("broker liveness probe failed (%s); reconnecting", problem)
+                self._probe_error = problem
+                self._rebuild_requested = True
+                continue
+            if self._probe_error is not None:
+                log.info("broker liveness probe answered again")
+                self._probe_error = None
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         key: bytes = message["channel"]
-        if kind == "message" and key.startswith(self._channel_prefix):
+        if kind == "message" and key == self._node_key:
+            _, _, number = bytes(message["data"]).partition(b" ")
+            if number.isdigit():
+                self._probe_seen = max(self._probe_seen, int(number))
+                self._probe_echo.set()
+        elif kind == "message" and key.startswith(self._channel_prefix):
             deliver = self._deliver
             if deliver is None:
                 return

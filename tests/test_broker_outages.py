@@ -1,0 +1,131 @@
+"""The Redis broker notices outages that raise no error, and recovers from them by itself.
+
+A "deaf node" (up, green, delivering nothing) is the classic failure of Redis-backed real-time
+servers. The broker's liveness probe (a message to itself through Redis) is what catches a frozen
+Redis or a silently replaced subscriber connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sanic_feeds.brokers import Broker, create_broker
+from sanic_feeds.errors import BrokerUnavailable
+from support.collect import Deliveries
+from support.redis_server import RedisServer
+from support.tcp_proxy import TcpProxy
+from support.ws import eventually
+
+PROBE_INTERVAL = 0.3
+PROBE_TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def node(redis_url: str) -> AsyncIterator[tuple[Broker, Deliveries, Broker]]:
+    got = Deliveries()
+    subscriber = create_broker(
+        redis_url, probe_interval=PROBE_INTERVAL, probe_timeout=PROBE_TIMEOUT
+    )
+    publisher = create_broker(redis_url)
+    await subscriber.open(got)
+    await publisher.open(None)
+    yield subscriber, got, publisher
+    await subscriber.aclose()
+    await publisher.aclose()
+
+
+async def healthy(broker: Broker) -> bool:
+    try:
+        await broker.check()
+    except BrokerUnavailable:
+        return False
+    return True
+
+
+async def delivery_works(publisher: Broker, got: Deliveries, marker: bytes) -> bool:
+    try:
+        await publisher.publish("live", marker)
+    except BrokerUnavailable:
+        return False
+    await asyncio.sleep(0.05)
+    return marker in got.payloads("live")
+
+
+async def test_frozen_redis_is_noticed_and_recovered(
+    node: tuple[Broker, Deliveries, Broker], redis_server: RedisServer
+) -> None:
+    """SIGSTOP: check() fails within probe interval + timeout; after SIGCONT all works again."""
+    subscriber, got, publisher = node
+    await subscriber.subscribe("live")
+    assert await healthy(subscriber)
+    redis_server.pause()
+    try:
+
+        async def down() -> bool:
+            return not await healthy(subscriber)
+
+        await eventually(down, timeout=PROBE_INTERVAL + PROBE_TIMEOUT + 3)
+    finally:
+        redis_server.resume()
+
+    async def recovered() -> bool:
+        return await healthy(subscriber) and await delivery_works(publisher, got, b"after")
+
+    await eventually(recovered, timeout=20, interval=0.2)
+
+
+async def test_killed_subscriber_connection_is_recovered(
+    node: tuple[Broker, Deliveries, Broker], redis_server: RedisServer
+) -> None:
+    """CLIENT KILL TYPE pubsub: the subscriber comes back and re-subscribes every channel."""
+    subscriber, got, publisher = node
+    await subscriber.subscribe("live")
+    assert await delivery_works(publisher, got, b"before")
+    for _ in range(3):
+        reply = redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert reply.startswith(b":")
+
+        async def works_again() -> bool:
+            marker = f"after-{len(got.items)}".encode()
+            return await delivery_works(publisher, got, marker)
+
+        await eventually(works_again, timeout=10, interval=0.1)
+
+    async def green() -> bool:
+        # A probe in flight when the connection was killed is lost; the next one clears it.
+        return await healthy(subscriber)
+
+    await eventually(green, timeout=PROBE_INTERVAL + PROBE_TIMEOUT + 3)
+
+
+async def test_black_holed_subscriber_is_noticed_and_rebuilt(redis_server: RedisServer) -> None:
+    """A subscriber connection that silently stops carrying anything (no error, no close) is
+    detected by the liveness probe and replaced; delivery resumes. Without the probe this node
+    would stay up and deaf."""
+    proxy = TcpProxy(redis_server.port)
+    await proxy.start()
+    got = Deliveries()
+    subscriber = create_broker(
+        proxy.url, probe_interval=PROBE_INTERVAL, probe_timeout=PROBE_TIMEOUT
+    )
+    publisher = create_broker(redis_server.url)
+    await subscriber.open(got)
+    await publisher.open(None)
+    try:
+        await subscriber.subscribe("live")
+        assert await delivery_works(publisher, got, b"before")
+        assert proxy.freeze() >= 1
+
+        async def works_again() -> bool:
+            marker = f"after-{len(got.items)}".encode()
+            return await delivery_works(publisher, got, marker)
+
+        await eventually(works_again, timeout=20, interval=0.2)
+        assert await healthy(subscriber)
+    finally:
+        await subscriber.aclose()
+        await publisher.aclose()
+        await proxy.aclose()
