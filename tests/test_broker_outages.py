@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
+from websockets.asyncio.client import connect
 
 from sanic_feeds.brokers import Broker, create_broker
 from sanic_feeds.errors import BrokerUnavailable
 from support.collect import Deliveries
+from support.local_server import local_server
 from support.redis_server import RedisServer
 from support.tcp_proxy import TcpProxy
-from support.ws import eventually
+from support.ws import eventually, recv_json
 
 PROBE_INTERVAL = 0.3
 PROBE_TIMEOUT = 0.5
@@ -129,3 +132,23 @@ async def test_black_holed_subscriber_is_noticed_and_rebuilt(redis_server: Redis
         await subscriber.aclose()
         await publisher.aclose()
         await proxy.aclose()
+
+
+async def test_chat_while_redis_is_down_gets_broker_unavailable(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """A chat that cannot reach the broker is answered with an error, never silently dropped."""
+    async with local_server(broker=redis_url, join_leave=False) as server:
+        async with connect(server.ws_url("lobby")) as ws:
+            await recv_json(ws)
+            redis_server.kill()
+            try:
+                await ws.send(orjson.dumps({"type": "chat", "message": "lost?"}).decode())
+                reply = await recv_json(ws, timeout=15)
+                assert reply["type"] == "error"
+                assert reply["code"] == "broker_unavailable"
+                assert reply["channel"] == "lobby"
+                with pytest.raises(BrokerUnavailable):
+                    await server.feeds.publish("lobby", 1)
+            finally:
+                redis_server.start()
