@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
+from typing import Protocol
 
 import pytest
 
-from sanic_feeds.brokers import Broker, DeliverFn, MemoryBus, create_broker
+from sanic_feeds.brokers import Broker, DeliverFn, HistoryPolicy, MemoryBus, create_broker
 from sanic_feeds.errors import BrokerUnavailable
 from support.collect import Deliveries
 from support.redis_server import RedisServer
 from support.ws import eventually
 
-OpenBroker = Callable[[DeliverFn | None], Awaitable[Broker]]
+
+class OpenBroker(Protocol):
+    def __call__(
+        self, deliver: DeliverFn | None, history: HistoryPolicy | None = None
+    ) -> Awaitable[Broker]: ...
 
 
 @pytest.fixture
@@ -27,8 +32,8 @@ async def open_broker(broker_url: str) -> AsyncIterator[OpenBroker]:
     prefix = f"test-{secrets.token_hex(3)}:"
     opened: list[Broker] = []
 
-    async def factory(deliver: DeliverFn | None) -> Broker:
-        broker = create_broker(broker_url, prefix=prefix, bus=bus)
+    async def factory(deliver: DeliverFn | None, history: HistoryPolicy | None = None) -> Broker:
+        broker = create_broker(broker_url, prefix=prefix, bus=bus, history=history)
         await broker.open(deliver)
         opened.append(broker)
         return broker
@@ -206,3 +211,102 @@ async def test_redis_restart_resubscribes_and_resumes(redis_server: RedisServer)
     finally:
         await node.aclose()
         await publisher.aclose()
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+
+async def test_stored_messages_get_growing_offsets_and_are_published_stamped(
+    open_broker: OpenBroker,
+) -> None:
+    """publish_stored numbers messages 1, 2, 3... in one epoch; live and stored texts are equal."""
+    got = Deliveries()
+    node = await open_broker(got)
+    await node.subscribe("chat")
+    stored = [await node.publish_stored("chat", b'{"type":"data","n":%d}' % i) for i in range(3)]
+    assert [s.offset for s in stored] == [1, 2, 3]
+    assert len({s.epoch for s in stored}) == 1
+    epoch = stored[0].epoch
+    items = await got.wait_for(3)
+    expected = [
+        b'{"id":%d,"epoch":"%s","type":"data","n":%d}' % (i + 1, epoch.encode(), i)
+        for i in range(3)
+    ]
+    assert [p for _, p in items] == [b"\n" + e for e in expected]
+    page = await node.history("chat", since=0, epoch=epoch, limit=100)
+    assert page.messages == expected
+    assert page.offsets == [1, 2, 3]
+    assert (page.top, page.epoch, page.complete) == (3, epoch, True)
+
+
+async def test_offsets_are_shared_by_all_nodes(open_broker: OpenBroker) -> None:
+    """Two nodes storing to one channel draw offsets from one sequence."""
+    one = await open_broker(None)
+    two = await open_broker(None)
+    offsets = []
+    for i in range(10):
+        node = one if i % 2 else two
+        offsets.append((await node.publish_stored("shared", b'{"type":"data"}')).offset)
+    assert offsets == list(range(1, 11))
+    page = await one.history("shared", since=4, epoch=None, limit=100)
+    assert page.offsets == list(range(5, 11))
+    assert page.complete
+
+
+async def test_history_since_latest_and_limit(open_broker: OpenBroker) -> None:
+    """since=None gives the latest messages; a limit that cuts the gap makes it incomplete."""
+    node = await open_broker(None)
+    for i in range(20):
+        await node.publish_stored("h", b'{"type":"data","n":%d}' % i)
+    latest = await node.history("h", since=None, epoch=None, limit=5)
+    assert latest.offsets == [16, 17, 18, 19, 20]
+    cut = await node.history("h", since=10, epoch=None, limit=3)
+    assert cut.offsets == [11, 12, 13]
+    assert not cut.complete
+    caught_up = await node.history("h", since=20, epoch=None, limit=3)
+    assert (caught_up.offsets, caught_up.complete) == ([], True)
+
+
+async def test_history_that_no_longer_reaches_back_is_incomplete(open_broker: OpenBroker) -> None:
+    """When the gap is older than what is kept, the page says so (recovered: false)."""
+    node = await open_broker(None, HistoryPolicy(size=5, ttl=60))
+    for _ in range(300):
+        await node.publish_stored("small", b'{"type":"data"}')
+    old = await node.history("small", since=1, epoch=None, limit=1000)
+    assert not old.complete
+    assert old.offsets and old.offsets[-1] == 300
+    assert old.offsets == sorted(old.offsets)
+    recent = await node.history("small", since=298, epoch=None, limit=1000)
+    assert (recent.offsets, recent.complete) == ([299, 300], True)
+
+
+async def test_other_epoch_gets_everything_and_incomplete(open_broker: OpenBroker) -> None:
+    """A reader from another epoch (history lost and restarted) gets all of the current one."""
+    node = await open_broker(None)
+    for _ in range(3):
+        await node.publish_stored("e", b'{"type":"data"}')
+    page = await node.history("e", since=2, epoch="not-this-one", limit=100)
+    assert page.offsets == [1, 2, 3]
+    assert not page.complete
+    ahead = await node.history("e", since=50, epoch=None, limit=100)
+    assert ahead.offsets == [1, 2, 3]
+    assert not ahead.complete
+
+
+async def test_history_expires_and_restarts_with_a_new_epoch(open_broker: OpenBroker) -> None:
+    """After ttl without publications the history is gone; the next message starts a new epoch."""
+    node = await open_broker(None, HistoryPolicy(size=100, ttl=0.3))
+    first = await node.publish_stored("brief", b'{"type":"data"}')
+    await asyncio.sleep(0.5)
+    gone = await node.history("brief", since=0, epoch=first.epoch, limit=10)
+    assert (gone.offsets, gone.top, gone.complete) == ([], 0, False)
+    again = await node.publish_stored("brief", b'{"type":"data"}')
+    assert again.offset == 1
+    assert again.epoch != first.epoch
+
+
+async def test_empty_channel_history(open_broker: OpenBroker) -> None:
+    """A channel that never stored anything has an empty, complete history from 0."""
+    node = await open_broker(None)
+    page = await node.history("never", since=0, epoch=None, limit=10)
+    assert (page.messages, page.top, page.epoch, page.complete) == ([], 0, "", True)

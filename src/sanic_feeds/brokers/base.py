@@ -21,8 +21,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from ..history import HistoryPage, HistoryPolicy, Stored
+
 DeliverFn = Callable[[str, bytes], None]
 """Called as ``deliver(channel, payload)`` for every message on a subscribed channel."""
+
+__all__ = ["Broker", "DeliverFn", "HistoryPage", "HistoryPolicy", "Stored"]
 
 
 class Broker(ABC):
@@ -42,6 +46,27 @@ class Broker(ABC):
 
         Raises :class:`~sanic_feeds.errors.BrokerUnavailable` when the message could not be handed
         to the broker; it is then not delivered anywhere.
+        """
+
+    @abstractmethod
+    async def publish_stored(self, channel: str, body: bytes) -> Stored:
+        """Append a message to the channel's history and publish it, in one atomic step.
+
+        ``body`` is a JSON object; the stored and published text gets ``"id": <offset>,
+        "epoch": <epoch>`` as its first fields. Offsets grow by one per message within an epoch
+        and are the same on every node; a new epoch starts when the history was lost (expired,
+        or a Redis without persistence restarted), so clients can tell "no gap" from "reset".
+        """
+
+    @abstractmethod
+    async def history(
+        self, channel: str, since: int | None, epoch: str | None, limit: int
+    ) -> HistoryPage:
+        """Read stored messages after offset ``since`` (or the latest ``limit`` when None).
+
+        ``complete`` says whether they are *all* the messages after ``since``: false when the
+        history no longer reaches back that far, when ``epoch`` is not the channel's, or when
+        ``limit`` cut the page short.
         """
 
     @abstractmethod

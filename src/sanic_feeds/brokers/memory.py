@@ -8,7 +8,24 @@ brokers can share one :class:`MemoryBus` to act as several nodes of one cluster 
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
+from ..envelope import seal
+from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch, stamp
 from .base import Broker, DeliverFn
+
+
+class _ChannelHistory:
+    """One channel's stored messages: a bounded ring, its offset counter and epoch."""
+
+    __slots__ = ("entries", "epoch", "expires", "seq")
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[tuple[int, bytes]] = deque(maxlen=size)
+        self.seq = 0
+        self.epoch = new_epoch()
+        self.expires = 0.0
 
 
 class MemoryBus:
@@ -16,6 +33,25 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self._subscribers: dict[str, dict[MemoryBroker, None]] = {}
+        self._histories: dict[str, _ChannelHistory] = {}
+
+    def history_of(self, channel: str, policy: HistoryPolicy) -> _ChannelHistory | None:
+        """The channel's live history, or None when it has none (never stored, or expired)."""
+        found = self._histories.get(channel)
+        if found is not None and found.expires <= time.monotonic():
+            del self._histories[channel]
+            return None
+        return found
+
+    def store(self, channel: str, body: bytes, policy: HistoryPolicy) -> tuple[Stored, bytes]:
+        found = self.history_of(channel, policy)
+        if found is None:
+            found = self._histories[channel] = _ChannelHistory(policy.size)
+        found.seq += 1
+        stamped = stamp(body, found.seq, found.epoch)
+        found.entries.append((found.seq, stamped))
+        found.expires = time.monotonic() + policy.ttl
+        return Stored(found.seq, found.epoch), stamped
 
     def publish(self, channel: str, payload: bytes) -> int:
         """Deliver synchronously to each subscribed broker; return how many got it."""
@@ -45,8 +81,9 @@ class MemoryBus:
 class MemoryBroker(Broker):
     """A broker whose only medium is a :class:`MemoryBus` in this process."""
 
-    def __init__(self, bus: MemoryBus | None = None) -> None:
+    def __init__(self, bus: MemoryBus | None = None, history: HistoryPolicy | None = None) -> None:
         self.bus = bus if bus is not None else MemoryBus()
+        self.history_policy = history or HistoryPolicy()
         self._deliver: DeliverFn | None = None
         self._channels: set[str] = set()
 
@@ -61,6 +98,26 @@ class MemoryBroker(Broker):
 
     async def publish(self, channel: str, payload: bytes) -> None:
         self.bus.publish(channel, payload)
+
+    async def publish_stored(self, channel: str, body: bytes) -> Stored:
+        stored, stamped = self.bus.store(channel, body, self.history_policy)
+        self.bus.publish(channel, seal(stamped))
+        return stored
+
+    async def history(
+        self, channel: str, since: int | None, epoch: str | None, limit: int
+    ) -> HistoryPage:
+        found = self.bus.history_of(channel, self.history_policy)
+        if found is None:
+            return build_page([], since=since, wanted_epoch=epoch, epoch="", top=0, limit=limit)
+        return build_page(
+            list(found.entries),
+            since=since,
+            wanted_epoch=epoch,
+            epoch=found.epoch,
+            top=found.seq,
+            limit=limit,
+        )
 
     async def subscribe(self, channel: str) -> None:
         if self._deliver is None:

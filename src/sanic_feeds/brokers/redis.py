@@ -23,10 +23,12 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..errors import BrokerUnavailable
+from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch
 from .base import Broker, DeliverFn
 
 log = logging.getLogger("sanic_feeds.broker")
@@ -39,6 +41,28 @@ CLOSE_TIMEOUT = 3.0
 
 READ_TIMEOUT = 1.0
 """The reader's ``get_message`` timeout: how often it wakes up when the server is idle."""
+
+
+# Append to history and publish in one atomic step, so the stream and the live messages never
+# disagree. KEYS: offset counter, stream, epoch, pub/sub channel. ARGV: JSON object body, max
+# length, ttl (ms), a fresh epoch to use if the history starts anew.
+_PUBLISH_STORED = """
+local offset = redis.call('INCR', KEYS[1])
+local epoch = false
+if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+end
+local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset, 'd', body)
+local ttl = tonumber(ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PUBLISH', KEYS[4], '\\n' .. body)
+return {offset, epoch}
+"""
 
 
 def redact_url(url: str) -> str:
@@ -76,8 +100,11 @@ class RedisBroker(Broker):
         *,
         probe_interval: float = 2.0,
         probe_timeout: float = 3.0,
+        history: HistoryPolicy | None = None,
     ) -> None:
         self._url = url
+        self._prefix = prefix
+        self.history_policy = history or HistoryPolicy()
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._channel_prefix = (prefix + "ch:").encode()
@@ -85,6 +112,7 @@ class RedisBroker(Broker):
         # no channel has members, so a first SUBSCRIBE is confirmed without delay.
         self._node_key = f"{prefix}node:{node_id or random.randbytes(6).hex()}".encode()
         self._client: aioredis.Redis | None = None
+        self._publish_script: AsyncScript | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._deliver: DeliverFn | None = None
@@ -103,6 +131,7 @@ class RedisBroker(Broker):
 
     async def open(self, deliver: DeliverFn | None = None) -> None:
         self._client = open_client(self._url)
+        self._publish_script = None
         self._deliver = deliver
         if deliver is not None:
             # The subscriber connection has no socket timeout: it legitimately waits for messages.
@@ -144,6 +173,55 @@ class RedisBroker(Broker):
             await client.publish(self._channel_prefix + channel.encode(), payload)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
+
+    def _history_keys(self, channel: str) -> list[str]:
+        # One hash tag per channel keeps the script's keys in one slot (Redis Cluster).
+        base = f"{self._prefix}hist:{{{channel}}}"
+        return [base + ":seq", base, base + ":epoch"]
+
+    async def publish_stored(self, channel: str, body: bytes) -> Stored:
+        if not body.startswith(b"{") or body == b"{}":
+            raise ValueError("a stored message must be a non-empty JSON object")
+        client = self._require_client()
+        policy = self.history_policy
+        keys: list[str | bytes] = [*self._history_keys(channel)]
+        keys.append(self._channel_prefix + channel.encode())
+        args: list[str | bytes | int] = [
+            body,
+            max(policy.size, 1),
+            max(int(policy.ttl * 1000), 1),
+            new_epoch(),
+        ]
+        if self._publish_script is None:
+            # EVALSHA after the first call: the script text is not resent with every message.
+            self._publish_script = client.register_script(_PUBLISH_STORED)
+        try:
+            offset, epoch = await self._publish_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
+        return Stored(int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
+
+    async def history(
+        self, channel: str, since: int | None, epoch: str | None, limit: int
+    ) -> HistoryPage:
+        seq_key, stream_key, epoch_key = self._history_keys(channel)
+        try:
+            async with self._require_client().pipeline(transaction=True) as pipe:
+                pipe.get(seq_key)
+                pipe.get(epoch_key)
+                pipe.xrange(stream_key)
+                top_raw, epoch_raw, raw_entries = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"history of {channel!r} failed: {exc}") from exc
+        entries = [(int(entry_id.split(b"-")[1]), fields[b"d"]) for entry_id, fields in raw_entries]
+        return build_page(
+            entries,
+            since=since,
+            wanted_epoch=epoch,
+            epoch=epoch_raw.decode() if epoch_raw else "",
+            top=int(top_raw or 0),
+            limit=limit,
+        )
 
     async def subscribe(self, channel: str) -> None:
         pubsub = self._require_pubsub()

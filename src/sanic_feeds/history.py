@@ -1,0 +1,96 @@
+"""Channel history rules shared by every broker: stamping ids, and judging what a reader missed.
+
+Pure code. A stored message is the client-ready JSON object with ``"id"`` (its offset in the
+channel, counting from 1) and ``"epoch"`` (which incarnation of the channel's history it belongs
+to) put first. The Redis broker does the same stamping inside its Lua script.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HistoryPolicy:
+    """How much of each channel's past the broker keeps."""
+
+    size: int = 1000
+    """Most messages kept per channel (approximately, on Redis). 0 turns history off."""
+    ttl: float = 600.0
+    """Seconds a channel's history is kept after its last stored message."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where a stored message landed in its channel's history."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass
+class HistoryPage:
+    """Messages read back from a channel's history, oldest first."""
+
+    messages: list[bytes] = field(default_factory=list)
+    """Client-ready JSON texts, each carrying its ``id`` and ``epoch``."""
+    offsets: list[int] = field(default_factory=list)
+    epoch: str = ""
+    """The channel's current epoch ("" when it has no history)."""
+    top: int = 0
+    """Offset of the channel's latest stored message (0 when none)."""
+    complete: bool = True
+    """True when ``messages`` hold every message after the requested offset, in this epoch."""
+
+
+def new_epoch() -> str:
+    """A fresh epoch: short, random, safe inside JSON without escaping."""
+    return secrets.token_hex(4)
+
+
+def stamp(body: bytes, offset: int, epoch: str) -> bytes:
+    """``{"type": ...}`` -> ``{"id": offset, "epoch": epoch, "type": ...}``.
+
+    ``body`` must be a non-empty JSON object as the protocol encoders produce it.
+    """
+    if not body.startswith(b"{") or body == b"{}":
+        raise ValueError("a stored message must be a non-empty JSON object")
+    return b'{"id":%d,"epoch":"%s",%s' % (offset, epoch.encode(), body[1:])
+
+
+def build_page(
+    entries: Sequence[tuple[int, bytes]],
+    *,
+    since: int | None,
+    wanted_epoch: str | None,
+    epoch: str,
+    top: int,
+    limit: int,
+) -> HistoryPage:
+    """Pick what a reader gets from ``entries`` (all stored messages, oldest first).
+
+    A reader whose ``since`` belongs to another epoch, or lies beyond the newest offset (its
+    history was lost and restarted), gets the whole current history with ``complete=False``.
+    """
+    if since is None:
+        chosen = list(entries[-limit:]) if limit > 0 else []
+        return _page(chosen, epoch, top, complete=True)
+    reset = (bool(wanted_epoch) and wanted_epoch != epoch) or since > top
+    start = 0 if reset else since
+    after = [(o, b) for o, b in entries if o > start]
+    chosen = after[:limit]
+    reaches_back = start == top or (bool(after) and after[0][0] == start + 1)
+    cut_short = len(after) > len(chosen)
+    return _page(chosen, epoch, top, complete=not reset and reaches_back and not cut_short)
+
+
+def _page(chosen: list[tuple[int, bytes]], epoch: str, top: int, *, complete: bool) -> HistoryPage:
+    return HistoryPage(
+        messages=[b for _, b in chosen],
+        offsets=[o for o, _ in chosen],
+        epoch=epoch,
+        top=top,
+        complete=complete,
+    )
