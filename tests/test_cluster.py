@@ -88,6 +88,8 @@ async def test_cli_publish_reaches_members_on_every_instance(
         assert done.returncode == 0, done.stderr
         for ws in (a, b):
             msg = await recv_until(ws, lambda m: m["type"] == "data")
+            assert msg.pop("id") == 1
+            assert msg.pop("epoch")
             assert msg == {"type": "data", "channel": "alerts", "data": {"level": "high"}}
 
 

@@ -17,7 +17,7 @@ from dataclasses import fields
 import orjson
 
 from . import __version__, protocol
-from .brokers import create_broker
+from .brokers import HistoryPolicy, create_broker
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import ENV_PREFIX, FeedsConfig, load_config, setting_help
 from .envelope import seal
@@ -58,6 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("--broker", default=None, help=f"broker URL [{ENV_PREFIX}BROKER]")
     publish.add_argument("--redis-prefix", dest="redis_prefix", default=None)
+    publish.add_argument(
+        "--history-size",
+        dest="history_size",
+        default=None,
+        help="as given to the servers (0: do not store the message) "
+        f"[{ENV_PREFIX}HISTORY_SIZE; default 1000]",
+    )
+    publish.add_argument(
+        "--history-ttl",
+        dest="history_ttl",
+        default=None,
+        help=f"as given to the servers [{ENV_PREFIX}HISTORY_TTL; default 600]",
+    )
     publish.add_argument("channel", help=f"channel name ({CHANNEL_RULES})")
     publish.add_argument("json", help="the message data, as JSON text")
     return parser
@@ -98,9 +111,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _publish(args: argparse.Namespace) -> int:
     # Only the broker settings matter here: a serve-only variable in the environment (a port,
     # a worker count) must not break a one-off publish.
-    wanted = (ENV_PREFIX + "BROKER", ENV_PREFIX + "REDIS_PREFIX")
+    given = {
+        "broker": args.broker,
+        "redis_prefix": args.redis_prefix,
+        "history_size": args.history_size,
+        "history_ttl": args.history_ttl,
+    }
+    wanted = {ENV_PREFIX + name.upper() for name in given}
     environ = {k: v for k, v in os.environ.items() if k in wanted}
-    config = load_config({"broker": args.broker, "redis_prefix": args.redis_prefix}, environ)
+    config = load_config(given, environ)
     if config.broker.startswith("memory:"):
         raise ConfigError(
             "--broker",
@@ -113,9 +132,9 @@ def _publish(args: argparse.Namespace) -> int:
         data = orjson.loads(args.json)
     except orjson.JSONDecodeError as exc:
         raise ConfigError("JSON", f"not valid JSON: {exc}") from None
-    payload = seal(protocol.data(args.channel, data))
+    body = protocol.data(args.channel, data)
     try:
-        asyncio.run(_send(config, args.channel, payload))
+        asyncio.run(_send(config, args.channel, body))
     except BrokerUnavailable as exc:
         print(f"sanic-feeds: broker unavailable: {exc}", file=sys.stderr)
         return 1
@@ -123,10 +142,14 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _send(config: FeedsConfig, channel: str, payload: bytes) -> None:
-    broker = create_broker(config.broker, prefix=config.redis_prefix)
+async def _send(config: FeedsConfig, channel: str, body: bytes) -> None:
+    history = HistoryPolicy(config.history_size, config.history_ttl)
+    broker = create_broker(config.broker, prefix=config.redis_prefix, history=history)
     await broker.open()
     try:
-        await broker.publish(channel, payload)
+        if config.history_size > 0:
+            await broker.publish_stored(channel, body)
+        else:
+            await broker.publish(channel, seal(body))
     finally:
         await broker.aclose()

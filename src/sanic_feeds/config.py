@@ -93,6 +93,14 @@ class FeedsConfig:
         float,
         "Seconds after which a silent instance's room counts disappear from /api/rooms.",
     )
+    history_size: int = _setting(
+        1000,
+        int,
+        "Messages kept per channel for recovery (?since=). 0 turns history and message ids off.",
+    )
+    history_ttl: float = _setting(
+        600.0, float, "Seconds a channel's history is kept after its last chat or data message."
+    )
     broker_probe_interval: float = _setting(
         2.0, float, "Seconds between liveness probes through the broker (a round trip to itself)."
     )
@@ -127,12 +135,14 @@ class FeedsConfig:
             "such as --broker redis://127.0.0.1:6379/0",
         )
         _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
+        _check(self.history_size >= 0, "history_size", "must be 0 (off) or more")
         _check(self.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
         for name in (
             "ping_interval",
             "ping_timeout",
             "close_timeout",
             "node_ttl",
+            "history_ttl",
             "broker_probe_interval",
             "broker_probe_timeout",
         ):

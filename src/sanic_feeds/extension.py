@@ -119,7 +119,7 @@ class Feeds:
             user=clean_user_name(request.args.get("user")),
             peer=request.client_ip,
         )
-        await session.run(unquote(channel))
+        await session.run(unquote(channel), request.args.get("since"), request.args.get("epoch"))
 
     async def _rooms(self, request: Request) -> HTTPResponse:
         try:

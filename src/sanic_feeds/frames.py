@@ -14,6 +14,12 @@ _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
 
+def payload_of(frame: bytes) -> bytes:
+    """The payload of one unmasked frame built by :func:`text_frame`."""
+    size = frame[1] & 0x7F
+    return frame[2 + (2 if size == 126 else 8 if size == 127 else 0) :]
+
+
 def text_frame(payload: bytes) -> bytes:
     """One final, unmasked text frame carrying ``payload`` (UTF-8 JSON)."""
     size = len(payload)

@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
 from .frames import text_frame
-from .outbound import Outbound
 
 log = logging.getLogger("sanic_feeds.hub")
+
+
+class Sink(Protocol):
+    """Where a member's frames go: its ``Outbound`` buffer, or a ``ReplayBuffer`` for a while."""
+
+    def send(self, frame: bytes) -> None: ...
 
 
 class Hub:
@@ -32,7 +38,7 @@ class Hub:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._members: dict[str, dict[str, Outbound]] = {}
+        self._members: dict[str, dict[str, Sink]] = {}
         self._subscribed: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
@@ -43,7 +49,7 @@ class Hub:
 
     # -- membership ------------------------------------------------------------------------------
 
-    async def join(self, channel: str, client_id: str, outbound: Outbound) -> None:
+    async def join(self, channel: str, client_id: str, outbound: Sink) -> None:
         """Add a member; return once the node receives the channel.
 
         Raises :class:`BrokerUnavailable` (and leaves the member out) when the broker cannot
@@ -57,6 +63,12 @@ class Hub:
             # Settle the subscription without the failed member; errors are logged there.
             await self._settle(channel)
             raise
+
+    def swap(self, channel: str, client_id: str, sink: Sink) -> None:
+        """Point a member at another sink, with no await in between (nothing can slip past)."""
+        members = self._members.get(channel)
+        if members is not None and client_id in members:
+            members[client_id] = sink
 
     async def leave(self, channel: str, client_id: str) -> None:
         """Remove a member; unsubscribe the node when it was the channel's last local member."""

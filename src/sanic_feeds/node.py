@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import protocol
-from .brokers import Broker, MemoryBus, create_broker
+from .brokers import Broker, HistoryPolicy, MemoryBus, create_broker
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .envelope import seal
@@ -61,6 +61,7 @@ class Node:
             bus=bus,
             probe_interval=config.broker_probe_interval,
             probe_timeout=config.broker_probe_timeout,
+            history=HistoryPolicy(config.history_size, config.history_ttl),
         )
         self.presence = presence or create_presence(config.broker, prefix=config.redis_prefix)
         self.hub = Hub(self.broker)
@@ -137,7 +138,14 @@ class Node:
         """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node."""
         if not is_valid_channel(channel):
             raise ValueError(f"invalid channel name {channel!r}; channel names are {CHANNEL_RULES}")
-        await self.broker.publish(channel, seal(protocol.data(channel, data)))
+        await self.publish_message(channel, protocol.data(channel, data))
+
+    async def publish_message(self, channel: str, body: bytes) -> None:
+        """Publish a chat or data message: stored in history (with an id) unless history is off."""
+        if self.config.history_size > 0:
+            await self.broker.publish_stored(channel, body)
+        else:
+            await self.broker.publish(channel, seal(body))
 
     # -- rooms -----------------------------------------------------------------------------------
 

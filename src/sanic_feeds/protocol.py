@@ -76,9 +76,15 @@ class Chat:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """``{"type": "subscribe", "channel": str}``: join one more channel on this socket."""
+    """``{"type": "subscribe", "channel": str, "since"?: int, "epoch"?: str}``.
+
+    Join one more channel on this socket; with ``since``, first receive every stored message
+    after that id (see docs/protocol.md, "Recovery").
+    """
 
     channel: str
+    since: int | None = None
+    epoch: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +125,33 @@ def _parse_chat(frame: dict[str, object]) -> Command:
     return Chat(frame["message"], _optional_channel(frame))
 
 
+MAX_EPOCH_LENGTH = 64
+
+
+def parse_since(value: object) -> int | None:
+    """A ``since`` value: None, or a non-negative integer (also given as decimal text)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    raise ProtocolError(ErrorCode.INVALID_MESSAGE, "Field 'since' must be a non-negative integer")
+
+
+def parse_epoch(value: object) -> str | None:
+    """An ``epoch`` value: None, or a short string as the server sends it."""
+    if value is None:
+        return None
+    if isinstance(value, str) and 0 < len(value) <= MAX_EPOCH_LENGTH and value.isalnum():
+        return value
+    raise ProtocolError(ErrorCode.INVALID_MESSAGE, "Field 'epoch' must be the epoch of a message")
+
+
 def _parse_subscribe(frame: dict[str, object]) -> Command:
-    return Subscribe(_required_channel(frame))
+    return Subscribe(
+        _required_channel(frame), parse_since(frame.get("since")), parse_epoch(frame.get("epoch"))
+    )
 
 
 def _parse_unsubscribe(frame: dict[str, object]) -> Command:
@@ -203,6 +234,21 @@ def chat(channel: str, client: str, user: str, message: JSONValue) -> bytes:
 def data(channel: str, payload: JSONValue) -> bytes:
     """A message published by a backend (``Feeds.publish``, the CLI or the HTTP API)."""
     return orjson.dumps({"type": "data", "channel": channel, "data": payload})
+
+
+def recovered(channel: str, complete: bool, count: int, epoch: str, offset: int) -> bytes:
+    """After a replay: were all missed messages there (``recovered``), how many were sent, and
+    the id (``offset``, in ``epoch``) the client now holds every message up to."""
+    return orjson.dumps(
+        {
+            "type": "recovered",
+            "channel": channel,
+            "recovered": complete,
+            "count": count,
+            "epoch": epoch,
+            "offset": offset,
+        }
+    )
 
 
 def subscribed(channel: str) -> bytes:

@@ -26,8 +26,10 @@ from .channels import CHANNEL_RULES, is_valid_channel
 from .envelope import seal
 from .errors import BrokerUnavailable, ProtocolError
 from .frames import text_frame
+from .history import HistoryPage
 from .outbound import Outbound
 from .protocol import CloseCode, ErrorCode
+from .replay import ReplayBuffer
 
 if TYPE_CHECKING:
     import asyncio.transports
@@ -80,7 +82,7 @@ class Session:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def run(self, channel: str) -> None:
+    async def run(self, channel: str, since: object = None, epoch: object = None) -> None:
         """Serve the connection until it closes. Never raises for client behaviour."""
         node = self.node
         node.sessions[self.id] = self
@@ -95,7 +97,12 @@ class Session:
                 return
             self.primary = channel
             self.send(protocol.welcome(channel, self.id, self.user))
-            if not await self._join(channel):
+            try:
+                recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
+            except ProtocolError as exc:
+                self._error(exc.code, exc.message, channel)
+                recovery = (None, None)
+            if not await self._join(channel, *recovery):
                 await self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
                 return
             await self._read_loop()
@@ -160,8 +167,8 @@ class Session:
         match command:
             case protocol.Chat():
                 await self._chat(command)
-            case protocol.Subscribe(channel=channel):
-                if await self._join(channel):
+            case protocol.Subscribe(channel=channel, since=since, epoch=epoch):
+                if channel in self.channels or await self._join(channel, since, epoch):
                     self.send(protocol.subscribed(channel))
                 else:
                     self._error(
@@ -186,7 +193,7 @@ class Session:
             return
         body = protocol.chat(channel, self.id, self.user, command.message)
         try:
-            await self.node.broker.publish(channel, seal(body))
+            await self.node.publish_message(channel, body)
         except BrokerUnavailable:
             self._error(
                 ErrorCode.BROKER_UNAVAILABLE, "Message not delivered: broker unavailable", channel
@@ -197,22 +204,56 @@ class Session:
 
     # -- membership ------------------------------------------------------------------------------
 
-    async def _join(self, channel: str) -> bool:
-        """Join ``channel`` (idempotent). False when the broker could not subscribe."""
+    async def _join(self, channel: str, since: int | None = None, epoch: str | None = None) -> bool:
+        """Join ``channel`` (idempotent), replaying from ``since`` first if given.
+
+        False when the broker could not subscribe.
+        """
         if channel in self.channels:
             return True
         self.channels[channel] = None
+        parked = None if since is None else ReplayBuffer(self.node.config.client_buffer)
         try:
-            await self.node.hub.join(channel, self.id, self.outbound)
+            await self.node.hub.join(channel, self.id, parked or self.outbound)
         except BrokerUnavailable as exc:
             log.warning("client=%s could not join %s: %s", self.id, channel, exc)
             del self.channels[channel]
             return False
+        if parked is not None and since is not None:
+            await self._replay(channel, since, epoch, parked)
         self.node.rooms_changed()
         if self.node.notices_for(channel):
             notice = protocol.user_joined(channel, self.id, self.user)
             await self._announce(channel, seal(notice, exclude=self.id))
         return True
+
+    async def _replay(
+        self, channel: str, since: int, epoch: str | None, parked: ReplayBuffer
+    ) -> None:
+        """Send the stored messages after ``since``, then ``recovered``, then go live.
+
+        Live messages published meanwhile were parked; those the history already contained are
+        dropped, the rest follow in order, and the member is switched to its real buffer with no
+        await in between, so nothing is lost or doubled.
+        """
+        try:
+            page = await self.node.broker.history(
+                channel, since, epoch, max(self.node.config.history_size, 1)
+            )
+        except BrokerUnavailable as exc:
+            log.warning("client=%s: no history for %s: %s", self.id, channel, exc)
+            page = HistoryPage(complete=False)
+        for body in page.messages:
+            self.send(body)
+        # The id the client now holds everything up to (in the page's epoch).
+        last = page.offsets[-1] if page.offsets else (since if page.complete else 0)
+        self.send(protocol.recovered(channel, page.complete, len(page.messages), page.epoch, last))
+        if parked.overflowed:
+            self._overflow()
+            return
+        for frame in parked.unseen(page.epoch, last):
+            self.outbound.send(frame)
+        self.node.hub.swap(channel, self.id, self.outbound)
 
     async def _leave(self, channel: str) -> None:
         del self.channels[channel]

@@ -39,11 +39,15 @@ class StalledClient:
             head = await reader.readuntil(b"\r\n\r\n")
         if b" 101 " not in head.split(b"\r\n", 1)[0]:
             raise ConnectionError(f"handshake refused: {head!r}")
+        # A StreamReader keeps reading the socket into memory whether or not anyone calls
+        # read(); stop it, so the kernel's tiny receive window really fills up.
+        writer.transport.pause_reading()
         return cls(reader, writer)
 
     async def read_all(self, timeout: float = 10.0) -> bytes:
         """Read until the server closes the TCP connection (or ``timeout``)."""
         chunks: list[bytes] = []
+        self.writer.transport.resume_reading()
         try:
             async with asyncio.timeout(timeout):
                 while chunk := await self.reader.read(1 << 16):
