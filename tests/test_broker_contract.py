@@ -261,7 +261,7 @@ async def test_history_since_latest_and_limit(open_broker: OpenBroker) -> None:
     latest = await node.history("h", since=None, epoch=None, limit=5)
     assert latest.offsets == [16, 17, 18, 19, 20]
     cut = await node.history("h", since=10, epoch=None, limit=3)
-    assert cut.offsets == [11, 12, 13]
+    assert cut.offsets == [18, 19, 20]  # the newest: no hole between them and live messages
     assert not cut.complete
     caught_up = await node.history("h", since=20, epoch=None, limit=3)
     assert (caught_up.offsets, caught_up.complete) == ([], True)

@@ -18,13 +18,16 @@ from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+import orjson
 from sanic import Blueprint, Request, Sanic
-from sanic.response import HTTPResponse, html, json
+from sanic.response import HTTPResponse, html, json, raw
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
+from . import protocol
 from .brokers import MemoryBus
+from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
-from .errors import BrokerUnavailable, FeedsError
+from .errors import BrokerUnavailable, FeedsError, ProtocolError
 from .node import Node
 from .session import Session, clean_user_name
 
@@ -80,6 +83,12 @@ class Feeds:
         bp.add_websocket_route(self._feed_socket, "/feed/<channel:str>", name="feed")
         bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
+        bp.add_route(
+            self._history,
+            "/api/channels/<channel:str>/history",
+            methods=["GET"],
+            name="history",
+        )
         if config.page:
             bp.add_route(self._index, "/", methods=["GET"], name="page")
         app.blueprint(bp)
@@ -130,6 +139,30 @@ class Feeds:
             {"rooms": sorted(totals.rooms), "total_clients": totals.clients, "counts": totals.rooms}
         )
 
+    async def _history(self, request: Request, channel: str) -> HTTPResponse:
+        """Stored messages of a channel, oldest first: the latest ``limit``, or after ``since``."""
+        channel = unquote(channel)
+        if not is_valid_channel(channel):
+            return _problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}")
+        size = self.config.history_size
+        try:
+            since = protocol.parse_since(request.args.get("since"))
+            epoch = protocol.parse_epoch(request.args.get("epoch"))
+            limit = protocol.parse_since(request.args.get("limit"))
+        except ProtocolError as exc:
+            return _problem(400, "invalid_request", exc.message.replace("Field", "Parameter"))
+        limit = min(limit or 100, max(size, 1))
+        try:
+            page = await self.node.broker.history(channel, since, epoch, limit)
+        except BrokerUnavailable as exc:
+            return _problem(503, "broker_unavailable", str(exc))
+        head = orjson.dumps(
+            {"channel": channel, "epoch": page.epoch, "top": page.top, "complete": page.complete}
+        )
+        # The stored texts are already JSON: splice them in instead of decoding and re-encoding.
+        body = head[:-1] + b',"messages":[' + b",".join(page.messages) + b"]}"
+        return raw(body, content_type="application/json")
+
     async def _health(self, request: Request) -> HTTPResponse:
         ok, body = await self.node.health()
         return json(body, status=200 if ok else 503)
@@ -138,3 +171,8 @@ class Feeds:
         if self._page is None:
             self._page = resources.files("sanic_feeds").joinpath("static/index.html").read_text()
         return html(self._page)
+
+
+def _problem(status: int, code: str, message: str) -> HTTPResponse:
+    """An HTTP API error: ``{"error": <code>, "message": <text>}``."""
+    return json({"error": code, "message": message}, status=status)

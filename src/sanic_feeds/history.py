@@ -80,7 +80,9 @@ def build_page(
     reset = (bool(wanted_epoch) and wanted_epoch != epoch) or since > top
     start = 0 if reset else since
     after = [(o, b) for o, b in entries if o > start]
-    chosen = after[:limit]
+    # Over the limit, keep the newest: the reader's messages then run without a hole up to the
+    # live ones, and ``complete=False`` tells it that older ones are missing.
+    chosen = after[-limit:] if limit > 0 else []
     reaches_back = start == top or (bool(after) and after[0][0] == start + 1)
     cut_short = len(after) > len(chosen)
     return _page(chosen, epoch, top, complete=not reset and reaches_back and not cut_short)

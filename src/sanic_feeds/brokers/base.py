@@ -66,7 +66,7 @@ class Broker(ABC):
 
         ``complete`` says whether they are *all* the messages after ``since``: false when the
         history no longer reaches back that far, when ``epoch`` is not the channel's, or when
-        ``limit`` cut the page short.
+        there were more than ``limit`` (then the newest ``limit`` are returned).
         """
 
     @abstractmethod
