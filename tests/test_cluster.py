@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -96,7 +97,8 @@ async def test_cli_publish_reaches_members_on_every_instance(
 async def test_crashed_instance_disappears_from_rooms(
     two_servers: tuple[ServerProcess, ServerProcess],
 ) -> None:
-    """A SIGKILLed instance's counts vanish from /api/rooms within its node ttl."""
+    """A SIGKILLed instance's counts and members vanish from rooms and presence within its
+    node ttl: no ghosts."""
     one, two = two_servers
     async with connect(two.ws_url("doomed")) as ws:
         await recv_json(ws)
@@ -105,16 +107,24 @@ async def test_crashed_instance_disappears_from_rooms(
             async with httpx.AsyncClient() as http:
                 return (await http.get(f"{one.http_url}/api/rooms")).json()["counts"]
 
+        async def presence_of_one() -> int:
+            async with httpx.AsyncClient() as http:
+                url = f"{one.http_url}/api/channels/doomed/presence"
+                return int((await http.get(url)).json()["total"])
+
         async def sees_doomed() -> bool:
-            return await rooms_of_one() == {"doomed": 1}
+            return await rooms_of_one() == {"doomed": 1} and await presence_of_one() == 1
 
         await eventually(sees_doomed, timeout=10)
         two.kill()
+        killed_at = time.monotonic()
 
         async def forgotten() -> bool:
-            return await rooms_of_one() == {}
+            return await rooms_of_one() == {} and await presence_of_one() == 0
 
         await eventually(forgotten, timeout=10)
+        # The documented bound: node_ttl (3 s here) after the last report.
+        assert time.monotonic() - killed_at < 3 + 1.5
 
 
 async def test_health_follows_redis(redis_server: RedisServer, redis_url: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sanic_feeds.presence import Presence, create_presence
+from sanic_feeds.presence import Member, Presence, create_presence
 
 
 @pytest.fixture
@@ -64,3 +64,45 @@ async def test_withdraw_removes_at_once(presence: Presence) -> None:
     totals = await presence.rooms()
     assert (totals.rooms, totals.clients) == ({}, 0)
     assert await presence.nodes() == []
+
+
+def member(client: str, node: str, user: str = "u") -> Member:
+    return Member(client, user, 1700000000.5, node)
+
+
+async def test_member_lists_per_node_and_channel(presence: Presence) -> None:
+    """members() gathers every live node's list for a channel; a new list replaces the old."""
+    await presence.report_rooms(
+        "n1", {"a": 2}, 2, 10, {"a": [member("c1", "n1"), member("c2", "n1")]}
+    )
+    await presence.report_rooms(
+        "n2", {"a": 1, "b": 1}, 1, 10, {"a": [member("c3", "n2")], "b": [member("c3", "n2")]}
+    )
+    assert sorted(m.client for m in await presence.members("a")) == ["c1", "c2", "c3"]
+    assert [m.client for m in await presence.members("b")] == ["c3"]
+    assert sorted(m.client for m in await presence.members("a", exclude_node="n1")) == ["c3"]
+    got = await presence.members("b")
+    assert got == [Member("c3", "u", 1700000000.5, "n2")]
+    await presence.report_rooms("n1", {"a": 1}, 1, 10, {"a": [member("c2", "n1")]})
+    assert sorted(m.client for m in await presence.members("a")) == ["c2", "c3"]
+    await presence.report_rooms("n2", {"a": 1}, 1, 10, {"b": []})
+    assert await presence.members("b") == []
+
+
+async def test_unchanged_lists_stay_alive_with_the_report(presence: Presence) -> None:
+    """A report that does not resend a channel's list keeps it alive (refreshes its expiry)."""
+    await presence.report_rooms("n1", {"a": 1}, 1, 0.4, {"a": [member("c1", "n1")]})
+    await asyncio.sleep(0.25)
+    await presence.report_rooms("n1", {"a": 1}, 1, 0.4)
+    await asyncio.sleep(0.25)
+    assert [m.client for m in await presence.members("a")] == ["c1"]
+
+
+async def test_crashed_node_members_disappear(presence: Presence) -> None:
+    """Members of a node that stops reporting vanish once its ttl has passed: no ghosts."""
+    await presence.report_rooms("dead", {"a": 1}, 1, 0.3, {"a": [member("ghost", "dead")]})
+    await presence.report_rooms("alive", {"a": 1}, 1, 10, {"a": [member("c1", "alive")]})
+    await asyncio.sleep(0.5)
+    assert [m.client for m in await presence.members("a")] == ["c1"]
+    await presence.withdraw("alive")
+    assert await presence.members("a") == []

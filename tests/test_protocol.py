@@ -15,6 +15,7 @@ from sanic_feeds.protocol import (
     Chat,
     ErrorCode,
     Ping,
+    Presence,
     Subscribe,
     Unsubscribe,
     chat,
@@ -28,7 +29,7 @@ from sanic_feeds.protocol import (
     welcome,
 )
 
-COMMAND_TYPES = (Chat, Subscribe, Unsubscribe, Ping)
+COMMAND_TYPES = (Chat, Subscribe, Unsubscribe, Ping, Presence)
 
 
 def parse_error(text: str | bytes) -> ProtocolError:
@@ -45,9 +46,9 @@ def frame(**fields: object) -> bytes:
 # -- parse_frame: valid commands ------------------------------------------------------------------
 
 
-def test_client_types_are_the_documented_four() -> None:
-    """The server accepts exactly chat, subscribe, unsubscribe and ping."""
-    assert set(CLIENT_TYPES) == {"chat", "subscribe", "unsubscribe", "ping"}
+def test_client_types_are_the_documented_five() -> None:
+    """The server accepts exactly chat, subscribe, unsubscribe, ping and presence."""
+    assert set(CLIENT_TYPES) == {"chat", "subscribe", "unsubscribe", "ping", "presence"}
 
 
 def test_parse_chat_without_channel() -> None:
@@ -405,3 +406,17 @@ def test_data_roundtrips_payload(payload: object, channel: str) -> None:
         "channel": channel,
         "data": payload,
     }
+
+
+def test_presence_and_subscribe_with_since_parse() -> None:
+    """presence takes an optional channel; subscribe takes optional since and epoch."""
+    assert parse_frame('{"type":"presence"}') == Presence(None)
+    assert parse_frame('{"type":"presence","channel":"a"}') == Presence("a")
+    assert parse_frame('{"type":"subscribe","channel":"a","since":5,"epoch":"ab12"}') == (
+        Subscribe("a", 5, "ab12")
+    )
+    for bad in ('"5x"', "-1", "true", "1.5", '"' + "9" * 30 + '"'):
+        err = parse_error('{"type":"subscribe","channel":"a","since":' + bad + "}")
+        assert err.code == ErrorCode.INVALID_MESSAGE
+    err = parse_error('{"type":"subscribe","channel":"a","epoch":"has space"}')
+    assert err.code == ErrorCode.INVALID_MESSAGE

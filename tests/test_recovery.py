@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.brokers import MemoryBus
 from support.local_server import LocalServer, local_server
-from support.ws import recv_json, recv_until
+from support.ws import eventually, recv_json, recv_until
 
 Settings = dict[str, Any]
 
@@ -215,3 +215,46 @@ async def test_history_http_api(broker_url: str) -> None:
             bad_channel = await http.get("/api/channels/no%20way/history")
             assert bad_channel.status_code == 400
             assert bad_channel.json()["error"] == "invalid_channel"
+
+
+async def test_presence_across_instances_agrees_with_rooms(
+    two_nodes: tuple[LocalServer, LocalServer],
+) -> None:
+    """presence over the socket and the HTTP API lists members of both instances; /api/rooms
+    counts the same members."""
+    one, two = two_nodes
+    async with (
+        connect(one.ws_url("team", user="ann")) as ann,
+        connect(two.ws_url("team", user="bob")) as bob,
+    ):
+        ann_id = (await recv_json(ann))["client"]
+        bob_id = (await recv_json(bob))["client"]
+
+        async def both_listed() -> bool:
+            await ann.send(orjson.dumps({"type": "presence"}).decode())
+            reply = await recv_until(ann, lambda m: m["type"] == "presence")
+            return {c["client"]: c["user"] for c in reply["clients"]} == {
+                ann_id: "ann",
+                bob_id: "bob",
+            }
+
+        await eventually(both_listed, timeout=10)
+        async with httpx.AsyncClient() as http:
+            for server in (one, two):
+                listed = (await http.get(f"{server.http_url}/api/channels/team/presence")).json()
+                assert listed["total"] == 2
+                assert {c["user"] for c in listed["clients"]} == {"ann", "bob"}
+                assert all(isinstance(c["joined_at"], float) for c in listed["clients"])
+                rooms = (await http.get(f"{server.http_url}/api/rooms")).json()
+                assert rooms["counts"]["team"] == listed["total"]
+
+        await ann.send(orjson.dumps({"type": "presence", "channel": "elsewhere"}).decode())
+        err = await recv_until(ann, lambda m: m["type"] == "error")
+        assert err["code"] == "not_subscribed"
+
+    async def gone() -> bool:
+        async with httpx.AsyncClient() as http:
+            listed = (await http.get(f"{one.http_url}/api/channels/team/presence")).json()
+        return bool(listed["total"] == 0)
+
+    await eventually(gone, timeout=10)

@@ -84,6 +84,12 @@ class Feeds:
         bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
         bp.add_route(
+            self._presence,
+            "/api/channels/<channel:str>/presence",
+            methods=["GET"],
+            name="presence",
+        )
+        bp.add_route(
             self._history,
             "/api/channels/<channel:str>/history",
             methods=["GET"],
@@ -138,6 +144,18 @@ class Feeds:
         return json(
             {"rooms": sorted(totals.rooms), "total_clients": totals.clients, "counts": totals.rooms}
         )
+
+    async def _presence(self, request: Request, channel: str) -> HTTPResponse:
+        """Who is in a channel now, over the whole cluster."""
+        channel = unquote(channel)
+        if not is_valid_channel(channel):
+            return _problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}")
+        try:
+            members = await self.node.channel_members(channel)
+        except BrokerUnavailable as exc:
+            return _problem(503, "broker_unavailable", str(exc))
+        clients = [m.public() for m in members]
+        return json({"channel": channel, "clients": clients, "total": len(clients)})
 
     async def _history(self, request: Request, channel: str) -> HTTPResponse:
         """Stored messages of a channel, oldest first: the latest ``limit``, or after ``since``."""

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
 from .hub import Hub
 from .outbound import Flusher
-from .presence import Presence, RoomTotals, create_presence
+from .presence import Member, Presence, RoomTotals, create_presence
 
 if TYPE_CHECKING:
     from .session import Session
@@ -54,6 +55,7 @@ class Node:
     ) -> None:
         self.config = config
         self.id = new_node_id()
+        bus = bus if bus is not None else MemoryBus()
         self.broker = broker or create_broker(
             config.broker,
             prefix=config.redis_prefix,
@@ -63,12 +65,17 @@ class Node:
             probe_timeout=config.broker_probe_timeout,
             history=HistoryPolicy(config.history_size, config.history_ttl),
         )
-        self.presence = presence or create_presence(config.broker, prefix=config.redis_prefix)
+        self.presence = presence or create_presence(
+            config.broker, prefix=config.redis_prefix, shared=bus.presence
+        )
         self.hub = Hub(self.broker)
         self.notices_for: Callable[[str], bool] = config.notices_for()
         self.sessions: dict[str, Session] = {}
         self._flusher: Flusher | None = None
         self._rooms_changed = asyncio.Event()
+        self.local_members: dict[str, dict[str, Member]] = {}
+        """Channel -> client id -> membership, for this node's connections."""
+        self._changed_channels: set[str] = set()
         self._reporter: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.started = False
@@ -152,6 +159,26 @@ class Node:
     def rooms_changed(self) -> None:
         self._rooms_changed.set()
 
+    def member_joined(self, channel: str, client: str, user: str) -> None:
+        self.local_members.setdefault(channel, {})[client] = Member(
+            client, user, round(time.time(), 3), self.id
+        )
+        self._changed_channels.add(channel)
+        self._rooms_changed.set()
+
+    def member_left(self, channel: str, client: str) -> None:
+        members = self.local_members.get(channel)
+        if members is not None and members.pop(client, None) is not None:
+            if not members:
+                del self.local_members[channel]
+            self._changed_channels.add(channel)
+            self._rooms_changed.set()
+
+    async def channel_members(self, channel: str) -> list[Member]:
+        """Who is in ``channel`` on every node: live here, reported by the others."""
+        others = await self.presence.members(channel, exclude_node=self.id)
+        return [*self.local_members.get(channel, {}).values(), *others]
+
     async def cluster_rooms(self) -> RoomTotals:
         """Members per channel and connected clients over the whole cluster.
 
@@ -162,21 +189,31 @@ class Node:
         return totals
 
     async def _report_rooms(self) -> None:
-        """Keep this node's room report fresh: soon after changes, and well before it expires."""
+        """Keep this node's report fresh: soon after changes, and well before it expires.
+
+        After a change only the changed channels' member lists are rewritten; the periodic
+        report rewrites them all, which also repairs a Redis that lost its data.
+        """
         interval = self.config.node_ttl / 3
         while True:
+            full = False
             try:
                 async with asyncio.timeout(interval):
                     await self._rooms_changed.wait()
                 await asyncio.sleep(REPORT_DEBOUNCE)
             except TimeoutError:
-                pass
+                full = True
             self._rooms_changed.clear()
+            changed = set(self.local_members) if full else set()
+            changed |= self._changed_channels
+            self._changed_channels = set()
+            members = {c: list(self.local_members.get(c, {}).values()) for c in changed}
             try:
                 await self.presence.report_rooms(
-                    self.id, self.hub.rooms(), len(self.sessions), self.config.node_ttl
+                    self.id, self.hub.rooms(), len(self.sessions), self.config.node_ttl, members
                 )
             except BrokerUnavailable as exc:
+                self._changed_channels |= changed  # try these again next time
                 log.warning("room report failed: %s", exc)
 
     # -- health ----------------------------------------------------------------------------------

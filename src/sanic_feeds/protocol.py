@@ -99,7 +99,14 @@ class Ping:
     """``{"type": "ping"}``: application-level liveness check, answered with ``pong``."""
 
 
-Command = Chat | Subscribe | Unsubscribe | Ping
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """``{"type": "presence", "channel"?: str}``: who is in a channel now, on every instance."""
+
+    channel: str | None = None
+
+
+Command = Chat | Subscribe | Unsubscribe | Ping | Presence
 
 
 def _optional_channel(frame: dict[str, object]) -> str | None:
@@ -162,11 +169,16 @@ def _parse_ping(frame: dict[str, object]) -> Command:
     return Ping()
 
 
+def _parse_presence(frame: dict[str, object]) -> Command:
+    return Presence(_optional_channel(frame))
+
+
 _PARSERS: Final = {
     "chat": _parse_chat,
     "subscribe": _parse_subscribe,
     "unsubscribe": _parse_unsubscribe,
     "ping": _parse_ping,
+    "presence": _parse_presence,
 }
 
 CLIENT_TYPES: Final = tuple(_PARSERS)
@@ -249,6 +261,11 @@ def recovered(channel: str, complete: bool, count: int, epoch: str, offset: int)
             "offset": offset,
         }
     )
+
+
+def presence(channel: str, clients: list[dict[str, object]]) -> bytes:
+    """The members of a channel: ``[{"client", "user", "joined_at"}, ...]``."""
+    return orjson.dumps({"type": "presence", "channel": channel, "clients": clients})
 
 
 def subscribed(channel: str) -> bytes:

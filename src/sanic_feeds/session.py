@@ -182,6 +182,8 @@ class Session:
                     self.send(protocol.unsubscribed(channel))
             case protocol.Ping():
                 self.send(protocol.PONG)
+            case protocol.Presence(channel=asked):
+                await self._presence(asked or self.primary, asked is None)
 
     async def _chat(self, command: protocol.Chat) -> None:
         channel = command.channel or self.primary
@@ -198,6 +200,20 @@ class Session:
             self._error(
                 ErrorCode.BROKER_UNAVAILABLE, "Message not delivered: broker unavailable", channel
             )
+
+    async def _presence(self, channel: str, implicit: bool) -> None:
+        if channel not in self.channels:
+            if implicit:
+                self._error(ErrorCode.MISSING_FIELD, "Missing field: channel")
+            else:
+                self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
+            return
+        try:
+            members = await self.node.channel_members(channel)
+        except BrokerUnavailable:
+            self._error(ErrorCode.BROKER_UNAVAILABLE, "Presence unavailable: broker down", channel)
+            return
+        self.send(protocol.presence(channel, [m.public() for m in members]))
 
     def _error(self, code: str, message: str, channel: str | None = None) -> None:
         self.send(protocol.error(code, message, channel))
@@ -221,7 +237,7 @@ class Session:
             return False
         if parked is not None and since is not None:
             await self._replay(channel, since, epoch, parked)
-        self.node.rooms_changed()
+        self.node.member_joined(channel, self.id, self.user)
         if self.node.notices_for(channel):
             notice = protocol.user_joined(channel, self.id, self.user)
             await self._announce(channel, seal(notice, exclude=self.id))
@@ -257,8 +273,8 @@ class Session:
 
     async def _leave(self, channel: str) -> None:
         del self.channels[channel]
+        self.node.member_left(channel, self.id)
         await self.node.hub.leave(channel, self.id)
-        self.node.rooms_changed()
         if self.node.notices_for(channel):
             await self._announce(channel, seal(protocol.user_left(channel, self.id, self.user)))
 

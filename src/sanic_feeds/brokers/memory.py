@@ -13,6 +13,7 @@ from collections import deque
 
 from ..envelope import seal
 from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch, stamp
+from ..presence.memory import MemoryPresence
 from .base import Broker, DeliverFn
 
 
@@ -34,6 +35,8 @@ class MemoryBus:
     def __init__(self) -> None:
         self._subscribers: dict[str, dict[MemoryBroker, None]] = {}
         self._histories: dict[str, _ChannelHistory] = {}
+        self.presence = MemoryPresence()
+        """The presence reports of the nodes on this bus."""
 
     def history_of(self, channel: str, policy: HistoryPolicy) -> _ChannelHistory | None:
         """The channel's live history, or None when it has none (never stored, or expired)."""

@@ -1,18 +1,44 @@
 """The presence interface: what each node reports about its members, readable cluster-wide.
 
-Today a node reports its per-channel member counts; ``/api/rooms`` sums them over live nodes.
-Reports expire: a node that crashes stops refreshing, and its numbers disappear after ``ttl``
-seconds instead of haunting the totals forever.
+A node reports its per-channel member counts (``/api/rooms`` sums them over live nodes) and who
+its members are (``presence``: client id, user, joined-at). Reports expire: a node that crashes
+stops refreshing, and its members disappear after ``ttl`` seconds instead of haunting the
+channel as ghosts.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import orjson
 
 CLIENTS_FIELD = "#clients"
 """Report field holding the node's connection count; ``#`` cannot start a channel name."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One connection's membership of one channel, as presence shows it."""
+
+    client: str
+    user: str
+    joined_at: float
+    """Unix time (seconds) of the join."""
+    node: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Member:
+        data = orjson.loads(raw)
+        return cls(str(data["client"]), str(data["user"]), float(data["joined_at"]), data["node"])
+
+    def public(self) -> dict[str, object]:
+        """What clients see (the node id is an operational detail)."""
+        return {"client": self.client, "user": self.user, "joined_at": self.joined_at}
 
 
 @dataclass
@@ -43,9 +69,18 @@ class Presence(ABC):
 
     @abstractmethod
     async def report_rooms(
-        self, node_id: str, rooms: Mapping[str, int], clients: int, ttl: float
+        self,
+        node_id: str,
+        rooms: Mapping[str, int],
+        clients: int,
+        ttl: float,
+        members: Mapping[str, Sequence[Member]] | None = None,
     ) -> None:
-        """Replace ``node_id``'s report; it counts until ``ttl`` seconds from now."""
+        """Replace ``node_id``'s report; it counts until ``ttl`` seconds from now.
+
+        ``members`` replaces the node's member list of each channel it names (an empty list
+        removes it); the lists of the other channels in ``rooms`` are only kept alive.
+        """
 
     @abstractmethod
     async def withdraw(self, node_id: str) -> None:
@@ -57,6 +92,10 @@ class Presence(ABC):
 
         A node excludes its own (possibly stale) report and adds its live local counts instead.
         """
+
+    @abstractmethod
+    async def members(self, channel: str, exclude_node: str = "") -> list[Member]:
+        """Members of ``channel`` on every live node but ``exclude_node``."""
 
     @abstractmethod
     async def nodes(self) -> list[str]:

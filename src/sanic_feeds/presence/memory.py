@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from .base import Presence, RoomTotals
+from .base import Member, Presence, RoomTotals
 
 
 class MemoryPresence(Presence):
@@ -13,6 +13,7 @@ class MemoryPresence(Presence):
 
     def __init__(self) -> None:
         self._reports: dict[str, tuple[float, dict[str, int], int]] = {}
+        self._members: dict[str, dict[str, list[Member]]] = {}  # node -> channel -> members
 
     async def open(self) -> None:
         return None
@@ -21,12 +22,31 @@ class MemoryPresence(Presence):
         return None
 
     async def report_rooms(
-        self, node_id: str, rooms: Mapping[str, int], clients: int, ttl: float
+        self,
+        node_id: str,
+        rooms: Mapping[str, int],
+        clients: int,
+        ttl: float,
+        members: Mapping[str, Sequence[Member]] | None = None,
     ) -> None:
         self._reports[node_id] = (time.monotonic() + ttl, dict(rooms), clients)
+        lists = self._members.setdefault(node_id, {})
+        for channel, listed in (members or {}).items():
+            if listed:
+                lists[channel] = list(listed)
+            else:
+                lists.pop(channel, None)
+
+    async def members(self, channel: str, exclude_node: str = "") -> list[Member]:
+        found: list[Member] = []
+        for node_id, _ in self._live():
+            if node_id != exclude_node:
+                found.extend(self._members.get(node_id, {}).get(channel, ()))
+        return found
 
     async def withdraw(self, node_id: str) -> None:
         self._reports.pop(node_id, None)
+        self._members.pop(node_id, None)
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()
@@ -42,4 +62,5 @@ class MemoryPresence(Presence):
         now = time.monotonic()
         for node_id in [n for n, report in self._reports.items() if report[0] <= now]:
             del self._reports[node_id]
+            self._members.pop(node_id, None)
         return list(self._reports.items())

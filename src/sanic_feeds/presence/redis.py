@@ -5,6 +5,9 @@ Keys (``P`` is the configured prefix)::
     P nodes              ZSET  node id -> expiry (unix time, seconds)
     P node:<id>:rooms    HASH  channel -> member count on that node, and "#clients" -> its
                                connection count; PEXPIRE ttl
+    P presence:{<channel>}:<id>
+                         HASH  client id -> member JSON, for that node's members of the
+                               channel; PEXPIRE ttl
 
 A report is written in one MULTI/EXEC so readers never see half of it. Readers ignore nodes whose
 expiry has passed (and prune them), so a crashed node's counts vanish after at most ``ttl``.
@@ -13,14 +16,14 @@ expiry has passed (and prune them), so a crashed node's counts vanish after at m
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..brokers.redis import open_client
 from ..errors import BrokerUnavailable
-from .base import CLIENTS_FIELD, Presence, RoomTotals
+from .base import CLIENTS_FIELD, Member, Presence, RoomTotals
 
 
 class RedisPresence(Presence):
@@ -29,6 +32,9 @@ class RedisPresence(Presence):
         self._prefix = prefix
         self._nodes_key = f"{prefix}nodes"
         self._client: aioredis.Redis | None = None
+
+    def _members_key(self, channel: str, node_id: str) -> str:
+        return f"{self._prefix}presence:{{{channel}}}:{node_id}"
 
     def _rooms_key(self, node_id: str) -> str:
         return f"{self._prefix}node:{node_id}:rooms"
@@ -47,7 +53,12 @@ class RedisPresence(Presence):
         return self._client
 
     async def report_rooms(
-        self, node_id: str, rooms: Mapping[str, int], clients: int, ttl: float
+        self,
+        node_id: str,
+        rooms: Mapping[str, int],
+        clients: int,
+        ttl: float,
+        members: Mapping[str, Sequence[Member]] | None = None,
     ) -> None:
         key = self._rooms_key(node_id)
         fields: dict[bytes | bytearray | memoryview[int] | str | int | float, bytes | str | int] = {
@@ -60,9 +71,33 @@ class RedisPresence(Presence):
                 pipe.hset(key, mapping=fields)
                 pipe.pexpire(key, int(ttl * 1000))
                 pipe.zadd(self._nodes_key, {node_id: time.time() + ttl})
+                ttl_ms = int(ttl * 1000)
+                members = members or {}
+                for channel, listed in members.items():
+                    key = self._members_key(channel, node_id)
+                    pipe.delete(key)
+                    if listed:
+                        pipe.hset(key, mapping={m.client: m.to_json() for m in listed})
+                        pipe.pexpire(key, ttl_ms)
+                for channel in rooms:
+                    if channel not in members:
+                        pipe.pexpire(self._members_key(channel, node_id), ttl_ms)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence report failed: {exc}") from exc
+
+    async def members(self, channel: str, exclude_node: str = "") -> list[Member]:
+        nodes = [n for n in await self.nodes() if n != exclude_node]
+        if not nodes:
+            return []
+        try:
+            async with self._require().pipeline(transaction=False) as pipe:
+                for node_id in nodes:
+                    pipe.hvals(self._members_key(channel, node_id))
+                lists = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc}") from exc
+        return [Member.from_json(raw) for listed in lists for raw in listed]
 
     async def withdraw(self, node_id: str) -> None:
         try:
