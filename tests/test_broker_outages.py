@@ -20,7 +20,7 @@ from support.collect import Deliveries
 from support.local_server import local_server
 from support.redis_server import RedisServer
 from support.tcp_proxy import TcpProxy
-from support.ws import eventually, recv_json
+from support.ws import eventually, recv_json, recv_until
 
 PROBE_INTERVAL = 0.3
 PROBE_TIMEOUT = 0.5
@@ -152,3 +152,57 @@ async def test_chat_while_redis_is_down_gets_broker_unavailable(
                     await server.feeds.publish("lobby", 1)
             finally:
                 redis_server.start()
+
+
+async def test_lost_messages_are_announced_and_recovered_by_resync(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Messages published while an instance's subscriber was cut off: its members get a gap
+    notice, and a subscribe with since brings back exactly what they missed."""
+    proxy = TcpProxy(redis_server.port)
+    await proxy.start()
+    direct = create_broker(redis_url)  # a second instance, not behind the proxy
+    await direct.open(None)
+    try:
+        async with local_server(
+            broker=proxy.url,
+            join_leave=False,
+            broker_probe_interval=PROBE_INTERVAL,
+            broker_probe_timeout=PROBE_TIMEOUT,
+        ) as server:
+            async with connect(server.ws_url("feed"), max_queue=None) as ws:
+                await recv_json(ws)
+                await server.feeds.publish("feed", "seen")
+                seen = await recv_json(ws)
+                proxy.freeze()
+                for i in range(5):
+                    await direct.publish_stored(
+                        "feed", b'{"type":"data","channel":"feed","data":%d}' % i
+                    )
+                notice = await recv_until(ws, lambda m: m["type"] == "gap", timeout=20)
+                assert notice == {"type": "gap", "channel": "feed", "reason": "broker_reconnected"}
+                await ws.send(
+                    orjson.dumps(
+                        {
+                            "type": "subscribe",
+                            "channel": "feed",
+                            "since": seen["id"],
+                            "epoch": seen["epoch"],
+                        }
+                    ).decode()
+                )
+                replay = [await recv_json(ws, timeout=10) for _ in range(7)]
+                assert [m.get("data") for m in replay[:5]] == [0, 1, 2, 3, 4]
+                assert [m.get("id") for m in replay[:5]] == list(
+                    range(seen["id"] + 1, seen["id"] + 6)
+                )
+                assert (replay[5]["type"], replay[5]["recovered"]) == ("recovered", True)
+                assert replay[6] == {"type": "subscribed", "channel": "feed"}
+                await direct.publish_stored(
+                    "feed", b'{"type":"data","channel":"feed","data":"live"}'
+                )
+                live = await recv_until(ws, lambda m: m["type"] == "data", timeout=10)
+                assert live["data"] == "live"
+    finally:
+        await direct.aclose()
+        await proxy.aclose()

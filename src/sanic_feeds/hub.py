@@ -19,6 +19,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from . import protocol
 from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
@@ -46,6 +47,8 @@ class Hub:
         """Broker messages received for channels with local members."""
         self.deliveries = 0
         """Frames queued to members (one per member per message)."""
+        self.gaps = 0
+        """Channels whose subscription was re-established after a connection loss."""
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -128,6 +131,16 @@ class Hub:
                 del self._locks[channel]
 
     # -- fan-out ---------------------------------------------------------------------------------
+
+    def gap(self, channel: str) -> None:
+        """Broker callback: tell every local member of ``channel`` it may have missed messages."""
+        members = self._members.get(channel)
+        if not members:
+            return
+        self.gaps += 1
+        frame = text_frame(protocol.gap(channel))
+        for sink in members.values():
+            sink.send(frame)
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """Broker callback: queue one message for every local member of ``channel``."""

@@ -88,7 +88,7 @@ class Node:
 
     async def start(self) -> None:
         self._flusher = Flusher(asyncio.get_running_loop())
-        await self.broker.open(self.hub.deliver)
+        await self.broker.open(self.hub.deliver, self.hub.gap)
         await self.presence.open()
         self._reporter = asyncio.create_task(self._report_rooms(), name="sanic-feeds:rooms")
         self.started = True

@@ -268,6 +268,14 @@ def presence(channel: str, clients: list[dict[str, object]]) -> bytes:
     return orjson.dumps({"type": "presence", "channel": channel, "clients": clients})
 
 
+def gap(channel: str) -> bytes:
+    """Messages of ``channel`` may have been lost (the broker connection was re-established).
+
+    With history on, send ``subscribe`` with ``since``/``epoch`` to get them.
+    """
+    return orjson.dumps({"type": "gap", "channel": channel, "reason": "broker_reconnected"})
+
+
 def subscribed(channel: str) -> bytes:
     return orjson.dumps({"type": "subscribed", "channel": channel})
 

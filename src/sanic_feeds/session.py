@@ -168,7 +168,11 @@ class Session:
             case protocol.Chat():
                 await self._chat(command)
             case protocol.Subscribe(channel=channel, since=since, epoch=epoch):
-                if channel in self.channels or await self._join(channel, since, epoch):
+                if channel in self.channels:
+                    if since is not None:  # a resync, typically after a "gap" notice
+                        await self._resync(channel, since, epoch)
+                    self.send(protocol.subscribed(channel))
+                elif await self._join(channel, since, epoch):
                     self.send(protocol.subscribed(channel))
                 else:
                     self._error(
@@ -242,6 +246,12 @@ class Session:
             notice = protocol.user_joined(channel, self.id, self.user)
             await self._announce(channel, seal(notice, exclude=self.id))
         return True
+
+    async def _resync(self, channel: str, since: int, epoch: str | None) -> None:
+        """Replay a joined channel from ``since``, parking its live frames meanwhile."""
+        parked = ReplayBuffer(self.node.config.client_buffer)
+        self.node.hub.swap(channel, self.id, parked)
+        await self._replay(channel, since, epoch, parked)
 
     async def _replay(
         self, channel: str, since: int, epoch: str | None, parked: ReplayBuffer

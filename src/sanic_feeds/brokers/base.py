@@ -26,15 +26,22 @@ from ..history import HistoryPage, HistoryPolicy, Stored
 DeliverFn = Callable[[str, bytes], None]
 """Called as ``deliver(channel, payload)`` for every message on a subscribed channel."""
 
-__all__ = ["Broker", "DeliverFn", "HistoryPage", "HistoryPolicy", "Stored"]
+GapFn = Callable[[str], None]
+"""Called as ``on_gap(channel)`` when the node may have missed messages of a channel it is
+subscribed to (its subscription was re-established after a connection loss)."""
+
+__all__ = ["Broker", "DeliverFn", "GapFn", "HistoryPage", "HistoryPolicy", "Stored"]
 
 
 class Broker(ABC):
     """Publish/subscribe transport between nodes. See the module docstring for the contract."""
 
     @abstractmethod
-    async def open(self, deliver: DeliverFn | None = None) -> None:
-        """Connect. Without ``deliver`` the broker is publish-only (no subscriber, no reader)."""
+    async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
+        """Connect. Without ``deliver`` the broker is publish-only (no subscriber, no reader).
+
+        ``on_gap`` hears of channels whose subscription had to be re-established.
+        """
 
     @abstractmethod
     async def aclose(self) -> None:

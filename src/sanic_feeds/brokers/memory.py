@@ -14,7 +14,7 @@ from collections import deque
 from ..envelope import seal
 from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch, stamp
 from ..presence.memory import MemoryPresence
-from .base import Broker, DeliverFn
+from .base import Broker, DeliverFn, GapFn
 
 
 class _ChannelHistory:
@@ -90,8 +90,8 @@ class MemoryBroker(Broker):
         self._deliver: DeliverFn | None = None
         self._channels: set[str] = set()
 
-    async def open(self, deliver: DeliverFn | None = None) -> None:
-        self._deliver = deliver
+    async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
+        self._deliver = deliver  # in one process nothing is lost between publish and deliver
 
     async def aclose(self) -> None:
         for channel in tuple(self._channels):

@@ -29,7 +29,7 @@ from redis.retry import Retry
 
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch
-from .base import Broker, DeliverFn
+from .base import Broker, DeliverFn, GapFn
 
 log = logging.getLogger("sanic_feeds.broker")
 
@@ -116,6 +116,7 @@ class RedisBroker(Broker):
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._deliver: DeliverFn | None = None
+        self._on_gap: GapFn | None = None
         self._channels: set[str] = set()
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._read_error: str | None = None
@@ -129,7 +130,8 @@ class RedisBroker(Broker):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def open(self, deliver: DeliverFn | None = None) -> None:
+    async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
+        self._on_gap = on_gap
         self._client = open_client(self._url)
         self._publish_script = None
         self._deliver = deliver
@@ -374,6 +376,13 @@ class RedisBroker(Broker):
             confirmed = self._confirmations.pop(key, None)
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
+            elif confirmed is None and key.startswith(self._channel_prefix):
+                # Nobody asked: redis-py re-subscribed after losing the connection, and
+                # whatever was published in between never reached this node.
+                channel = key[len(self._channel_prefix) :].decode()
+                if channel in self._channels and self._on_gap is not None:
+                    log.info("subscription of %r re-established; members may have a gap", channel)
+                    self._on_gap(channel)
 
     def _require_client(self) -> aioredis.Redis:
         if self._client is None:
