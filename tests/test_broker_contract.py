@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 import pytest
 
 from sanic_feeds.brokers import Broker, DeliverFn, HistoryPolicy, MemoryBus, create_broker
+from sanic_feeds.envelope import open_envelope
 from sanic_feeds.errors import BrokerUnavailable
 from support.collect import Deliveries
 from support.redis_server import RedisServer
@@ -232,7 +234,10 @@ async def test_stored_messages_get_growing_offsets_and_are_published_stamped(
         b'{"id":%d,"epoch":"%s","type":"data","n":%d}' % (i + 1, epoch.encode(), i)
         for i in range(3)
     ]
-    assert [p for _, p in items] == [b"\n" + e for e in expected]
+    envelopes = [open_envelope(p) for _, p in items]
+    assert [e.body for e in envelopes] == expected
+    assert all(e.exclude == "" for e in envelopes)
+    assert all(e.sent_at is not None and abs(e.sent_at - time.time()) < 10 for e in envelopes)
     page = await node.history("chat", since=0, epoch=epoch, limit=100)
     assert page.messages == expected
     assert page.offsets == [1, 2, 3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -106,21 +108,27 @@ def test_random_payloads_roundtrip(payload: bytes) -> None:
 
 
 def test_seal_without_exclude_layout() -> None:
-    """Without exclude the envelope is a newline followed by the body."""
+    """Without exclude the header is a space and the publish time, then a newline and the body."""
     body = data("room", {"a": 1})
-    assert seal(body) == b"\n" + body
-    assert seal(body, "") == b"\n" + body
+    assert seal(body, sent_at_us=1700000000123456) == b" 1700000000123456\n" + body
 
 
 def test_seal_with_exclude_layout() -> None:
-    """With exclude the envelope is the client id, a newline, then the body."""
-    assert seal(b"{}", "0a1b2c") == b"0a1b2c\n{}"
+    """With exclude the header is the client id, a space and the publish time."""
+    assert seal(b"{}", "0a1b2c", sent_at_us=42) == b"0a1b2c 42\n{}"
+
+
+def test_seal_stamps_the_current_time() -> None:
+    """Without an explicit time, the publish time is now."""
+    sent_at = open_envelope(seal(b"{}")).sent_at
+    assert sent_at is not None
+    assert abs(sent_at - time.time()) < 5
 
 
 def test_roundtrip_without_exclude() -> None:
-    """open_envelope(seal(body)) gives the body back and an empty exclude."""
+    """open_envelope(seal(body)) gives the body back, an empty exclude and the time."""
     body = data("room", ["x", None])
-    assert open_envelope(seal(body)) == Envelope(body, "")
+    assert open_envelope(seal(body, sent_at_us=5_000_000)) == Envelope(body, "", 5.0)
 
 
 def test_roundtrip_with_exclude() -> None:
@@ -131,17 +139,23 @@ def test_roundtrip_with_exclude() -> None:
     assert envelope.exclude == "deadbeef01"
 
 
+def test_header_without_time_is_accepted() -> None:
+    """A bare newline (no header) or an id alone are envelopes without a publish time."""
+    assert open_envelope(b"\n{}") == Envelope(b"{}", "", None)
+    assert open_envelope(b"ab12\n{}") == Envelope(b"{}", "ab12", None)
+
+
 @pytest.mark.parametrize("exclude", ["", "c0ffee"])
 def test_body_with_newlines_survives(exclude: str) -> None:
     """Newlines inside the body (after the header) are kept: only the first newline splits."""
     body = b'{"a":\n1}\n\n{"b":2}\n'
-    assert open_envelope(seal(body, exclude)) == Envelope(body, exclude)
+    assert open_envelope(seal(body, exclude, 7)) == Envelope(body, exclude, 7e-6)
 
 
 def test_empty_body_roundtrips() -> None:
     """An empty body survives sealing and opening."""
-    assert open_envelope(seal(b"")) == Envelope(b"", "")
-    assert open_envelope(seal(b"", "ab")) == Envelope(b"", "ab")
+    assert open_envelope(seal(b"", sent_at_us=1)).body == b""
+    assert open_envelope(seal(b"", "ab", 1)) == Envelope(b"", "ab", 1e-6)
 
 
 @pytest.mark.parametrize("payload", [b"", b"{}", b'{"type":"data"}', b"abc"])
@@ -155,4 +169,4 @@ def test_payload_without_newline_is_rejected(payload: bytes) -> None:
 @given(body=st.binary(max_size=200), exclude=st.text(alphabet="0123456789abcdef", max_size=24))
 def test_random_envelopes_roundtrip(body: bytes, exclude: str) -> None:
     """Any body bytes with any hex client id (or none) roundtrip exactly."""
-    assert open_envelope(seal(body, exclude)) == Envelope(body, exclude)
+    assert open_envelope(seal(body, exclude, 123)) == Envelope(body, exclude, 123e-6)

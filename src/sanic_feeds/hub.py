@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from . import protocol
@@ -47,6 +49,8 @@ class Hub:
         """Broker messages received for channels with local members."""
         self.deliveries = 0
         """Frames queued to members (one per member per message)."""
+        self.observe_latency: Callable[[float], None] | None = None
+        """Called with each message's publish-to-deliver time (seconds), once per node."""
         self.gaps = 0
         """Channels whose subscription was re-established after a connection loss."""
 
@@ -148,12 +152,14 @@ class Hub:
         if not members:
             return
         try:
-            body, exclude = open_envelope(payload)
+            body, exclude, sent_at = open_envelope(payload)
         except ValueError:
             log.warning("dropped a malformed broker message on %r", channel)
             return
         frame = text_frame(body)
         self.messages_in += 1
+        if sent_at is not None and self.observe_latency is not None:
+            self.observe_latency(time.time() - sent_at)
         if exclude:
             count = 0
             for client_id, outbound in members.items():

@@ -27,6 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ..envelope import now_us
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch
 from .base import Broker, DeliverFn, GapFn
@@ -45,7 +46,7 @@ READ_TIMEOUT = 1.0
 
 # Append to history and publish in one atomic step, so the stream and the live messages never
 # disagree. KEYS: offset counter, stream, epoch, pub/sub channel. ARGV: JSON object body, max
-# length, ttl (ms), a fresh epoch to use if the history starts anew.
+# length, ttl (ms), a fresh epoch to use if the history starts anew, the envelope header.
 _PUBLISH_STORED = """
 local offset = redis.call('INCR', KEYS[1])
 local epoch = false
@@ -60,7 +61,7 @@ local ttl = tonumber(ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PUBLISH', KEYS[4], '\\n' .. body)
+redis.call('PUBLISH', KEYS[4], ARGV[5] .. '\\n' .. body)
 return {offset, epoch}
 """
 
@@ -193,6 +194,7 @@ class RedisBroker(Broker):
             max(policy.size, 1),
             max(int(policy.ttl * 1000), 1),
             new_epoch(),
+            b" %d" % now_us(),  # envelope header: no excluded client, the publish time
         ]
         if self._publish_script is None:
             # EVALSHA after the first call: the script text is not resent with every message.
