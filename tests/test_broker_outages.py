@@ -203,6 +203,8 @@ async def test_lost_messages_are_announced_and_recovered_by_resync(
                 )
                 live = await recv_until(ws, lambda m: m["type"] == "data", timeout=10)
                 assert live["data"] == "live"
+                assert server.node.broker.reconnects >= 1  # shown as sanic_feeds_broker_reconnects
+                assert server.node.hub.gaps >= 1  # shown as sanic_feeds_gaps_total
     finally:
         await direct.aclose()
         await proxy.aclose()

@@ -28,6 +28,7 @@ from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .errors import BrokerUnavailable, FeedsError, ProtocolError
+from .metrics import CONTENT_TYPE, Metrics
 from .node import Node
 from .session import Session, clean_user_name
 
@@ -58,6 +59,7 @@ class Feeds:
         self._bus = bus
         self._node: Node | None = None
         self._page: str | None = None
+        self.metrics = Metrics()
 
     @property
     def node(self) -> Node:
@@ -83,6 +85,7 @@ class Feeds:
         bp.add_websocket_route(self._feed_socket, "/feed/<channel:str>", name="feed")
         bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
+        bp.add_route(self._metrics, "/metrics", methods=["GET"], name="metrics")
         bp.add_route(
             self._presence,
             "/api/channels/<channel:str>/presence",
@@ -109,6 +112,7 @@ class Feeds:
     async def _start(self, app: Sanic[Any, Any]) -> None:
         node = Node(self.config, bus=self._bus)
         await node.start()
+        self.metrics.attach(node)
         self._node = node
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
@@ -117,6 +121,7 @@ class Feeds:
 
     async def _stop(self, app: Sanic[Any, Any]) -> None:
         node, self._node = self._node, None
+        self.metrics.detach()
         if node is not None:
             await node.stop()
 
@@ -180,6 +185,9 @@ class Feeds:
         # The stored texts are already JSON: splice them in instead of decoding and re-encoding.
         body = head[:-1] + b',"messages":[' + b",".join(page.messages) + b"]}"
         return raw(body, content_type="application/json")
+
+    async def _metrics(self, request: Request) -> HTTPResponse:
+        return raw(self.metrics.render(), content_type=CONTENT_TYPE)
 
     async def _health(self, request: Request) -> HTTPResponse:
         ok, body = await self.node.health()

@@ -15,6 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import protocol
@@ -34,6 +35,19 @@ log = logging.getLogger("sanic_feeds.node")
 
 REPORT_DEBOUNCE = 0.2
 """Seconds to gather membership changes before reporting rooms to the cluster."""
+
+
+@dataclass
+class NodeStats:
+    """Plain counters, read by the metrics collector when scraped (no cost per event)."""
+
+    client_messages: int = 0
+    """Frames received from clients."""
+    connections_opened: int = 0
+    slow_disconnects: int = 0
+    rate_limited: int = 0
+    observe_high_water: Callable[[int], None] | None = None
+    """Called with a connection's buffer high-water mark when it closes."""
 
 
 def new_node_id() -> str:
@@ -78,6 +92,7 @@ class Node:
         self._changed_channels: set[str] = set()
         self._reporter: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
+        self.stats = NodeStats()
         self.started = False
 
     @property

@@ -22,12 +22,15 @@ log = logging.getLogger("sanic_feeds.outbound")
 class Flusher:
     """Collects connections with queued frames and flushes them all once per loop turn."""
 
-    __slots__ = ("_dirty", "_loop", "_scheduled")
+    __slots__ = ("_dirty", "_loop", "_scheduled", "bytes_sent", "writes")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._dirty: list[Outbound] = []
         self._scheduled = False
+        self.bytes_sent = 0
+        """Bytes handed to transports by the flusher (for metrics)."""
+        self.writes = 0
 
     def mark(self, outbound: Outbound) -> None:
         self._dirty.append(outbound)
@@ -38,12 +41,15 @@ class Flusher:
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
+        sent = 0
         for outbound in dirty:
             try:
-                outbound.flush()
+                sent += outbound.flush()
             except Exception:  # one broken transport must not stop the others' flush
                 log.exception("flushing a connection failed; dropping it")
                 outbound.abort()
+        self.bytes_sent += sent
+        self.writes += len(dirty)
 
 
 class Outbound:
@@ -103,21 +109,24 @@ class Outbound:
         elif len(self._pending) == 1:
             self._flusher.mark(self)
 
-    def flush(self) -> None:
-        """Write everything queued in one transport write (by the flusher, or before a close)."""
+    def flush(self) -> int:
+        """Write everything queued in one transport write (by the flusher, or before a close).
+
+        Returns the number of bytes written.
+        """
         pending = self._pending
         if not pending:
-            return
+            return 0
         if self.closed or self._transport.is_closing():
             self._drop()
             self.closed = True
-            return
+            return 0
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         backlog = self._transport.get_write_buffer_size()
         buffered = backlog + len(data)
         if buffered > self.limit and (backlog or len(pending) > 1):
             self._overflow()
-            return
+            return 0
         self.frames_sent += len(pending)
         self._drop()
         try:
@@ -126,10 +135,11 @@ class Outbound:
             # The close handshake finished and the transport sent EOF: the peer is gone, and
             # what was queued for it has nowhere to go.
             self.closed = True
-            return
+            return 0
         self._backlog = self._transport.get_write_buffer_size()
         if buffered > self.high_water:
             self.high_water = buffered
+        return len(data)
 
     def buffered(self) -> int:
         """Bytes queued here plus bytes the transport still holds."""

@@ -86,6 +86,7 @@ class Session:
         """Serve the connection until it closes. Never raises for client behaviour."""
         node = self.node
         node.sessions[self.id] = self
+        node.stats.connections_opened += 1
         log.info(
             "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
         )
@@ -122,6 +123,9 @@ class Session:
         finally:
             self.node.sessions.pop(self.id, None)
             self.node.rooms_changed()
+            observe = self.node.stats.observe_high_water
+            if observe is not None:
+                observe(self.outbound.high_water)
             code = self.close_code or getattr(self.ws.ws_proto, "close_rcvd", None)
             log.info("close client=%s user=%r code=%s", self.id, self.user, _code_of(code))
             self.finished.set()
@@ -148,6 +152,7 @@ class Session:
             async for raw in self.ws:
                 if raw is None:
                     break
+                self.node.stats.client_messages += 1
                 if not isinstance(raw, str):
                     self._error(
                         ErrorCode.BINARY_NOT_SUPPORTED,
@@ -310,6 +315,7 @@ class Session:
         session leaves its channels when the reader sees the connection end.
         """
         self.close_code = CloseCode.SLOW_CONSUMER
+        self.node.stats.slow_disconnects += 1
         log.warning(
             "client=%s user=%r is too slow (over %d bytes buffered); disconnecting",
             self.id,

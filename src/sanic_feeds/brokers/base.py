@@ -36,6 +36,9 @@ __all__ = ["Broker", "DeliverFn", "GapFn", "HistoryPage", "HistoryPolicy", "Stor
 class Broker(ABC):
     """Publish/subscribe transport between nodes. See the module docstring for the contract."""
 
+    reconnects: int = 0
+    """Times the subscriber connection was re-established after a loss (for metrics)."""
+
     @abstractmethod
     async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
         """Connect. Without ``deliver`` the broker is publish-only (no subscriber, no reader).

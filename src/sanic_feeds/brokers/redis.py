@@ -307,6 +307,7 @@ class RedisBroker(Broker):
                 continue
             if failures:
                 failures = 0
+                self.reconnects += 1
                 self._read_error = None
                 log.info("broker subscriber connection restored")
             if message is not None:
@@ -352,6 +353,7 @@ class RedisBroker(Broker):
                     log.warning("broker liveness probe failed (%s); reconnecting", problem)
                 self._probe_error = problem
                 self._rebuild_requested = True
+                self.reconnects += 1
                 continue
             if self._probe_error is not None:
                 log.info("broker liveness probe answered again")
