@@ -263,3 +263,25 @@ async def test_shutdown_closes_clients_with_1001() -> None:
         closing = asyncio.ensure_future(ws.wait_closed())
     await asyncio.wait_for(closing, 5)
     assert ws.close_code == CloseCode.GOING_AWAY
+
+
+async def test_shutdown_spreads_closes_over_drain_time() -> None:
+    """With drain_time 1 s, 20 clients are closed with 1001 in batches spread over about 1 s."""
+    loop = asyncio.get_running_loop()
+    closed_at: list[float] = []
+    clients: list[ClientConnection] = []
+
+    async def watch(ws: ClientConnection) -> None:
+        await ws.wait_closed()
+        closed_at.append(loop.time())
+
+    async with local_server(drain_time=1.0, join_leave=False) as server:
+        for _ in range(20):
+            ws = await connect(server.ws_url("crowd"), max_queue=None)
+            await recv_json(ws)
+            clients.append(ws)
+        watchers = [asyncio.ensure_future(watch(ws)) for ws in clients]
+    await asyncio.wait_for(asyncio.gather(*watchers), 10)
+    assert {ws.close_code for ws in clients} == {CloseCode.GOING_AWAY}
+    spread = max(closed_at) - min(closed_at)
+    assert 0.6 <= spread <= 2.0, spread

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import sys
 from functools import partial
 from typing import Any
@@ -52,7 +54,11 @@ def create_app(
 
 
 def serve(config: FeedsConfig) -> None:
-    """Run the server in the foreground until SIGINT/SIGTERM."""
+    """Run the server in the foreground until SIGINT/SIGTERM.
+
+    ``kill -USR1 <pid>`` prints every thread's stack to stderr: for a process that seems stuck.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     loader = AppLoader(factory=partial(create_app, config, with_logging=True))
     app = loader.load()
     log.info(

@@ -82,6 +82,12 @@ class FeedsConfig:
     )
     ping_interval: float = _setting(20.0, float, "Seconds between WebSocket keepalive pings.")
     ping_timeout: float = _setting(20.0, float, "Seconds to wait for a pong before closing.")
+    drain_time: float = _setting(
+        2.0,
+        float,
+        "Seconds over which a shutdown spreads its 1001 closes, so clients do not all "
+        "reconnect at once. 0 closes all at once.",
+    )
     close_timeout: float = _setting(
         5.0, float, "Seconds a closing socket may take to flush before it is dropped."
     )
@@ -136,6 +142,7 @@ class FeedsConfig:
         )
         _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
         _check(self.history_size >= 0, "history_size", "must be 0 (off) or more")
+        _check(0 <= self.drain_time <= 300, "drain_time", "must be 0-300 seconds")
         _check(self.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
         for name in (
             "ping_interval",

@@ -8,7 +8,6 @@ can be started and stopped without Sanic, which is how the hub and broker are st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -27,6 +26,7 @@ from .errors import BrokerUnavailable, FeedsError
 from .hub import Hub
 from .outbound import Flusher
 from .presence import Member, Presence, RoomTotals, create_presence
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from .session import Session
@@ -35,6 +35,9 @@ log = logging.getLogger("sanic_feeds.node")
 
 REPORT_DEBOUNCE = 0.2
 """Seconds to gather membership changes before reporting rooms to the cluster."""
+
+DRAIN_STEP = 0.1
+"""Seconds between two batches of closes during a shutdown."""
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Node:
         self._reporter: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
+        self.draining = False
         self.started = False
 
     @property
@@ -121,10 +125,7 @@ class Node:
             await asyncio.wait(set(self._cleanups), timeout=self.config.close_timeout)
         self.started = False
         reporter, self._reporter = self._reporter, None
-        if reporter is not None:
-            reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reporter
+        await cancel_and_wait(reporter)
         try:
             await self.presence.withdraw(self.id)
         except BrokerUnavailable as exc:
@@ -139,14 +140,30 @@ class Node:
         Waiting matters: a handler still leaving its channels (and publishing ``user_left``) when
         the server cancels its tasks would leave the cluster with stale members.
         """
+        self.draining = True  # new connections are turned away from now on
         sessions = list(self.sessions.values())
         if not sessions:
             return
-        log.info("closing %d connections", len(sessions))
-        await asyncio.gather(
-            *(s.close(code, reason or "server shutting down") for s in sessions),
-            return_exceptions=True,
+        drain_time = self.config.drain_time
+        # One batch every DRAIN_STEP seconds, spread evenly over drain_time: clients (and the
+        # load balancer) see a trickle of reconnects instead of a stampede.
+        batches = max(1, min(len(sessions), int(drain_time / DRAIN_STEP)))
+        size = -(-len(sessions) // batches)
+        log.info(
+            "closing %d connections in %d batches over %.1f s", len(sessions), batches, drain_time
         )
+        started = asyncio.get_running_loop().time()
+        for number, first in enumerate(range(0, len(sessions), size)):
+            delay = started + number * drain_time / batches - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await asyncio.gather(
+                *(
+                    s.close(code, reason or "server shutting down")
+                    for s in sessions[first : first + size]
+                ),
+                return_exceptions=True,
+            )
         waiters = [asyncio.ensure_future(s.finished.wait()) for s in sessions]
         _, pending = await asyncio.wait(waiters, timeout=self.config.close_timeout)
         for waiter in pending:
@@ -210,7 +227,7 @@ class Node:
         report rewrites them all, which also repairs a Redis that lost its data.
         """
         interval = self.config.node_ttl / 3
-        while True:
+        while self.started:
             full = False
             try:
                 async with asyncio.timeout(interval):

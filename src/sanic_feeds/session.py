@@ -91,6 +91,9 @@ class Session:
             "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
         )
         try:
+            if node.draining:
+                await self.close(CloseCode.GOING_AWAY, "server shutting down")
+                return
             if not is_valid_channel(channel):
                 await self.close(
                     CloseCode.INVALID_CHANNEL, f"invalid channel name; names are {CHANNEL_RULES}"

@@ -172,7 +172,14 @@ class ServerProcess:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGUSR1)  # stacks into the log, for the failure
+                time.sleep(0.5)
                 self._kill_group(proc)
+                print(
+                    f"server on port {self._port} ignored SIGTERM:\n{self.log_tail()}",
+                    file=sys.stderr,
+                )
                 proc.wait(timeout=_KILL_WAIT_S)
         self._kill_group(proc)  # workers that outlived the main process
         return proc.returncode

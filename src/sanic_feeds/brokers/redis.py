@@ -30,6 +30,7 @@ from redis.retry import Retry
 from ..envelope import now_us
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch
+from ..tasks import cancel_and_wait
 from .base import Broker, DeliverFn, GapFn
 
 log = logging.getLogger("sanic_feeds.broker")
@@ -126,6 +127,7 @@ class RedisBroker(Broker):
         self._probe_seen = 0
         self._probe_echo = asyncio.Event()
         self._rebuild_requested = False
+        self._closing = False
         """Set by the probe; the reader (the only task that touches the subscriber connection)
         then drops and rebuilds it between two reads."""
 
@@ -133,6 +135,7 @@ class RedisBroker(Broker):
 
     async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
         self._on_gap = on_gap
+        self._closing = False
         self._client = open_client(self._url)
         self._publish_script = None
         self._deliver = deliver
@@ -148,11 +151,9 @@ class RedisBroker(Broker):
             self._prober = asyncio.create_task(self._probe_loop(), name="sanic-feeds:broker-probe")
 
     async def aclose(self) -> None:
+        self._closing = True
         for task in (self._prober, self._reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
         self._prober = self._reader = None
         for future in self._confirmations.values():
             future.cancel()
@@ -293,7 +294,7 @@ class RedisBroker(Broker):
         """
         pubsub = self._require_pubsub()
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 message = await pubsub.get_message(timeout=READ_TIMEOUT)
             except Exception as exc:  # the only reader must survive anything (logged)
@@ -338,7 +339,7 @@ class RedisBroker(Broker):
         """
         client = self._require_client()
         sent = 0
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._probe_interval)
             sent += 1
             try:
