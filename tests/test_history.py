@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sanic_feeds.frames import text_frame
-from sanic_feeds.history import build_page, stamp
+from sanic_feeds.history import build_page, position_of, stamp
 from sanic_feeds.replay import ReplayBuffer
 
 
@@ -76,3 +76,11 @@ def test_replay_buffer_is_bounded() -> None:
         parked.send(text_frame(b"x" * 30))
     assert parked.overflowed
     assert parked.frames == []
+
+
+def test_position_of_reads_stamped_prefix_only() -> None:
+    """position_of finds (epoch, id) of stamped messages and None for anything else."""
+    assert position_of(stamp(b'{"type":"data","data":1}', 42, "ab12")) == ("ab12", 42)
+    assert position_of(b'{"type":"data"}') is None
+    assert position_of(b'{"id":"x","epoch":"e",') is None
+    assert position_of(b'{"id":5}') is None

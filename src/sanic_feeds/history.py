@@ -96,3 +96,25 @@ def _page(chosen: list[tuple[int, bytes]], epoch: str, top: int, *, complete: bo
         top=top,
         complete=complete,
     )
+
+
+_ID_PREFIX = b'{"id":'
+_EPOCH_KEY = b',"epoch":"'
+
+
+def position_of(body: bytes) -> tuple[str, int] | None:
+    """``(epoch, id)`` of a stored message as :func:`stamp` wrote it, else None.
+
+    Reads only the fixed prefix, so it costs next to nothing per message.
+    """
+    if not body.startswith(_ID_PREFIX):
+        return None
+    end = body.find(_EPOCH_KEY, 6, 40)
+    if end < 0:
+        return None
+    offset = body[6:end]
+    start = end + len(_EPOCH_KEY)
+    close = body.find(b'"', start, start + 70)
+    if close < 0 or not offset.isdigit():
+        return None
+    return body[start:close].decode("ascii", "replace"), int(offset)

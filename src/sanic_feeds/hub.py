@@ -26,6 +26,7 @@ from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
 from .frames import text_frame
+from .history import HistoryPage, position_of
 
 log = logging.getLogger("sanic_feeds.hub")
 
@@ -39,8 +40,14 @@ class Sink(Protocol):
 class Hub:
     """Local members per channel, kept in step with the broker's subscriptions."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, history_limit: int = 0) -> None:
         self._broker = broker
+        self._history_limit = history_limit
+        self._last: dict[str, tuple[str, int]] = {}
+        """Channel -> (epoch, id) of the newest stored message this node fanned out."""
+        self._parked: dict[str, list[bytes]] = {}
+        """Channels being recovered after a gap -> broker payloads held back meanwhile."""
+        self._recoveries: set[asyncio.Task[None]] = set()
         self._members: dict[str, dict[str, Sink]] = {}
         self._subscribed: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -52,6 +59,8 @@ class Hub:
         self.observe_latency: Callable[[float], None] | None = None
         """Called with each message's publish-to-deliver time (seconds), once per node."""
         self.gaps = 0
+        self.recovered = 0
+        """Messages a node re-fetched from the history after a gap."""
         """Channels whose subscription was re-established after a connection loss."""
 
     # -- membership ------------------------------------------------------------------------------
@@ -101,6 +110,7 @@ class Hub:
             return False
         if not members:
             del self._members[channel]
+            self._last.pop(channel, None)
         return True
 
     async def _settle(self, channel: str) -> None:
@@ -137,37 +147,125 @@ class Hub:
     # -- fan-out ---------------------------------------------------------------------------------
 
     def gap(self, channel: str) -> None:
-        """Broker callback: tell every local member of ``channel`` it may have missed messages."""
+        """Broker callback: the node may have missed messages of ``channel``.
+
+        With history, the node fills the gap itself: it holds back new messages of the channel,
+        fans out what the history has after the last message it delivered, then releases the
+        held-back ones it did not just replay. Members see every message once, in order, and
+        nothing else. Only when that is impossible do they get a ``gap`` notice (they can then
+        resync with ``subscribe`` + ``since``, or reload).
+        """
+        if not self._members.get(channel) or channel in self._parked:
+            return
+        self.gaps += 1
+        last = self._last.get(channel)
+        if last is None or self._history_limit <= 0:
+            self._notify_gap(channel)
+            return
+        self._parked[channel] = []
+        task = asyncio.create_task(
+            self._recover(channel, *last), name=f"sanic-feeds:recover:{channel}"
+        )
+        self._recoveries.add(task)
+        task.add_done_callback(self._recoveries.discard)
+
+    async def _recover(self, channel: str, epoch: str, offset: int) -> None:
+        page = await read_history(self._broker, channel, offset, epoch, self._history_limit)
+        parked = self._parked.pop(channel, [])
         members = self._members.get(channel)
         if not members:
             return
-        self.gaps += 1
-        frame = text_frame(protocol.gap(channel))
-        for sink in members.values():
-            sink.send(frame)
+        for body in page.messages:
+            self._fan_out(members, text_frame(body), "")
+        if page.offsets:
+            self._last[channel] = (page.epoch, page.offsets[-1])
+        last = self._last.get(channel)
+        for payload in parked:
+            try:
+                position = position_of(open_envelope(payload).body)
+            except ValueError:
+                continue
+            if _already_sent(position, last):
+                continue  # fanned out from the history just now
+            self.deliver(channel, payload)
+        self.recovered += len(page.messages)
+        if not page.complete:
+            self._notify_gap(channel)
+
+    def _notify_gap(self, channel: str) -> None:
+        members = self._members.get(channel)
+        if members:
+            self._fan_out(members, text_frame(protocol.gap(channel)), "")
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """Broker callback: queue one message for every local member of ``channel``."""
         members = self._members.get(channel)
         if not members:
             return
+        parked = self._parked.get(channel)
+        if parked is not None:
+            if len(parked) < MAX_PARKED:
+                parked.append(payload)
+            return
         try:
             body, exclude, sent_at = open_envelope(payload)
         except ValueError:
             log.warning("dropped a malformed broker message on %r", channel)
             return
-        frame = text_frame(body)
         self.messages_in += 1
         if sent_at is not None and self.observe_latency is not None:
             self.observe_latency(time.time() - sent_at)
+        if body.startswith(b'{"id":'):
+            position = position_of(body)
+            if position is not None:
+                self._last[channel] = position
+        self._fan_out(members, text_frame(body), exclude)
+
+    def _fan_out(self, members: dict[str, Sink], frame: bytes, exclude: str) -> None:
         if exclude:
             count = 0
-            for client_id, outbound in members.items():
+            for client_id, sink in members.items():
                 if client_id != exclude:
-                    outbound.send(frame)
+                    sink.send(frame)
                     count += 1
             self.deliveries += count
         else:
-            for outbound in members.values():
-                outbound.send(frame)
+            for sink in members.values():
+                sink.send(frame)
             self.deliveries += len(members)
+
+
+def _already_sent(position: tuple[str, int] | None, last: tuple[str, int] | None) -> bool:
+    """Is a stored message at ``position`` covered by a replay that ended at ``last``?"""
+    return (
+        position is not None
+        and last is not None
+        and position[0] == last[0]
+        and position[1] <= last[1]
+    )
+
+
+HISTORY_ATTEMPTS = 8
+"""Tries to read a history (about 5 s with backoff) before a replay gives up."""
+
+MAX_PARKED = 10_000
+"""Most messages held back per channel while the node fills a gap; more are dropped (and the
+history read that follows covers them)."""
+
+
+async def read_history(
+    broker: Broker, channel: str, since: int, epoch: str | None, limit: int
+) -> HistoryPage:
+    """Read a history, retrying briefly: right after a restart Redis accepts SUBSCRIBE (which
+    is what reveals a gap) while it still refuses reads as it loads its data."""
+    delay = 0.1
+    for attempt in range(HISTORY_ATTEMPTS):
+        try:
+            return await broker.history(channel, since, epoch, limit)
+        except BrokerUnavailable as exc:
+            if attempt == HISTORY_ATTEMPTS - 1:
+                log.warning("no history for %s: %s", channel, exc)
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    return HistoryPage(complete=False)

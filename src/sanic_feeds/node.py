@@ -85,7 +85,7 @@ class Node:
         self.presence = presence or create_presence(
             config.broker, prefix=config.redis_prefix, shared=bus.presence
         )
-        self.hub = Hub(self.broker)
+        self.hub = Hub(self.broker, config.history_size)
         self.notices_for: Callable[[str], bool] = config.notices_for()
         self.sessions: dict[str, Session] = {}
         self._flusher: Flusher | None = None
@@ -263,4 +263,6 @@ class Node:
             "broker": broker,
             "connections": len(self.sessions),
             "channels": len(self.hub.rooms()),
+            "subscriptions": len(self.broker.subscriptions),
+            "tasks": len(asyncio.all_tasks()),
         }

@@ -26,7 +26,7 @@ from .channels import CHANNEL_RULES, is_valid_channel
 from .envelope import seal
 from .errors import BrokerUnavailable, ProtocolError
 from .frames import text_frame
-from .history import HistoryPage
+from .hub import read_history
 from .outbound import Outbound
 from .protocol import CloseCode, ErrorCode
 from .replay import ReplayBuffer
@@ -270,13 +270,8 @@ class Session:
         dropped, the rest follow in order, and the member is switched to its real buffer with no
         await in between, so nothing is lost or doubled.
         """
-        try:
-            page = await self.node.broker.history(
-                channel, since, epoch, max(self.node.config.history_size, 1)
-            )
-        except BrokerUnavailable as exc:
-            log.warning("client=%s: no history for %s: %s", self.id, channel, exc)
-            page = HistoryPage(complete=False)
+        limit = max(self.node.config.history_size, 1)
+        page = await read_history(self.node.broker, channel, since, epoch, limit)
         for body in page.messages:
             self.send(body)
         # The id the client now holds everything up to (in the page's epoch).

@@ -175,12 +175,17 @@ class RedisServer:
     Not thread-safe; drive it from one thread (the test's).
     """
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, persistent: bool = False
+    ) -> None:
         """Prepare, but do not start, a server.
 
         ``port``: a fixed port; by default a free one is picked at the first ``start()``.
         ``binary``: a redis-server executable; by default ``find_redis_server_binary()``.
+        ``persistent``: keep an append-only file (fsync on every write), so data survives
+        ``kill()`` + ``start()`` as with a production Redis that has persistence on.
         """
+        self._persistent = persistent
         self._port: int | None = port
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
@@ -400,7 +405,8 @@ class RedisServer:
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self._persistent else "no",
+            "--appendfsync", "always",
             "--daemonize", "no",
             "--dir", str(self._dir),
             "--logfile", str(log_file),

@@ -378,6 +378,7 @@ class RedisBroker(Broker):
             except Exception:  # a bug in one delivery must not kill the only reader
                 log.exception("delivery to channel %r failed", channel)
         elif kind == "subscribe":
+            log.debug("subscribe confirmation for %r", key)
             confirmed = self._confirmations.pop(key, None)
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
