@@ -47,6 +47,8 @@ def create_app(
         configure_logging(config.log_level)
     app: Sanic[Any, Any] = Sanic(name)
     app.config.MOTD = False
+    # Bodies are small JSON messages: refuse huge ones before reading them (Sanic answers 413).
+    app.config.REQUEST_MAX_SIZE = max(config.max_publish_size * 2, 1024 * 1024)
     feeds = Feeds(config)
     feeds.install(app)
     app.ctx.feeds = feeds

@@ -115,6 +115,14 @@ class FeedsConfig:
         float,
         "Seconds a probe may take before the broker counts as down and is reconnected.",
     )
+    api_key: str = _setting(
+        "",
+        str,
+        "Key required as 'Authorization: Bearer <key>' by the HTTP publish API. Empty: no key.",
+    )
+    max_publish_size: int = _setting(
+        256 * 1024, parse_size, "Largest body accepted by the HTTP publish API (413 above)."
+    )
     page: bool = _setting(True, parse_bool, "Serve the chat page at GET / (on/off).")
     log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
 

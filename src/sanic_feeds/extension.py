@@ -12,6 +12,7 @@ The standalone server (``sanic-feeds serve``) is built on exactly this.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 from importlib import resources
@@ -87,6 +88,12 @@ class Feeds:
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
         bp.add_route(self._metrics, "/metrics", methods=["GET"], name="metrics")
         bp.add_route(
+            self._publish,
+            "/api/channels/<channel:str>/publish",
+            methods=["POST"],
+            name="publish",
+        )
+        bp.add_route(
             self._presence,
             "/api/channels/<channel:str>/presence",
             methods=["GET"],
@@ -149,6 +156,38 @@ class Feeds:
         return json(
             {"rooms": sorted(totals.rooms), "total_clients": totals.clients, "counts": totals.rooms}
         )
+
+    async def _publish(self, request: Request, channel: str) -> HTTPResponse:
+        """Publish the JSON body as ``{"type": "data", ...}`` to every member, on every instance."""
+        denied = self._check_api_key(request)
+        if denied is not None:
+            return denied
+        channel = unquote(channel)
+        if not is_valid_channel(channel):
+            return _problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}")
+        body = request.body or b""
+        if len(body) > self.config.max_publish_size:
+            return _problem(413, "too_large", f"body over {self.config.max_publish_size} bytes")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _problem(400, "invalid_json", "the body must be JSON")
+        try:
+            await self.node.publish(channel, data)
+        except BrokerUnavailable as exc:
+            return _problem(503, "broker_unavailable", str(exc))
+        return json({"ok": True, "channel": channel})
+
+    def _check_api_key(self, request: Request) -> HTTPResponse | None:
+        expected = self.config.api_key
+        if not expected:
+            return None
+        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return _problem(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
+        if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            return _problem(403, "forbidden", "wrong API key")
+        return None
 
     async def _presence(self, request: Request, channel: str) -> HTTPResponse:
         """Who is in a channel now, over the whole cluster."""
