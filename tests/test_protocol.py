@@ -243,6 +243,9 @@ def test_error_codes_are_their_documented_strings() -> None:
         "not_subscribed",
         "binary_not_supported",
         "broker_unavailable",
+        "forbidden",
+        "rate_limited",
+        "too_many_channels",
         "internal_error",
     }
 

@@ -14,6 +14,7 @@ from sanic.worker.loader import AppLoader
 
 from .config import FeedsConfig
 from .extension import Feeds
+from .subprotocols import FeedsWebSocketProtocol
 
 log = logging.getLogger("sanic_feeds")
 
@@ -79,6 +80,7 @@ def serve(config: FeedsConfig) -> None:
         single_process=single,
         access_log=False,
         motd=False,
+        protocol=FeedsWebSocketProtocol,
     )
     if single:
         Sanic.serve_single(app)

@@ -48,6 +48,19 @@ def parse_patterns(text: str) -> tuple[str, ...]:
     return ChannelPatterns.parse(text).patterns
 
 
+def parse_list(text: str) -> tuple[str, ...]:
+    """Comma-separated values, blanks dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def parse_rate(text: str) -> str:
+    """A rate such as ``10/60`` (checked here, kept as text), or ``off``."""
+    from .ratelimit import Rate
+
+    rate = Rate.parse(text)
+    return "" if rate is None else str(rate)
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help}, **kw)
 
@@ -115,10 +128,55 @@ class FeedsConfig:
         float,
         "Seconds a probe may take before the broker counts as down and is reconnected.",
     )
+    auth: str = _setting(
+        "none", str, "Authentication: none (development), token (static tokens) or jwt."
+    )
+    tokens: tuple[str, ...] = _setting(
+        (),
+        parse_list,
+        "For --auth token: comma-separated TOKEN=USER pairs (prefer the environment variable).",
+        repr=False,
+    )
+    jwt_secret: str = _setting("", str, "For --auth jwt with HS256: the shared secret.", repr=False)
+    jwt_public_key: str = _setting(
+        "", str, "For --auth jwt with RS256/ES256: a PEM public key, or the path of a PEM file."
+    )
+    jwt_algorithms: tuple[str, ...] = _setting(
+        (),
+        parse_list,
+        "Accepted JWT algorithms (default HS256 with a secret, RS256,ES256 with a public key).",
+    )
+    jwt_audience: str = _setting("", str, "Required JWT 'aud' claim, if set.")
+    jwt_issuer: str = _setting("", str, "Required JWT 'iss' claim, if set.")
+    allowed_origins: tuple[str, ...] = _setting(
+        (),
+        parse_list,
+        "Comma-separated Origin values allowed to open sockets (empty: any). Browsers send it; "
+        "refusing others stops cross-site WebSocket hijacking.",
+    )
+    rate_limit: str = _setting(
+        "", parse_rate, "Per-connection limit on client messages, COUNT/SECONDS (e.g. 10/60)."
+    )
+    rate_limit_violations: int = _setting(
+        10, int, "Refused messages after which a connection is closed with 4429 (0: never)."
+    )
+    user_rate_limit: str = _setting(
+        "",
+        parse_rate,
+        "Per-user limit across all connections and instances, COUNT/SECONDS (off by default).",
+    )
+    max_connections: int = _setting(
+        0, int, "Most open connections on this instance; more are closed with 1013 (0: no cap)."
+    )
+    connect_rate: str = _setting(
+        "", parse_rate, "Most new connections per instance, COUNT/SECONDS; more get 1013."
+    )
+    max_channels: int = _setting(100, int, "Most channels one connection may join.")
     api_key: str = _setting(
         "",
         str,
         "Key required as 'Authorization: Bearer <key>' by the HTTP publish API. Empty: no key.",
+        repr=False,
     )
     max_publish_size: int = _setting(
         256 * 1024, parse_size, "Largest body accepted by the HTTP publish API (413 above)."
@@ -129,6 +187,14 @@ class FeedsConfig:
     def __post_init__(self) -> None:
         if isinstance(self.join_leave_except, str):  # "a-*,b-*" from Python code, not a tuple
             object.__setattr__(self, "join_leave_except", parse_patterns(self.join_leave_except))
+        for name in ("tokens", "jwt_algorithms", "allowed_origins"):
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, parse_list(getattr(self, name)))
+        for name in ("rate_limit", "user_rate_limit", "connect_rate"):
+            try:
+                object.__setattr__(self, name, parse_rate(getattr(self, name)))
+            except ValueError as exc:
+                raise ConfigError(setting_names(name), str(exc)) from None
         _check(0 <= self.port <= 65535, "port", f"must be 0-65535, got {self.port}")
         _check(self.workers >= 1, "workers", f"must be at least 1, got {self.workers}")
         scheme = self.broker.partition("://")[0]
@@ -151,6 +217,29 @@ class FeedsConfig:
         _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
         _check(self.history_size >= 0, "history_size", "must be 0 (off) or more")
         _check(0 <= self.drain_time <= 300, "drain_time", "must be 0-300 seconds")
+        _check(
+            self.auth in ("none", "token", "jwt"),
+            "auth",
+            f"expected none, token or jwt, got {self.auth!r}",
+        )
+        _check(
+            self.auth != "token" or bool(self.tokens),
+            "tokens",
+            "--auth token needs at least one TOKEN=USER pair",
+        )
+        _check(
+            all("=" in t and t.split("=", 1)[0] and t.split("=", 1)[1] for t in self.tokens),
+            "tokens",
+            "each entry must be TOKEN=USER",
+        )
+        _check(
+            self.auth != "jwt" or bool(self.jwt_secret or self.jwt_public_key),
+            "jwt_secret",
+            "--auth jwt needs --jwt-secret (HS256) or --jwt-public-key (RS256/ES256)",
+        )
+        _check(self.max_channels >= 1, "max_channels", "must be at least 1")
+        _check(self.max_connections >= 0, "max_connections", "must be 0 (no cap) or more")
+        _check(self.rate_limit_violations >= 0, "rate_limit_violations", "must be 0 or more")
         _check(self.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
         for name in (
             "ping_interval",

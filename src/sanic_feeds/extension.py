@@ -25,12 +25,14 @@ from sanic.response import HTTPResponse, html, json, raw
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from . import protocol
+from .auth import Authenticator, AuthError, Handshake, authenticator_for
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .errors import BrokerUnavailable, FeedsError, ProtocolError
 from .metrics import CONTENT_TYPE, Metrics
 from .node import Node
+from .protocol import CloseCode
 from .session import Session, clean_user_name
 
 log = logging.getLogger("sanic_feeds")
@@ -51,11 +53,22 @@ class Feeds:
         *,
         url_prefix: str = "",
         bus: MemoryBus | None = None,
+        authenticator: Authenticator | None = None,
         **settings: Any,
     ) -> None:
         if config is not None and settings:
             raise TypeError("pass either a FeedsConfig or settings, not both")
         self.config = config if config is not None else FeedsConfig(**settings)
+        c = self.config
+        self.authenticator = authenticator or authenticator_for(
+            c.auth,
+            tokens=c.tokens,
+            jwt_secret=c.jwt_secret,
+            jwt_public_key=c.jwt_public_key,
+            jwt_algorithms=c.jwt_algorithms,
+            jwt_audience=c.jwt_audience,
+            jwt_issuer=c.jwt_issuer,
+        )
         self.url_prefix = url_prefix.rstrip("/")
         self._bus = bus
         self._node: Node | None = None
@@ -84,6 +97,8 @@ class Feeds:
         config = self.config
         bp = Blueprint(f"sanic_feeds_{next(_instances)}", url_prefix=self.url_prefix or None)
         bp.add_websocket_route(self._feed_socket, "/feed/<channel:str>", name="feed")
+        if config.allowed_origins:
+            bp.middleware(self._check_origin, "request")
         bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
         bp.add_route(self._metrics, "/metrics", methods=["GET"], name="metrics")
@@ -134,17 +149,45 @@ class Feeds:
 
     # -- handlers --------------------------------------------------------------------------------
 
+    async def _check_origin(self, request: Request) -> HTTPResponse | None:
+        """Refuse WebSocket upgrades from origins not on the list, before any handler runs."""
+        if request.headers.get("upgrade", "").lower() != "websocket":
+            return None
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in self.config.allowed_origins:
+            log.info("refused a socket from origin %r (peer %s)", origin, request.client_ip)
+            return _problem(403, "forbidden_origin", "this origin may not open sockets here")
+        return None
+
     async def _feed_socket(self, request: Request, ws: WebsocketImplProtocol, channel: str) -> None:
         io_proto = ws.io_proto
         transport = io_proto.transport if io_proto is not None else None
         if transport is None:
             return
+        node = self.node
+        refused = node.admission_refused()
+        if refused is not None:
+            await ws.close(CloseCode.TRY_AGAIN_LATER, refused)
+            return
+        handshake = Handshake(
+            headers=request.headers,
+            query={key: request.args.get(key) for key in request.args},
+            subprotocols=_offered_subprotocols(request),
+        )
+        try:
+            identity = await self.authenticator.authenticate(handshake)
+        except AuthError as exc:
+            log.info("refused a socket: %s (peer %s)", exc.reason, request.client_ip)
+            await ws.close(CloseCode.POLICY_VIOLATION, exc.reason)
+            return
+        user = identity.user if self.authenticator.verifies_user else identity.user or None
         session = Session(
-            self.node,
+            node,
             ws,
             transport,
-            user=clean_user_name(request.args.get("user")),
+            user=clean_user_name(user),
             peer=request.client_ip,
+            identity=identity,
         )
         await session.run(unquote(channel), request.args.get("since"), request.args.get("epoch"))
 
@@ -241,3 +284,8 @@ class Feeds:
 def _problem(status: int, code: str, message: str) -> HTTPResponse:
     """An HTTP API error: ``{"error": <code>, "message": <text>}``."""
     return json({"error": code, "message": message}, status=status)
+
+
+def _offered_subprotocols(request: Request) -> list[str]:
+    offered = ",".join(request.headers.getall("sec-websocket-protocol", []))
+    return [entry.strip() for entry in offered.split(",") if entry.strip()]

@@ -17,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from redis.asyncio import Redis
+
 from . import protocol
 from .brokers import Broker, HistoryPolicy, MemoryBus, create_broker
+from .brokers.redis import open_client
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .envelope import seal
@@ -26,6 +29,7 @@ from .errors import BrokerUnavailable, FeedsError
 from .hub import Hub
 from .outbound import Flusher
 from .presence import Member, Presence, RoomTotals, create_presence
+from .ratelimit import MemoryUserLimiter, Rate, RedisUserLimiter, TokenBucket, UserLimiter
 from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -96,6 +100,11 @@ class Node:
         self._reporter: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
+        self.user_limiter: UserLimiter | None = None
+        self._limiter_client: Redis | None = None
+        self.message_rate = Rate.parse(config.rate_limit)
+        connect_rate = Rate.parse(config.connect_rate)
+        self._connect_bucket = TokenBucket(connect_rate, time.monotonic()) if connect_rate else None
         self.draining = False
         self.started = False
 
@@ -109,6 +118,15 @@ class Node:
         self._flusher = Flusher(asyncio.get_running_loop())
         await self.broker.open(self.hub.deliver, self.hub.gap)
         await self.presence.open()
+        user_rate = Rate.parse(self.config.user_rate_limit)
+        if user_rate is not None:
+            if self.config.broker.startswith("memory:"):
+                self.user_limiter = MemoryUserLimiter(user_rate)
+            else:
+                self._limiter_client = open_client(self.config.broker)
+                self.user_limiter = RedisUserLimiter(
+                    user_rate, self._limiter_client, self.config.redis_prefix
+                )
         self._reporter = asyncio.create_task(self._report_rooms(), name="sanic-feeds:rooms")
         self.started = True
         log.info("node %s started on broker %s", self.id, self.broker.url)
@@ -132,6 +150,8 @@ class Node:
             log.warning("could not withdraw room report: %s", exc)
         await self.presence.aclose()
         await self.broker.aclose()
+        if self._limiter_client is not None:
+            await self._limiter_client.aclose()
         log.info("node %s stopped", self.id)
 
     async def drain(self, code: int = protocol.CloseCode.GOING_AWAY, reason: str = "") -> None:
@@ -170,6 +190,16 @@ class Node:
             waiter.cancel()
         if pending:
             log.warning("%d connections did not finish closing in time", len(pending))
+
+    def admission_refused(self) -> str | None:
+        """Why a new connection is turned away (cap or connection rate), or None."""
+        cap = self.config.max_connections
+        if cap and len(self.sessions) >= cap:
+            return "server full"
+        bucket = self._connect_bucket
+        if bucket is not None and bucket.take(time.monotonic()) > 0:
+            return "too many new connections"
+        return None
 
     # -- publishing ------------------------------------------------------------------------------
 

@@ -42,6 +42,12 @@ class ErrorCode(StrEnum):
     """Binary frames are not part of the protocol; send JSON text frames."""
     BROKER_UNAVAILABLE = "broker_unavailable"
     """The message could not be handed to the broker; it was not delivered. Retry later."""
+    FORBIDDEN = "forbidden"
+    """The credential does not allow this channel (join or publish); nothing was done."""
+    RATE_LIMITED = "rate_limited"
+    """Over the rate limit; the message was not delivered. ``retry_after`` says when to retry."""
+    TOO_MANY_CHANNELS = "too_many_channels"
+    """The connection already follows the most channels it may (``--max-channels``)."""
     INTERNAL_ERROR = "internal_error"
     """The server failed to handle the frame; it was not delivered."""
 
@@ -52,11 +58,20 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     """Server shutting down or restarting: reconnect (with backoff)."""
+    INVALID_PAYLOAD = 1007
+    """A text frame that is not valid UTF-8 (closed by the WebSocket layer itself)."""
     POLICY_VIOLATION = 1008
+    """Authentication failed, the origin or the URL's channel is not allowed: do not retry as is."""
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    """The instance is at its connection cap or connection rate: reconnect with backoff."""
     SLOW_CONSUMER = 4001
     """The client did not read fast enough and its outbound buffer overflowed: reconnect."""
+    TOKEN_EXPIRED = 4401
+    """The credential expired while the connection was open: reconnect with a fresh one."""
+    RATE_LIMITED = 4429
+    """Too many messages over the rate limit: reconnect later, and slower."""
     INVALID_CHANNEL = 4400
     """The channel in the URL breaks the channel name rules: do not reconnect."""
     BROKER_UNAVAILABLE = 4503
@@ -284,8 +299,9 @@ def unsubscribed(channel: str) -> bytes:
     return orjson.dumps({"type": "unsubscribed", "channel": channel})
 
 
-def error(code: str, message: str, channel: str | None = None) -> bytes:
+def error(code: str, message: str, channel: str | None = None, **extra: object) -> bytes:
     body: dict[str, object] = {"type": "error", "code": str(code), "message": message}
     if channel is not None:
         body["channel"] = channel
+    body.update(extra)
     return orjson.dumps(body)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import unicodedata
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from . import protocol
+from .auth import Identity, seconds_left
 from .channels import CHANNEL_RULES, is_valid_channel
 from .envelope import seal
 from .errors import BrokerUnavailable, ProtocolError
@@ -29,6 +31,7 @@ from .frames import text_frame
 from .hub import read_history
 from .outbound import Outbound
 from .protocol import CloseCode, ErrorCode
+from .ratelimit import TokenBucket
 from .replay import ReplayBuffer
 
 if TYPE_CHECKING:
@@ -64,8 +67,14 @@ class Session:
         *,
         user: str,
         peer: str = "",
+        identity: Identity | None = None,
     ) -> None:
         self.node = node
+        self.identity = identity or Identity(user=user)
+        rate = node.message_rate
+        self._bucket = TokenBucket(rate, time.monotonic()) if rate else None
+        self._violations = 0
+        self._expiry: asyncio.TimerHandle | None = None
         self.ws = ws
         self.id = secrets.token_hex(8)
         self.user = user
@@ -99,7 +108,11 @@ class Session:
                     CloseCode.INVALID_CHANNEL, f"invalid channel name; names are {CHANNEL_RULES}"
                 )
                 return
+            if not self.identity.may_join(channel):
+                await self.close(CloseCode.POLICY_VIOLATION, "forbidden: this channel")
+                return
             self.primary = channel
+            self._watch_expiry()
             self.send(protocol.welcome(channel, self.id, self.user))
             try:
                 recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
@@ -111,6 +124,8 @@ class Session:
                 return
             await self._read_loop()
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             # Nothing more can reach the client once its reader has ended; stop queuing first,
             # so leave notices do not try to write to a closed transport.
             self.outbound.flush()
@@ -156,6 +171,10 @@ class Session:
                 if raw is None:
                     break
                 self.node.stats.client_messages += 1
+                if self._bucket is not None and not await self._within_rate(self._bucket):
+                    if self.close_code is not None:
+                        break
+                    continue
                 if not isinstance(raw, str):
                     self._error(
                         ErrorCode.BINARY_NOT_SUPPORTED,
@@ -175,6 +194,18 @@ class Session:
         match command:
             case protocol.Chat():
                 await self._chat(command)
+            case protocol.Subscribe(channel=channel) if (
+                channel not in self.channels and not self.identity.may_join(channel)
+            ):
+                self._error(ErrorCode.FORBIDDEN, "You may not join this channel", channel)
+            case protocol.Subscribe(channel=channel) if (
+                channel not in self.channels and len(self.channels) >= self.node.config.max_channels
+            ):
+                self._error(
+                    ErrorCode.TOO_MANY_CHANNELS,
+                    f"A connection may follow at most {self.node.config.max_channels} channels",
+                    channel,
+                )
             case protocol.Subscribe(channel=channel, since=since, epoch=epoch):
                 if channel in self.channels:
                     if since is not None:  # a resync, typically after a "gap" notice
@@ -205,6 +236,21 @@ class Session:
             else:
                 self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
             return
+        if not self.identity.may_publish(channel):
+            self._error(ErrorCode.FORBIDDEN, "You may not publish to this channel", channel)
+            return
+        limiter = self.node.user_limiter
+        if limiter is not None:
+            wait = await limiter.take(self.identity.subject or self.user)
+            if wait > 0:
+                self.node.stats.rate_limited += 1
+                self._error(
+                    ErrorCode.RATE_LIMITED,
+                    "Too many messages from this user; not delivered",
+                    channel,
+                    retry_after=round(wait, 2),
+                )
+                return
         body = protocol.chat(channel, self.id, self.user, command.message)
         try:
             await self.node.publish_message(channel, body)
@@ -227,8 +273,38 @@ class Session:
             return
         self.send(protocol.presence(channel, [m.public() for m in members]))
 
-    def _error(self, code: str, message: str, channel: str | None = None) -> None:
-        self.send(protocol.error(code, message, channel))
+    def _error(self, code: str, message: str, channel: str | None = None, **extra: object) -> None:
+        self.send(protocol.error(code, message, channel, **extra))
+
+    async def _within_rate(self, bucket: TokenBucket) -> bool:
+        """Take a token from the connection's bucket; answer (and maybe close) when empty."""
+        wait = bucket.take(time.monotonic())
+        if wait <= 0:
+            return True
+        self.node.stats.rate_limited += 1
+        self._violations += 1
+        limit = self.node.config.rate_limit_violations
+        if limit and self._violations >= limit:
+            log.info("client=%s closed after %d rate-limit violations", self.id, self._violations)
+            await self.close(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+            return False
+        self._error(
+            ErrorCode.RATE_LIMITED,
+            f"Rate limit {self.node.config.rate_limit}: message not delivered",
+            retry_after=round(wait, 2),
+        )
+        return False
+
+    def _watch_expiry(self) -> None:
+        left = seconds_left(self.identity)
+        if left is None:
+            return
+        self._expiry = asyncio.get_running_loop().call_later(max(left, 0.0), self._expired)
+
+    def _expired(self) -> None:
+        log.info("client=%s: credential expired", self.id)
+        task = asyncio.ensure_future(self.close(CloseCode.TOKEN_EXPIRED, "token expired"))
+        self.node.track(task)
 
     # -- membership ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sanic_feeds import FeedsConfig
 from sanic_feeds.brokers import MemoryBus
 from sanic_feeds.extension import Feeds
 from sanic_feeds.node import Node
+from sanic_feeds.subprotocols import FeedsWebSocketProtocol
 
 from .ports import free_port
 
@@ -61,7 +62,11 @@ async def local_server(
     feeds.install(app)
     port = free_port()
     server = await app.create_server(
-        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False
+        host="127.0.0.1",
+        port=port,
+        return_asyncio_server=True,
+        access_log=False,
+        protocol=FeedsWebSocketProtocol,
     )
     assert server is not None
     await server.startup()
