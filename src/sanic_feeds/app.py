@@ -14,7 +14,7 @@ from sanic.worker.loader import AppLoader
 
 from .config import FeedsConfig
 from .extension import Feeds
-from .subprotocols import FeedsWebSocketProtocol
+from .websocket_protocol import FeedsWebSocketProtocol
 
 log = logging.getLogger("sanic_feeds")
 

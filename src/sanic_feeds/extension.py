@@ -97,8 +97,6 @@ class Feeds:
         config = self.config
         bp = Blueprint(f"sanic_feeds_{next(_instances)}", url_prefix=self.url_prefix or None)
         bp.add_websocket_route(self._feed_socket, "/feed/<channel:str>", name="feed")
-        if config.allowed_origins:
-            bp.middleware(self._check_origin, "request")
         bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
         bp.add_route(self._metrics, "/metrics", methods=["GET"], name="metrics")
@@ -123,6 +121,8 @@ class Feeds:
         if config.page:
             bp.add_route(self._index, "/", methods=["GET"], name="page")
         app.blueprint(bp)
+        if config.allowed_origins:
+            app.register_middleware(self._check_origin, "request")
         app.config.WEBSOCKET_MAX_SIZE = config.max_message_size
         app.config.WEBSOCKET_PING_INTERVAL = config.ping_interval
         app.config.WEBSOCKET_PING_TIMEOUT = config.ping_timeout
@@ -153,6 +153,8 @@ class Feeds:
         """Refuse WebSocket upgrades from origins not on the list, before any handler runs."""
         if request.headers.get("upgrade", "").lower() != "websocket":
             return None
+        if not request.path.startswith(f"{self.url_prefix}/feed/"):
+            return None  # another of the app's sockets: not ours to police
         origin = request.headers.get("origin")
         if origin is not None and origin not in self.config.allowed_origins:
             log.info("refused a socket from origin %r (peer %s)", origin, request.client_ip)

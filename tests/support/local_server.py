@@ -21,7 +21,7 @@ from sanic_feeds import FeedsConfig
 from sanic_feeds.brokers import MemoryBus
 from sanic_feeds.extension import Feeds
 from sanic_feeds.node import Node
-from sanic_feeds.subprotocols import FeedsWebSocketProtocol
+from sanic_feeds.websocket_protocol import FeedsWebSocketProtocol
 
 from .ports import free_port
 

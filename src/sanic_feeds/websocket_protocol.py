@@ -1,4 +1,10 @@
-"""Subprotocol negotiation that suits browsers and plain clients alike.
+"""Sanic's WebSocket protocol, with two fixes a public server needs.
+
+1. Invalid UTF-8 in a text frame. Sanic decodes text frames itself and lets the decoding error
+   escape from its frame processing: the connection is then neither closed nor read any more.
+   Here such a connection is failed at once with close code 1007, as RFC 6455 asks.
+
+2. Subprotocol negotiation that suits browsers and plain clients alike.
 
 Browsers cannot set an ``Authorization`` header on a WebSocket, so some send the token as a
 subprotocol entry: ``new WebSocket(url, ["sanic-feeds", "bearer.<token>"])``. A browser that
@@ -11,12 +17,17 @@ server does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
+from sanic.server.websockets.impl import WebsocketImplProtocol
+from websockets.protocol import Event
 
 from .auth import SUBPROTOCOL
+
+log = logging.getLogger("sanic_feeds.connection")
 
 
 class FeedsWebSocketProtocol(WebSocketProtocol):
@@ -31,4 +42,19 @@ class FeedsWebSocketProtocol(WebSocketProtocol):
         ]
         if offered and not subprotocols:
             subprotocols = [SUBPROTOCOL] if SUBPROTOCOL in offered else offered[:1]
-        return await super().websocket_handshake(request, subprotocols)
+        ws = await super().websocket_handshake(request, subprotocols)
+        _fail_on_invalid_utf8(ws)
+        return ws
+
+
+def _fail_on_invalid_utf8(ws: WebsocketImplProtocol) -> None:
+    process_events = ws.process_events
+
+    async def guarded(events: Sequence[Event]) -> None:
+        try:
+            await process_events(events)
+        except UnicodeDecodeError:
+            log.info("closing a connection that sent invalid UTF-8 (1007)")
+            ws.fail_connection(1007, "invalid UTF-8 in a text frame")
+
+    ws.process_events = guarded  # type: ignore[method-assign]  # per-connection wrapper

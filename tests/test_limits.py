@@ -1,0 +1,145 @@
+"""Rate limits, connection caps and size limits, through real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from sanic_feeds.protocol import CloseCode
+from support.local_server import local_server
+from support.ws import recv_json
+
+
+async def chat(ws: ClientConnection, message: object, channel: str | None = None) -> None:
+    frame: dict[str, object] = {"type": "chat", "message": message}
+    if channel:
+        frame["channel"] = channel
+    await ws.send(orjson.dumps(frame).decode())
+
+
+async def test_connection_rate_limit_refuses_without_closing() -> None:
+    """Over the bucket, messages are answered rate_limited and not delivered; the socket lives."""
+    async with local_server(rate_limit="3/10", join_leave=False) as server:
+        async with connect(server.ws_url("r"), max_queue=None) as ws:
+            await recv_json(ws)
+            for i in range(3):
+                await chat(ws, i)
+                assert (await recv_json(ws))["message"] == i
+            await chat(ws, "over")
+            err = await recv_json(ws)
+            assert (err["type"], err["code"]) == ("error", "rate_limited")
+            assert 0 < err["retry_after"] <= 10 / 3 + 0.01
+            assert server.node.stats.rate_limited == 1
+            assert not ws.close_code
+
+
+async def test_repeated_violations_close_4429() -> None:
+    """A client that keeps hammering is closed with 4429 after the configured violations."""
+    async with local_server(rate_limit="2/60", rate_limit_violations=3) as server:
+        async with connect(server.ws_url("r"), max_queue=None) as ws:
+            await recv_json(ws)
+            for i in range(10):
+                try:
+                    await chat(ws, i)
+                except ConnectionClosed:
+                    break
+            await ws.wait_closed()
+            assert ws.close_code == CloseCode.RATE_LIMITED
+
+
+async def test_user_rate_limit_spans_connections_and_instances(broker_url: str) -> None:
+    """One user's budget is shared by all of their connections, on every instance."""
+    settings = {"auth": "token", "tokens": ("t1=ann",), "user_rate_limit": "3/60"}
+    async with AsyncExitStack() as stack:
+        one = await stack.enter_async_context(local_server(broker=broker_url, **settings))  # type: ignore[arg-type]
+        two = await stack.enter_async_context(local_server(broker=broker_url, **settings))  # type: ignore[arg-type]
+        if broker_url == "memory://":
+            two = one  # one process: the limit is per process
+        a = await stack.enter_async_context(connect(one.ws_url("r", token="t1"), max_queue=None))
+        b = await stack.enter_async_context(connect(two.ws_url("r", token="t1"), max_queue=None))
+        await recv_json(a)
+        await recv_json(b)
+        outcomes = []
+        for i, ws in enumerate([a, b, a, b]):
+            await chat(ws, i)
+            while True:  # skip notices; stop at this chat coming back, or at an error
+                msg = await recv_json(ws)
+                if msg["type"] == "error":
+                    outcomes.append("error")
+                    break
+                if msg["type"] == "chat" and msg["message"] == i:
+                    outcomes.append("ok")
+                    break
+        assert outcomes == ["ok", "ok", "ok", "error"]
+
+
+async def test_connection_cap_and_connect_rate() -> None:
+    """Over the cap or the connection rate, new sockets are closed with 1013."""
+    async with local_server(max_connections=2) as server:
+        async with connect(server.ws_url("a")) as one, connect(server.ws_url("a")) as two:
+            await recv_json(one)
+            await recv_json(two)
+            async with connect(server.ws_url("a")) as three:
+                await three.wait_closed()
+                assert (three.close_code, three.close_reason) == (1013, "server full")
+    async with local_server(connect_rate="2/60") as server:
+        for _ in range(2):
+            async with connect(server.ws_url("a")) as ws:
+                await recv_json(ws)
+        async with connect(server.ws_url("a")) as ws:
+            await ws.wait_closed()
+            assert ws.close_code == CloseCode.TRY_AGAIN_LATER
+
+
+async def test_max_channels_per_connection() -> None:
+    """Subscribing past --max-channels gets too_many_channels; the socket stays."""
+    async with local_server(max_channels=2) as server, connect(server.ws_url("a")) as ws:
+        await recv_json(ws)
+        await ws.send(orjson.dumps({"type": "subscribe", "channel": "b"}).decode())
+        assert (await recv_json(ws))["type"] == "subscribed"
+        await ws.send(orjson.dumps({"type": "subscribe", "channel": "c"}).decode())
+        err = await recv_json(ws)
+        assert (err["code"], err["channel"]) == ("too_many_channels", "c")
+
+
+async def test_oversized_message_closes_1009() -> None:
+    """A message over --max-message-size closes the socket with 1009."""
+    async with local_server(max_message_size=1024) as server:
+        async with connect(server.ws_url("a")) as ws:
+            await recv_json(ws)
+            await chat(ws, "x" * 5000)
+            await ws.wait_closed()
+            assert ws.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+async def test_invalid_utf8_text_frame_closes_1007() -> None:
+    """A text frame that is not UTF-8 is refused by the WebSocket layer with 1007."""
+    async with local_server() as server, connect(server.ws_url("a")) as ws:
+        await recv_json(ws)
+        await ws.send(b'{"type":"chat","message":"\xff\xfe"}', text=True)
+        await ws.wait_closed()
+        assert ws.close_code == CloseCode.INVALID_PAYLOAD
+
+
+@pytest.mark.parametrize("frames", [5])
+async def test_others_unaffected_by_a_limited_client(frames: int) -> None:
+    """A rate-limited client does not slow or block anyone else."""
+    async with local_server(rate_limit="1/60", join_leave=False) as server:
+        async with (
+            connect(server.ws_url("r"), max_queue=None) as noisy,
+            connect(server.ws_url("r"), max_queue=None) as calm,
+        ):
+            await recv_json(noisy)
+            await recv_json(calm)
+            for i in range(frames):
+                await chat(noisy, i)
+            await chat(calm, "calm")
+            got = await recv_json(calm)
+            while got.get("message") != "calm":
+                got = await recv_json(calm)
+            await asyncio.sleep(0)
