@@ -247,6 +247,8 @@ async def test_channel_unsubscribed_from_broker_after_last_member_leaves(broker_
     async with local_server(broker=broker_url) as server:
         async with connect(server.ws_url("short-lived")) as ws:
             await recv_json(ws)
+            await send(ws, {"type": "ping"})
+            assert await recv_json(ws) == {"type": "pong"}  # the join has completed
             assert "short-lived" in server.node.broker.subscriptions
 
         def gone() -> bool:
