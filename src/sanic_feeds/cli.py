@@ -19,6 +19,7 @@ import orjson
 from . import __version__, protocol
 from .brokers import HistoryPolicy, create_broker
 from .channels import CHANNEL_RULES, is_valid_channel
+from .client import Message
 from .config import ENV_PREFIX, FeedsConfig, load_config, setting_help
 from .envelope import seal
 from .errors import BrokerUnavailable, ConfigError
@@ -73,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("channel", help=f"channel name ({CHANNEL_RULES})")
     publish.add_argument("json", help="the message data, as JSON text")
+    tail = commands.add_parser(
+        "tail",
+        help="print a channel's messages as they arrive",
+        description="Follow CHANNEL and print every message, one per line. Reconnects and "
+        "resumes by itself.",
+    )
+    tail.add_argument("channel", help="channel to follow")
+    tail.add_argument("--url", default="ws://127.0.0.1:8000", help="server base URL")
+    tail.add_argument("--token", default=None, help=f"credential [{ENV_PREFIX}TOKEN]")
+    tail.add_argument("--since", type=int, default=None, help="start after this message id")
+    tail.add_argument("--json", action="store_true", help="print the raw JSON messages")
     return parser
 
 
@@ -89,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "tail":
+            return _tail(args)
         return _publish(args)
     except ConfigError as exc:
         print(f"sanic-feeds: error: {exc}", file=sys.stderr)
@@ -153,3 +167,47 @@ async def _send(config: FeedsConfig, channel: str, body: bytes) -> None:
             await broker.publish(channel, seal(body))
     finally:
         await broker.aclose()
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from .client import FeedClient, FeedClosed
+
+    token = args.token or os.environ.get(ENV_PREFIX + "TOKEN")
+
+    async def follow() -> None:
+        async with FeedClient(args.url, args.channel, token=token, since=args.since) as feed:
+            async for message in feed:
+                line = orjson.dumps(dict(message.raw)).decode() if args.json else describe(message)
+                print(line, flush=True)
+
+    try:
+        asyncio.run(follow())
+    except FeedClosed as exc:
+        print(f"sanic-feeds: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sanic-feeds: cannot connect to {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def describe(message: Message) -> str:
+    """One readable line for a message."""
+    raw = message.raw
+    where = f"[{message.channel}]" if message.channel else ""
+    match message.type:
+        case "chat":
+            return f"{where} {raw.get('user')}: {_text(raw.get('message'))}"
+        case "data":
+            return f"{where} data: {_text(raw.get('data'))}"
+        case "user_joined" | "user_left":
+            verb = "joined" if message.type == "user_joined" else "left"
+            return f"{where} * {raw.get('user')} {verb}"
+        case "error":
+            return f"{where} error {raw.get('code')}: {raw.get('message')}"
+        case _:
+            return f"{where} {message.type}: {_text(dict(raw))}"
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
