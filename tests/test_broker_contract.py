@@ -315,3 +315,20 @@ async def test_empty_channel_history(open_broker: OpenBroker) -> None:
     node = await open_broker(None)
     page = await node.history("never", since=0, epoch=None, limit=10)
     assert (page.messages, page.top, page.epoch, page.complete) == ([], 0, "", True)
+
+
+async def test_publish_with_an_idempotency_key_happens_once(open_broker: OpenBroker) -> None:
+    """A retried publish with the same key returns the first result and delivers nothing."""
+    got = Deliveries()
+    node = await open_broker(got)
+    await node.subscribe("once")
+    first = await node.publish_stored("once", b'{"type":"data"}', "k-1")
+    again = await node.publish_stored("once", b'{"type":"data"}', "k-1")
+    other = await node.publish_stored("once", b'{"type":"data"}', "k-2")
+    assert again == first
+    assert other.offset == first.offset + 1
+    await got.wait_for(2)
+    await asyncio.sleep(0.1)
+    assert len(got.items) == 2
+    page = await node.history("once", since=0, epoch=None, limit=10)
+    assert page.offsets == [1, 2]

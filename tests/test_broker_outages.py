@@ -141,6 +141,8 @@ async def test_chat_while_redis_is_down_gets_broker_unavailable(
     async with local_server(broker=redis_url, join_leave=False) as server:
         async with connect(server.ws_url("lobby")) as ws:
             await recv_json(ws)
+            await ws.send(orjson.dumps({"type": "ping"}).decode())
+            assert await recv_json(ws) == {"type": "pong"}  # the join has completed
             redis_server.kill()
             try:
                 await ws.send(orjson.dumps({"type": "chat", "message": "lost?"}).decode())

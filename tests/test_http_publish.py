@@ -54,3 +54,17 @@ async def test_http_publish_while_redis_is_down(redis_server: RedisServer, redis
             assert (reply.status_code, reply.json()["error"]) == (503, "broker_unavailable")
         finally:
             redis_server.start()
+
+
+async def test_http_publish_idempotency_key() -> None:
+    """The same Idempotency-Key twice delivers once."""
+    async with local_server(join_leave=False) as server:
+        async with connect(server.ws_url("k"), max_queue=None) as ws, httpx.AsyncClient() as http:
+            await recv_json(ws)
+            url = f"{server.http_url}/api/channels/k/publish"
+            for _ in range(2):
+                reply = await http.post(url, json="once", headers={"Idempotency-Key": "abc"})
+                assert reply.status_code == 200
+            await http.post(url, json="twice", headers={"Idempotency-Key": "def"})
+            assert (await recv_json(ws))["data"] == "once"
+            assert (await recv_json(ws))["data"] == "twice"

@@ -82,13 +82,16 @@ class Feeds:
             raise FeedsError("feeds are not running: the Sanic server has not started")
         return self._node
 
-    async def publish(self, channel: str, data: object) -> None:
+    async def publish(
+        self, channel: str, data: object, *, idempotency_key: str | None = None
+    ) -> None:
         """Send ``{"type": "data", "channel", "data"}`` to every member, on every instance.
 
         Raises ``ValueError`` for an invalid channel name and
         :class:`~sanic_feeds.errors.BrokerUnavailable` when the broker cannot take the message.
+        Retrying with the same ``idempotency_key`` never delivers a message twice.
         """
-        await self.node.publish(channel, data)
+        await self.node.publish(channel, data, idempotency_key)
 
     # -- Sanic wiring ----------------------------------------------------------------------------
 
@@ -217,8 +220,11 @@ class Feeds:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return _problem(400, "invalid_json", "the body must be JSON")
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (0 < len(key) <= 128 and key.isprintable()):
+            return _problem(400, "invalid_request", "Idempotency-Key: 1-128 printable characters")
         try:
-            await self.node.publish(channel, data)
+            await self.node.publish(channel, data, key)
         except BrokerUnavailable as exc:
             return _problem(503, "broker_unavailable", str(exc))
         return json({"ok": True, "channel": channel})

@@ -203,16 +203,18 @@ class Node:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    async def publish(self, channel: str, data: object) -> None:
+    async def publish(self, channel: str, data: object, idempotency_key: str | None = None) -> None:
         """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node."""
         if not is_valid_channel(channel):
             raise ValueError(f"invalid channel name {channel!r}; channel names are {CHANNEL_RULES}")
-        await self.publish_message(channel, protocol.data(channel, data))
+        await self.publish_message(channel, protocol.data(channel, data), idempotency_key)
 
-    async def publish_message(self, channel: str, body: bytes) -> None:
+    async def publish_message(
+        self, channel: str, body: bytes, idempotency_key: str | None = None
+    ) -> None:
         """Publish a chat or data message: stored in history (with an id) unless history is off."""
         if self.config.history_size > 0:
-            await self.broker.publish_stored(channel, body)
+            await self.broker.publish_stored(channel, body, idempotency_key)
         else:
             await self.broker.publish(channel, seal(body))
 

@@ -59,8 +59,13 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    async def publish_stored(self, channel: str, body: bytes) -> Stored:
+    async def publish_stored(
+        self, channel: str, body: bytes, idempotency_key: str | None = None
+    ) -> Stored:
         """Append a message to the channel's history and publish it, in one atomic step.
+
+        Publishing again with the same ``idempotency_key`` (within two minutes) stores and
+        delivers nothing and returns the first result: retries after an unclear failure are safe.
 
         ``body`` is a JSON object; the stored and published text gets ``"id": <offset>,
         "epoch": <epoch>`` as its first fields. Offsets grow by one per message within an epoch

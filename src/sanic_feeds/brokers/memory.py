@@ -9,7 +9,7 @@ brokers can share one :class:`MemoryBus` to act as several nodes of one cluster 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from ..envelope import seal
 from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch, stamp
@@ -37,6 +37,20 @@ class MemoryBus:
         self._histories: dict[str, _ChannelHistory] = {}
         self.presence = MemoryPresence()
         """The presence reports of the nodes on this bus."""
+        self._published: OrderedDict[tuple[str, str], tuple[float, Stored]] = OrderedDict()
+
+    def seen_publish(self, channel: str, key: str) -> Stored | None:
+        """The result of an earlier publish with this idempotency key (two minutes), if any."""
+        now = time.monotonic()
+        while self._published and next(iter(self._published.values()))[0] < now - 120:
+            self._published.popitem(last=False)
+        found = self._published.get((channel, key))
+        return None if found is None else found[1]
+
+    def remember_publish(self, channel: str, key: str, stored: Stored) -> None:
+        self._published[(channel, key)] = (time.monotonic(), stored)
+        if len(self._published) > 100_000:
+            self._published.popitem(last=False)
 
     def history_of(self, channel: str, policy: HistoryPolicy) -> _ChannelHistory | None:
         """The channel's live history, or None when it has none (never stored, or expired)."""
@@ -102,8 +116,16 @@ class MemoryBroker(Broker):
     async def publish(self, channel: str, payload: bytes) -> None:
         self.bus.publish(channel, payload)
 
-    async def publish_stored(self, channel: str, body: bytes) -> Stored:
+    async def publish_stored(
+        self, channel: str, body: bytes, idempotency_key: str | None = None
+    ) -> Stored:
+        if idempotency_key is not None:
+            done = self.bus.seen_publish(channel, idempotency_key)
+            if done is not None:
+                return done
         stored, stamped = self.bus.store(channel, body, self.history_policy)
+        if idempotency_key is not None:
+            self.bus.remember_publish(channel, idempotency_key, stored)
         self.bus.publish(channel, seal(stamped))
         return stored
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,9 +47,16 @@ READ_TIMEOUT = 1.0
 
 
 # Append to history and publish in one atomic step, so the stream and the live messages never
-# disagree. KEYS: offset counter, stream, epoch, pub/sub channel. ARGV: JSON object body, max
-# length, ttl (ms), a fresh epoch to use if the history starts anew, the envelope header.
+# disagree. KEYS: offset counter, stream, epoch, pub/sub channel, the publish's idempotency key.
+# ARGV: JSON object body, max length, ttl (ms), a fresh epoch to use if the history starts anew,
+# the envelope header. A publish whose key was already seen (a retry after a lost reply: redis-py
+# retries commands on connection errors) returns the first result instead of storing twice.
 _PUBLISH_STORED = """
+local done = redis.call('GET', KEYS[5])
+if done then
+  local offset, epoch = string.match(done, '^(%d+) (.+)$')
+  return {tonumber(offset), epoch}
+end
 local offset = redis.call('INCR', KEYS[1])
 local epoch = false
 if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
@@ -63,6 +71,7 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 redis.call('PUBLISH', KEYS[4], ARGV[5] .. '\\n' .. body)
+redis.call('SET', KEYS[5], offset .. ' ' .. epoch, 'EX', 120)
 return {offset, epoch}
 """
 
@@ -183,13 +192,23 @@ class RedisBroker(Broker):
         base = f"{self._prefix}hist:{{{channel}}}"
         return [base + ":seq", base, base + ":epoch"]
 
-    async def publish_stored(self, channel: str, body: bytes) -> Stored:
+    async def publish_stored(
+        self, channel: str, body: bytes, idempotency_key: str | None = None
+    ) -> Stored:
         if not body.startswith(b"{") or body == b"{}":
             raise ValueError("a stored message must be a non-empty JSON object")
         client = self._require_client()
         policy = self.history_policy
-        keys: list[str | bytes] = [*self._history_keys(channel)]
-        keys.append(self._channel_prefix + channel.encode())
+        seq_key, stream_key, epoch_key = self._history_keys(channel)
+        # Without a key from the caller, a random one still makes redis-py's own retries safe.
+        once_key = f"{stream_key}:pub:{idempotency_key or secrets.token_hex(12)}"
+        keys: list[str | bytes] = [
+            seq_key,
+            stream_key,
+            epoch_key,
+            self._channel_prefix + channel.encode(),
+            once_key,
+        ]
         args: list[str | bytes | int] = [
             body,
             max(policy.size, 1),
