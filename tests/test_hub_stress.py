@@ -9,6 +9,7 @@ node is subscribed exactly when it has members, and that every member really rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -20,8 +21,11 @@ from sanic_feeds.envelope import seal
 from sanic_feeds.frames import text_frame
 from sanic_feeds.hub import Hub
 from sanic_feeds.outbound import Flusher, Outbound
+from sanic_feeds.tasks import cancel_and_wait
 from support.recording_transport import RecordingTransport
 from support.redis_server import RedisServer
+from support.tcp_proxy import TcpProxy
+from support.ws import eventually
 
 
 @pytest.fixture
@@ -128,3 +132,29 @@ async def test_join_while_last_member_is_leaving(
         await hub.leave("hot", "second")
     assert hub.subscribed == frozenset()
     assert broker.subscriptions == frozenset()
+
+
+async def test_cancelled_join_leaves_no_subscription_behind(redis_server: RedisServer) -> None:
+    """A join cancelled while its SUBSCRIBE is unanswered (the client left during an outage)
+    leaves neither the hub nor the broker subscribed."""
+    proxy = TcpProxy(redis_server.port)
+    await proxy.start()
+    broker = create_broker(proxy.url, prefix=f"cancel-{secrets.token_hex(3)}:")
+    hub = Hub(broker)
+    await broker.open(hub.deliver)
+    try:
+        proxy.freeze()  # requests go out, nothing comes back
+        outbound, _ = make_member(Flusher(asyncio.get_running_loop()))
+        join = asyncio.create_task(hub.join("stuck", "m1", outbound))
+        await asyncio.sleep(0.3)
+        join.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await join
+
+        def clean() -> bool:
+            return not hub.rooms() and not hub.subscribed and not broker.subscriptions
+
+        await eventually(clean, timeout=10)
+    finally:
+        await cancel_and_wait(asyncio.create_task(broker.aclose()), 10)
+        await proxy.aclose()

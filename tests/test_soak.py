@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,7 +217,13 @@ async def test_soak_with_churn_and_a_redis_restart(persistent_redis: RedisServer
                 for h, before in zip(now, idle, strict=True)
             )
 
-        await eventually(idle_again, timeout=20)
+        try:
+            await eventually(idle_again, timeout=20)
+        except AssertionError:
+            for server in servers:
+                print("health", await health(server), file=sys.stderr)
+                print(server.log_tail(), file=sys.stderr)
+            raise
         numsub = persistent_redis.command(
             "PUBSUB", "NUMSUB", *[f"sanic-feeds:ch:{c}" for c in CHANNELS]
         )

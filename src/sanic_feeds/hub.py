@@ -131,7 +131,13 @@ class Hub:
                     if wanted == (channel in self._subscribed):
                         return
                     if wanted:
-                        await self._broker.subscribe(channel)
+                        try:
+                            await self._broker.subscribe(channel)
+                        except BaseException:
+                            # The subscription may exist now (the request can have reached the
+                            # broker): count it, so the next reconcile removes it if unwanted.
+                            self._subscribed.add(channel)
+                            raise
                         self._subscribed.add(channel)
                     else:
                         self._subscribed.discard(channel)

@@ -254,25 +254,33 @@ class RedisBroker(Broker):
         if confirmed is None or confirmed.done():
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmations[key] = confirmed
+        # From here on the SUBSCRIBE may reach Redis whatever happens to this call (an error, a
+        # timeout, a cancelled caller), so the channel stays on the books until the hub
+        # unsubscribes it: books and Redis never disagree for good.
         self._channels.add(channel)
         try:
             await pubsub.subscribe(key)
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.shield(confirmed)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._channels.discard(channel)
             if self._confirmations.get(key) is confirmed:
                 del self._confirmations[key]
             raise BrokerUnavailable(f"subscribe to {channel!r} failed: {exc!r}") from exc
+        except BaseException:
+            if self._confirmations.get(key) is confirmed:
+                del self._confirmations[key]
+            raise
 
     async def unsubscribe(self, channel: str) -> None:
         pubsub = self._require_pubsub()
         self._channels.discard(channel)
+        key = self._channel_prefix + channel.encode()
         try:
-            await pubsub.unsubscribe(self._channel_prefix + channel.encode())
+            await pubsub.unsubscribe(key)
         except (RedisError, OSError) as exc:
-            # The channel is gone from our books either way; on reconnect redis-py only
-            # re-subscribes what it still tracks, and a stray message is dropped by the hub.
+            # The connection is broken, so Redis drops the subscription with it; make sure
+            # redis-py does not restore it when it reconnects.
+            pubsub.channels.pop(key, None)
             log.warning("unsubscribe from %r failed: %s", channel, exc)
 
     async def check(self) -> dict[str, object]:
