@@ -1,0 +1,310 @@
+"""Run every scenario against sanic-feeds and the baselines, in one run, and print ratios.
+
+    .venv/bin/python benchmarks/run.py            # full run (a few minutes)
+    .venv/bin/python benchmarks/run.py --quick    # one repetition, smaller sizes
+
+The servers are pinned to CPU 0 and this process (the load generator, picows on uvloop) to CPU 1.
+The main figure is server CPU time per delivered message, read from /proc: on a 2-core machine
+throughput is shared with the load generator, CPU per delivery is not. Results are also written
+as JSON to benchmarks/results/. Everything binds 127.0.0.1 and every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import (  # noqa: E402  (after the path tweak)
+    Tally,
+    close_all,
+    message,
+    open_clients,
+    percentile,
+)
+
+PY = sys.executable
+TICKS = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = "0"
+LOADGEN_CPU = {1} if os.cpu_count() and os.cpu_count() > 1 else {0}  # type: ignore[operator]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+SERVERS: dict[str, Callable[[int, str], list[str]]] = {
+    "sanic-feeds": lambda port, broker: [
+        PY, "-m", "sanic_feeds", "serve", "--port", str(port), "--broker", broker,
+        "--join-leave", "off", "--log-level", "WARNING", "--client-buffer", "4MiB",
+    ],
+    "websockets.broadcast": lambda port, broker: [
+        PY, str(HERE / "servers" / "websockets_broadcast.py"), str(port)
+    ],
+    "naive sanic loop": lambda port, broker: [
+        PY, str(HERE / "servers" / "naive_sanic.py"), str(port)
+    ],
+}  # fmt: skip
+URL_PATH = "/feed/bench"
+
+
+@contextmanager
+def server(name: str, broker: str = "memory://") -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    argv = SERVERS[name](port, broker)
+    if shutil.which("taskset"):
+        argv = ["taskset", "-c", SERVER_CPU, *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError(f"{name} did not start")
+    time.sleep(0.3)
+    try:
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+async def fanout(
+    ports: list[int],
+    pids: list[int],
+    subscribers: int,
+    *,
+    seconds: float,
+    rate: float | None,
+    window: int = 4,
+    stalled: int = 0,
+) -> dict[str, float]:
+    """Subscribers split over ``ports``; one publisher. Closed loop (``rate`` None): at most
+    ``window`` messages not yet received by every subscriber. Open loop: ``rate`` messages/s."""
+    tally = Tally()
+    clients = []
+    for n, port in enumerate(ports):
+        share = subscribers // len(ports) + (1 if n < subscribers % len(ports) else 0)
+        clients += await open_clients(
+            f"ws://127.0.0.1:{port}{URL_PATH}", share, tally, stalled=stalled if n == 0 else 0
+        )
+    publisher = (await open_clients(f"ws://127.0.0.1:{ports[0]}{URL_PATH}", 1, Tally()))[0]
+    assert publisher.transport is not None
+    await asyncio.sleep(0.5)
+    everyone = subscribers - stalled
+    loop = asyncio.get_running_loop()
+
+    async def drive(duration: float, record: bool) -> tuple[int, float]:
+        tally.record = record
+        tally.receipts.clear()
+        seq = 0
+        started = loop.time()
+        end = started + duration
+        while loop.time() < end:
+            if rate is None:
+                oldest = seq - window
+                while oldest >= 0 and tally.receipts.get(oldest, 0) < everyone:
+                    tally.changed.clear()
+                    try:
+                        await asyncio.wait_for(tally.changed.wait(), max(end - loop.time(), 0.01))
+                    except TimeoutError:
+                        break
+                    if loop.time() >= end:
+                        break
+            else:
+                await asyncio.sleep(max(0.0, started + seq / rate - loop.time()))
+            publisher.transport.send(1, message(seq))  # 1: text frame
+            seq += 1
+        return seq, loop.time() - started
+
+    await drive(1.0, record=False)  # warm-up
+    cpu_before = sum(cpu_seconds(p) for p in pids)
+    tally.deliveries = 0
+    tally.latencies_ns.clear()
+    sent, elapsed = await drive(seconds, record=True)
+    await asyncio.sleep(0.5)  # let the last ones land
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    result = {
+        "messages": sent,
+        "deliveries": tally.deliveries,
+        "deliveries_per_s": tally.deliveries / elapsed,
+        "cpu_us_per_delivery": cpu / max(tally.deliveries, 1) * 1e6,
+        "p50_ms": percentile(tally.latencies_ns, 0.5),
+        "p99_ms": percentile(tally.latencies_ns, 0.99),
+        "stalled_cut_off": sum(1 for c in clients[:stalled] if c.closed.done()),
+        "rss_mib": sum(rss_kib(p) for p in pids) / 1024,
+    }
+    close_all([*clients, publisher])
+    await asyncio.sleep(0.3)
+    return result
+
+
+async def idle(port: int, pid: int, count: int) -> dict[str, float]:
+    """RSS per idle connection, and how long ``count`` connections take to be joined."""
+    tally = Tally()
+    warm = await open_clients(f"ws://127.0.0.1:{port}{URL_PATH}", 20, tally)
+    await asyncio.sleep(0.5)
+    before = rss_kib(pid)
+    started = time.perf_counter()
+    clients = await open_clients(f"ws://127.0.0.1:{port}{URL_PATH}", count, tally, parallel=100)
+    connected = time.perf_counter() - started
+    await asyncio.sleep(1.0)
+    after = rss_kib(pid)
+    close_all([*warm, *clients])
+    await asyncio.sleep(0.5)
+    return {"connect_s": connected, "kib_per_connection": (after - before) / count}
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+Job = Callable[[], Coroutine[Any, Any, dict[str, float]]]
+
+
+async def repeat(times: int, job: Job) -> dict[str, float]:
+    return median_of([await job() for _ in range(times)])
+
+
+@contextmanager
+def private_redis() -> Iterator[str | None]:
+    """A throwaway redis-server on a free port (None when there is none on PATH)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [100, 1000] if args.quick else [100, 1000, 5000]
+    seconds = 3.0 if args.quick else 5.0
+    reps = 1 if args.quick else args.repeat
+    idle_count = 1000 if args.quick else 5000
+    results: dict[str, Any] = {}
+    for name in SERVERS:
+        row: dict[str, Any] = {}
+        for size in sizes:
+            with server(name) as (proc, port):
+                row[f"fanout_{size}"] = await repeat(
+                    reps,
+                    lambda size=size: fanout([port], [proc.pid], size, seconds=seconds, rate=None),  # type: ignore[misc]
+                )
+        with server(name) as (proc, port):
+            row["latency_1000_at_20k"] = await repeat(
+                reps, lambda: fanout([port], [proc.pid], 1000, seconds=seconds, rate=20.0)
+            )
+        if name != "naive sanic loop":  # the naive loop blocks on a stalled reader by design
+            with server(name) as (proc, port):
+                row["stalled_1_of_1000"] = await repeat(
+                    reps,
+                    lambda: fanout([port], [proc.pid], 1000, seconds=seconds, rate=20.0, stalled=1),
+                )
+        with server(name) as (proc, port):
+            row["idle"] = await idle(port, proc.pid, idle_count)
+        results[name] = row
+        print(f"done: {name}", file=sys.stderr)
+    with private_redis() as url:
+        if url is not None:
+            with server("sanic-feeds", url) as (a, pa), server("sanic-feeds", url) as (b, pb):
+                results["sanic-feeds"]["redis_2_instances_1000"] = await repeat(
+                    reps,
+                    lambda: fanout([pa, pb], [a.pid, b.pid], 1000, seconds=seconds, rate=None),
+                )
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    ours = results["sanic-feeds"]
+    lines = [
+        "| scenario | server | deliveries/s | CPU us/delivery | p50 ms | p99 ms | CPU vs ours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario in [k for k in ours if k != "idle"]:
+        for name, row in results.items():
+            r = row.get(scenario)
+            if r is None:
+                continue
+            ratio = r["cpu_us_per_delivery"] / ours[scenario]["cpu_us_per_delivery"]
+            lines.append(
+                f"| {scenario} | {name} | {r['deliveries_per_s']:,.0f} | "
+                f"{r['cpu_us_per_delivery']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{ratio:.2f}x |"
+            )
+    lines += ["", "| idle | server | connect N s | KiB RSS per connection |", "|---|---|---|---|"]
+    for name, row in results.items():
+        r = row["idle"]
+        lines.append(f"| idle | {name} | {r['connect_s']:.2f} | {r['kib_per_connection']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, smaller sizes")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions per point (median)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    options = parser.parse_args()
+    with __import__("contextlib").suppress(OSError, AttributeError):
+        os.sched_setaffinity(0, LOADGEN_CPU)
+    uvloop.install()
+    found = asyncio.run(main(options))
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(found, indent=2))
+    print(table(found))
