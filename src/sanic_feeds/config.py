@@ -90,6 +90,12 @@ class FeedsConfig:
         parse_size,
         "Most bytes queued for one client before it is disconnected as too slow (close 4001).",
     )
+    flush_interval: float = _setting(
+        0.002,
+        float,
+        "Seconds a busy server gathers outgoing messages into one write per connection "
+        "(0: write every loop turn). Adds at most this much latency.",
+    )
     max_message_size: int = _setting(
         64 * 1024, parse_size, "Largest incoming WebSocket message; larger ones close with 1009."
     )
@@ -215,6 +221,7 @@ class FeedsConfig:
             "such as --broker redis://127.0.0.1:6379/0",
         )
         _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
+        _check(0 <= self.flush_interval <= 0.1, "flush_interval", "must be 0-0.1 seconds")
         _check(self.history_size >= 0, "history_size", "must be 0 (off) or more")
         _check(0 <= self.drain_time <= 300, "drain_time", "must be 0-300 seconds")
         _check(

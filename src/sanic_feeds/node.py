@@ -115,7 +115,7 @@ class Node:
         return self._flusher
 
     async def start(self) -> None:
-        self._flusher = Flusher(asyncio.get_running_loop())
+        self._flusher = Flusher(asyncio.get_running_loop(), self.config.flush_interval)
         await self.broker.open(self.hub.deliver, self.hub.gap)
         await self.presence.open()
         user_rate = Rate.parse(self.config.user_rate_limit)
