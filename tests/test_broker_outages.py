@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from sanic_feeds.brokers import Broker, create_broker
 from sanic_feeds.errors import BrokerUnavailable
 from support.collect import Deliveries
-from support.local_server import local_server
+from support.local_server import LocalServer, local_server
 from support.redis_server import RedisServer
 from support.tcp_proxy import TcpProxy
 from support.ws import eventually, recv_json, recv_until
@@ -156,49 +156,12 @@ async def test_chat_while_redis_is_down_gets_broker_unavailable(
                 redis_server.start()
 
 
-async def test_lost_messages_are_recovered_by_the_instance(
+@pytest.fixture
+async def proxied(
     redis_server: RedisServer, redis_url: str
-) -> None:
-    """Messages published while an instance's subscriber was cut off reach its members anyway,
-    once each and in order, without the client doing anything: the instance refills the gap
-    from the history when its subscription comes back."""
-    proxy = TcpProxy(redis_server.port)
-    await proxy.start()
-    direct = create_broker(redis_url)  # a second instance, not behind the proxy
-    await direct.open(None)
-    try:
-        async with local_server(
-            broker=proxy.url,
-            join_leave=False,
-            broker_probe_interval=PROBE_INTERVAL,
-            broker_probe_timeout=PROBE_TIMEOUT,
-        ) as server:
-            async with connect(server.ws_url("feed"), max_queue=None) as ws:
-                await recv_json(ws)
-                await server.feeds.publish("feed", "seen")
-                seen = await recv_json(ws)
-                proxy.freeze()
-                for i in range(5):
-                    await direct.publish_stored("feed", data_body("feed", i))
-                got = [await recv_json(ws, timeout=20) for _ in range(5)]
-                assert [m["data"] for m in got] == [0, 1, 2, 3, 4]
-                assert [m["id"] for m in got] == list(range(seen["id"] + 1, seen["id"] + 6))
-                await direct.publish_stored("feed", data_body("feed", "live"))
-                live = await recv_json(ws, timeout=10)
-                assert (live["data"], live["id"]) == ("live", seen["id"] + 6)
-                assert server.node.broker.reconnects >= 1  # sanic_feeds_broker_reconnects
-                assert server.node.hub.gaps >= 1  # sanic_feeds_gaps_total
-                assert server.node.hub.recovered == 5
-    finally:
-        await direct.aclose()
-        await proxy.aclose()
-
-
-async def test_unfillable_gap_is_announced_and_a_resync_fills_it(
-    redis_server: RedisServer, redis_url: str
-) -> None:
-    """When the instance cannot tell what it missed (it had delivered no stored message yet),
-    members get a gap notice, and subscribe + since brings back exactly what they missed."""
+) -> AsyncIterator[tuple[LocalServer, TcpProxy, Broker]]:
+    """A server whose Redis connections go through a proxy that can black-hole them, and a
+    second instance (a bare broker) that talks to Redis directly."""
     proxy = TcpProxy(redis_server.port)
     await proxy.start()
     direct = create_broker(redis_url)
@@ -210,24 +173,58 @@ async def test_unfillable_gap_is_announced_and_a_resync_fills_it(
             broker_probe_interval=PROBE_INTERVAL,
             broker_probe_timeout=PROBE_TIMEOUT,
         ) as server:
-            async with connect(server.ws_url("feed"), max_queue=None) as ws:
-                await recv_json(ws)
-                await ws.send(orjson.dumps({"type": "ping"}).decode())
-                assert await recv_json(ws) == {"type": "pong"}  # the join is complete
-                proxy.freeze()
-                for i in range(3):
-                    await direct.publish_stored("feed", data_body("feed", i))
-                notice = await recv_until(ws, lambda m: m["type"] == "gap", timeout=20)
-                assert notice == {"type": "gap", "channel": "feed", "reason": "broker_reconnected"}
-                request = {"type": "subscribe", "channel": "feed", "since": 0}
-                await ws.send(orjson.dumps(request).decode())
-                replay = [await recv_json(ws, timeout=10) for _ in range(5)]
-                assert [m.get("data") for m in replay[:3]] == [0, 1, 2]
-                assert (replay[3]["type"], replay[3]["recovered"]) == ("recovered", True)
-                assert replay[4] == {"type": "subscribed", "channel": "feed"}
+            yield server, proxy, direct
     finally:
         await direct.aclose()
         await proxy.aclose()
+
+
+async def test_lost_messages_are_recovered_by_the_instance(
+    proxied: tuple[LocalServer, TcpProxy, Broker],
+) -> None:
+    """Messages published while an instance's subscriber was cut off reach its members anyway,
+    once each and in order, without the client doing anything: the instance refills the gap
+    from the history when its subscription comes back."""
+    server, proxy, direct = proxied
+    async with connect(server.ws_url("feed"), max_queue=None) as ws:
+        await recv_json(ws)
+        await server.feeds.publish("feed", "seen")
+        seen = await recv_json(ws)
+        proxy.freeze()
+        for i in range(5):
+            await direct.publish_stored("feed", data_body("feed", i))
+        got = [await recv_json(ws, timeout=20) for _ in range(5)]
+        assert [m["data"] for m in got] == [0, 1, 2, 3, 4]
+        assert [m["id"] for m in got] == list(range(seen["id"] + 1, seen["id"] + 6))
+        await direct.publish_stored("feed", data_body("feed", "live"))
+        live = await recv_json(ws, timeout=10)
+        assert (live["data"], live["id"]) == ("live", seen["id"] + 6)
+        assert server.node.broker.reconnects >= 1  # sanic_feeds_broker_reconnects
+        assert server.node.hub.gaps >= 1  # sanic_feeds_gaps_total
+        assert server.node.hub.recovered == 5
+
+
+async def test_unfillable_gap_is_announced_and_a_resync_fills_it(
+    proxied: tuple[LocalServer, TcpProxy, Broker],
+) -> None:
+    """When the instance cannot tell what it missed (it had delivered no stored message yet),
+    members get a gap notice, and subscribe + since brings back exactly what they missed."""
+    server, proxy, direct = proxied
+    async with connect(server.ws_url("feed"), max_queue=None) as ws:
+        await recv_json(ws)
+        await ws.send(orjson.dumps({"type": "ping"}).decode())
+        assert await recv_json(ws) == {"type": "pong"}  # the join is complete
+        proxy.freeze()
+        for i in range(3):
+            await direct.publish_stored("feed", data_body("feed", i))
+        notice = await recv_until(ws, lambda m: m["type"] == "gap", timeout=20)
+        assert notice == {"type": "gap", "channel": "feed", "reason": "broker_reconnected"}
+        request = {"type": "subscribe", "channel": "feed", "since": 0}
+        await ws.send(orjson.dumps(request).decode())
+        replay = [await recv_json(ws, timeout=10) for _ in range(5)]
+        assert [m.get("data") for m in replay[:3]] == [0, 1, 2]
+        assert (replay[3]["type"], replay[3]["recovered"]) == ("recovered", True)
+        assert replay[4] == {"type": "subscribed", "channel": "feed"}
 
 
 def data_body(channel: str, value: object) -> bytes:

@@ -15,6 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
@@ -25,6 +26,16 @@ SUBPROTOCOL = "sanic-feeds"
 """The subprotocol a browser may offer, together with ``bearer.<token>``."""
 
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+
+
+def offered_subprotocols(headers: Any) -> list[str]:
+    """The entries of every ``Sec-WebSocket-Protocol`` request header, in order."""
+    return [
+        entry.strip()
+        for value in headers.getall("sec-websocket-protocol", [])
+        for entry in value.split(",")
+        if entry.strip()
+    ]
 
 
 class AuthError(FeedsError):

@@ -25,7 +25,7 @@ from sanic.response import HTTPResponse, html, json, raw
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from . import protocol
-from .auth import Authenticator, AuthError, Handshake, authenticator_for
+from .auth import Authenticator, AuthError, Handshake, authenticator_for, offered_subprotocols
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
@@ -177,7 +177,7 @@ class Feeds:
         handshake = Handshake(
             headers=request.headers,
             query={key: request.args.get(key) for key in request.args},
-            subprotocols=_offered_subprotocols(request),
+            subprotocols=offered_subprotocols(request.headers),
         )
         try:
             identity = await self.authenticator.authenticate(handshake)
@@ -292,8 +292,3 @@ class Feeds:
 def _problem(status: int, code: str, message: str) -> HTTPResponse:
     """An HTTP API error: ``{"error": <code>, "message": <text>}``."""
     return json({"error": code, "message": message}, status=status)
-
-
-def _offered_subprotocols(request: Request) -> list[str]:
-    offered = ",".join(request.headers.getall("sec-websocket-protocol", []))
-    return [entry.strip() for entry in offered.split(",") if entry.strip()]

@@ -25,7 +25,7 @@ from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.protocol import Event
 
-from .auth import SUBPROTOCOL
+from .auth import SUBPROTOCOL, offered_subprotocols
 
 log = logging.getLogger("sanic_feeds.connection")
 
@@ -34,12 +34,7 @@ class FeedsWebSocketProtocol(WebSocketProtocol):
     async def websocket_handshake(
         self, request: Any, subprotocols: Sequence[str] | None = None
     ) -> Any:
-        offered = [
-            entry.strip()
-            for value in request.headers.getall("sec-websocket-protocol", [])
-            for entry in value.split(",")
-            if entry.strip()
-        ]
+        offered = offered_subprotocols(request.headers)
         if offered and not subprotocols:
             subprotocols = [SUBPROTOCOL] if SUBPROTOCOL in offered else offered[:1]
         ws = await super().websocket_handshake(request, subprotocols)
