@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,19 @@ def free_port() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def feeds_counter(port: int, name: str) -> float | None:
+    """A counter from a sanic-feeds /metrics page (None for servers without one)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+            text = page.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"sanic_feeds_{name}_total "):
+            return float(line.split()[1])
+    return None
 
 
 def rss_kib(pid: int) -> int:
@@ -119,20 +133,29 @@ async def fanout(
     *,
     seconds: float,
     rate: float | None,
+    channels: int = 1,
     window: int = 4,
     stalled: int = 0,
 ) -> dict[str, float]:
-    """Subscribers split over ``ports``; one publisher. Closed loop (``rate`` None): at most
-    ``window`` messages not yet received by every subscriber. Open loop: ``rate`` messages/s."""
+    """``subscribers`` members on each of ``channels`` channels, split over ``ports``, and one
+    publisher per channel (its own receipts are not counted).
+
+    Closed loop (``rate`` None, one channel): at most ``window`` messages not yet received by
+    every subscriber. Open loop: ``rate`` messages/s in all, round-robin over the channels.
+    """
+    if rate is None and channels != 1:
+        raise ValueError("the closed loop drives one channel")
     tally = Tally()
     clients = []
-    for n, port in enumerate(ports):
-        share = subscribers // len(ports) + (1 if n < subscribers % len(ports) else 0)
-        clients += await open_clients(
-            f"ws://127.0.0.1:{port}{URL_PATH}", share, tally, stalled=stalled if n == 0 else 0
-        )
-    publisher = (await open_clients(f"ws://127.0.0.1:{ports[0]}{URL_PATH}", 1, Tally()))[0]
-    assert publisher.transport is not None
+    publishers = []
+    for c in range(channels):
+        path = channel_path(c, channels)
+        for n, port in enumerate(ports):
+            share = subscribers // len(ports) + (1 if n < subscribers % len(ports) else 0)
+            clients += await open_clients(
+                f"ws://127.0.0.1:{port}{path}", share, tally, stalled=stalled if n == 0 else 0
+            )
+        publishers += await open_clients(f"ws://127.0.0.1:{ports[0]}{path}", 1, Tally())
     await asyncio.sleep(0.5)
     everyone = subscribers - stalled
     loop = asyncio.get_running_loop()
@@ -156,17 +179,25 @@ async def fanout(
                         break
             else:
                 await asyncio.sleep(max(0.0, started + seq / rate - loop.time()))
-            publisher.transport.send(1, message(seq))  # 1: text frame
+            transport = publishers[seq % channels].transport
+            assert transport is not None
+            transport.send(1, message(seq))  # 1: text frame
             seq += 1
         return seq, loop.time() - started
 
     await drive(1.0, record=False)  # warm-up
+    writes_before = [feeds_counter(p, "socket_writes") for p in ports]
     cpu_before = sum(cpu_seconds(p) for p in pids)
     tally.deliveries = 0
     tally.latencies_ns.clear()
     sent, elapsed = await drive(seconds, record=True)
     await asyncio.sleep(0.5)  # let the last ones land
     cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    writes_after = [feeds_counter(p, "socket_writes") for p in ports]
+    writes = sum(
+        (after or 0) - (before or 0)
+        for before, after in zip(writes_before, writes_after, strict=True)
+    )
     result = {
         "messages": sent,
         "deliveries": tally.deliveries,
@@ -176,10 +207,16 @@ async def fanout(
         "p99_ms": percentile(tally.latencies_ns, 0.99),
         "stalled_cut_off": sum(1 for c in clients[:stalled] if c.closed.done()),
         "rss_mib": sum(rss_kib(p) for p in pids) / 1024,
+        # sanic-feeds only: frames gathered per socket write (nan for the baselines)
+        "frames_per_write": tally.deliveries / writes if writes else float("nan"),
     }
-    close_all([*clients, publisher])
+    close_all([*clients, *publishers])
     await asyncio.sleep(0.3)
     return result
+
+
+def channel_path(index: int, channels: int) -> str:
+    return URL_PATH if channels == 1 else f"{URL_PATH}-{index}"
 
 
 async def idle(port: int, pid: int, count: int) -> dict[str, float]:
@@ -233,65 +270,97 @@ def private_redis() -> Iterator[str | None]:
             proc.wait()
 
 
+Scenario = Callable[[str, int, float, int], Coroutine[Any, Any, dict[str, float] | None]]
+"""(server name, repetitions, seconds per run, idle connections) -> medians, or None to skip."""
+
+
+def on_one(size: int, rate: float | None, *, channels: int = 1, stalled: int = 0) -> Scenario:
+    async def run(name: str, reps: int, seconds: float, _idle: int) -> dict[str, float] | None:
+        if stalled and name == "naive sanic loop":
+            return None  # it blocks every member behind a stalled reader by design
+        with server(name) as (proc, port):
+            return await repeat(
+                reps,
+                lambda: fanout(
+                    [port], [proc.pid], size, seconds=seconds, rate=rate,
+                    channels=channels, stalled=stalled,
+                ),
+            )  # fmt: skip
+
+    return run
+
+
+async def on_redis(name: str, reps: int, seconds: float, _idle: int) -> dict[str, float] | None:
+    if name != "sanic-feeds":
+        return None
+    with private_redis() as url:
+        if url is None:
+            return None
+        with server(name, url) as (a, pa), server(name, url) as (b, pb):
+            return await repeat(
+                reps, lambda: fanout([pa, pb], [a.pid, b.pid], 1000, seconds=seconds, rate=None)
+            )
+
+
+async def on_idle(name: str, reps: int, seconds: float, count: int) -> dict[str, float] | None:
+    with server(name) as (proc, port):
+        return await idle(port, proc.pid, count)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "fanout_100": on_one(100, None),
+    "fanout_1000": on_one(1000, None),
+    "fanout_5000": on_one(5000, None),
+    "latency_1000_at_20k": on_one(1000, 20.0),
+    "stalled_1_of_1000": on_one(1000, 20.0, stalled=1),
+    "channels_500x4_at_5k": on_one(4, 5000.0, channels=500),
+    "redis_2_instances_1000": on_redis,
+    "idle": on_idle,
+}
+QUICK = ["fanout_100", "fanout_1000", "latency_1000_at_20k", "channels_500x4_at_5k", "idle"]
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = [100, 1000] if args.quick else [100, 1000, 5000]
     seconds = 3.0 if args.quick else 5.0
     reps = 1 if args.quick else args.repeat
     idle_count = 1000 if args.quick else 5000
-    results: dict[str, Any] = {}
-    for name in SERVERS:
-        row: dict[str, Any] = {}
-        for size in sizes:
-            with server(name) as (proc, port):
-                row[f"fanout_{size}"] = await repeat(
-                    reps,
-                    lambda size=size: fanout([port], [proc.pid], size, seconds=seconds, rate=None),  # type: ignore[misc]
-                )
-        with server(name) as (proc, port):
-            row["latency_1000_at_20k"] = await repeat(
-                reps, lambda: fanout([port], [proc.pid], 1000, seconds=seconds, rate=20.0)
-            )
-        if name != "naive sanic loop":  # the naive loop blocks on a stalled reader by design
-            with server(name) as (proc, port):
-                row["stalled_1_of_1000"] = await repeat(
-                    reps,
-                    lambda: fanout([port], [proc.pid], 1000, seconds=seconds, rate=20.0, stalled=1),
-                )
-        with server(name) as (proc, port):
-            row["idle"] = await idle(port, proc.pid, idle_count)
-        results[name] = row
-        print(f"done: {name}", file=sys.stderr)
-    with private_redis() as url:
-        if url is not None:
-            with server("sanic-feeds", url) as (a, pa), server("sanic-feeds", url) as (b, pb):
-                results["sanic-feeds"]["redis_2_instances_1000"] = await repeat(
-                    reps,
-                    lambda: fanout([pa, pb], [a.pid, b.pid], 1000, seconds=seconds, rate=None),
-                )
+    names = args.scenarios or (QUICK if args.quick else list(SCENARIOS))
+    servers = args.servers or list(SERVERS)
+    results: dict[str, Any] = {name: {} for name in servers}
+    for scenario in names:
+        for name in servers:
+            found = await SCENARIOS[scenario](name, reps, seconds, idle_count)
+            if found is not None:
+                results[name][scenario] = found
+        print(f"done: {scenario}", file=sys.stderr)
     return results
 
 
 def table(results: dict[str, Any]) -> str:
-    ours = results["sanic-feeds"]
+    """Markdown tables; "ours / this" is sanic-feeds' figure divided by this server's."""
+    ours = results.get("sanic-feeds", {})
+    scenarios = list(dict.fromkeys(k for row in results.values() for k in row if k != "idle"))
     lines = [
-        "| scenario | server | deliveries/s | CPU us/delivery | p50 ms | p99 ms | CPU vs ours |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | server | deliveries/s | CPU µs/delivery | ours / this (CPU) | "
+        "p50 ms | p99 ms | frames/write |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for scenario in [k for k in ours if k != "idle"]:
+    for scenario in scenarios:
         for name, row in results.items():
             r = row.get(scenario)
             if r is None:
                 continue
-            ratio = r["cpu_us_per_delivery"] / ours[scenario]["cpu_us_per_delivery"]
+            mine = ours.get(scenario, {}).get("cpu_us_per_delivery", float("nan"))
             lines.append(
                 f"| {scenario} | {name} | {r['deliveries_per_s']:,.0f} | "
-                f"{r['cpu_us_per_delivery']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                f"{ratio:.2f}x |"
+                f"{r['cpu_us_per_delivery']:.2f} | {mine / r['cpu_us_per_delivery']:.2f}x | "
+                f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['frames_per_write']:.2f} |"
             )
-    lines += ["", "| idle | server | connect N s | KiB RSS per connection |", "|---|---|---|---|"]
-    for name, row in results.items():
-        r = row["idle"]
-        lines.append(f"| idle | {name} | {r['connect_s']:.2f} | {r['kib_per_connection']:.1f} |")
+    idle_rows = [(name, row["idle"]) for name, row in results.items() if "idle" in row]
+    if idle_rows:
+        lines += ["", "| idle | connect all (s) | KiB RSS per connection |", "|---|---|---|"]
+        for name, r in idle_rows:
+            lines.append(f"| {name} | {r['connect_s']:.2f} | {r['kib_per_connection']:.1f} |")
     return "\n".join(lines)
 
 
@@ -300,6 +369,12 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="one repetition, smaller sizes")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per point (median)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument(
+        "--servers", nargs="+", choices=list(SERVERS), help="only these servers (default: all)"
+    )
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=list(SCENARIOS), help="only these scenarios"
+    )
     options = parser.parse_args()
     with __import__("contextlib").suppress(OSError, AttributeError):
         os.sched_setaffinity(0, LOADGEN_CPU)

@@ -50,6 +50,8 @@ async def test_metrics_count_real_traffic(broker_url: str) -> None:
             assert got["sanic_feeds_broker_messages_total"] == 2
             assert got["sanic_feeds_deliveries_total"] == 4
             assert got["sanic_feeds_bytes_sent_total"] > 4 * 60
+            # Welcomes, chat and publish: each went out on its own, nothing is gathered here.
+            assert 4 <= got["sanic_feeds_socket_writes_total"] <= 6
             assert got["sanic_feeds_publish_to_deliver_seconds_count"] == 2
             assert 0 <= got["sanic_feeds_publish_to_deliver_seconds_sum"] < 2
             assert got["sanic_feeds_slow_consumer_disconnects_total"] == 0

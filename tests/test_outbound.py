@@ -114,6 +114,9 @@ class CountingLoop:
         self.callbacks.append(callback)
         return self.loop.call_soon(callback)
 
+    def time(self) -> float:
+        return self.loop.time()
+
 
 async def test_many_outbounds_flushed_in_one_callback() -> None:
     """Sends on many connections in one turn schedule ONE flusher callback that writes them all."""

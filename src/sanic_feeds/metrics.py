@@ -50,6 +50,10 @@ class _NodeCollector(Collector):
                 hub.deliveries,
             ),
             "bytes_sent": ("Bytes written to client sockets.", flusher.bytes_sent),
+            "socket_writes": (
+                "Writes to client sockets (deliveries / writes: frames gathered per write).",
+                flusher.writes,
+            ),
             "slow_consumer_disconnects": (
                 "Connections cut off because their outbound buffer overflowed (close 4001).",
                 stats.slow_disconnects,

@@ -24,6 +24,12 @@ URGENT_BYTES = 64 * 1024
 BUSY_INTERVALS = 5
 """A flush this many intervals after the previous one or sooner counts as "busy"."""
 
+SLICE_SECONDS = 0.001
+"""Longest stretch one flush pass writes before letting the event loop run."""
+
+SLICE_CHECK = 32
+"""Writes between two looks at the clock during a pass."""
+
 
 class Flusher:
     """Collects connections with queued frames and flushes them all, at most every ``interval``.
@@ -32,13 +38,22 @@ class Flusher:
     ``BUSY_INTERVALS`` intervals ago) waits one ``interval`` first, so the messages of that
     millisecond reach each connection in one write: far fewer system calls per delivery, for at
     most ``interval`` of added latency (measured in docs/benchmarks.md).
+
+    A pass over many connections (a channel with thousands of members) is written in slices of
+    about ``SLICE_SECONDS``, with the event loop running in between. Messages that arrive
+    meanwhile join the frames of the connections the pass has not reached yet, so they share
+    that connection's write; connections already written wait for the next pass. Besides
+    gathering where one pass takes longer than the interval, this keeps reads, pings and other
+    channels' fan-outs going during a long pass.
     """
 
     __slots__ = (
+        "_at",
         "_dirty",
         "_interval",
         "_last",
         "_loop",
+        "_pass",
         "_scheduled",
         "_timer",
         "bytes_sent",
@@ -50,7 +65,12 @@ class Flusher:
         self._interval = interval
         self._last = 0.0
         self._dirty: list[Outbound] = []
+        """Connections with frames queued for the next pass."""
+        self._pass: list[Outbound] = []
+        """The pass being written; ``_at`` is the next one to write."""
+        self._at = 0
         self._scheduled = False
+        """A pass is under way or scheduled: a mark only needs to join ``_dirty``."""
         self._timer: asyncio.TimerHandle | None = None
         self.bytes_sent = 0
         """Bytes handed to transports by the flusher (for metrics)."""
@@ -60,11 +80,7 @@ class Flusher:
         self._dirty.append(outbound)
         if not self._scheduled:
             self._scheduled = True
-            # Busy (flushed within the last few intervals): gather for one interval.
-            if self._interval and self._loop.time() - self._last < BUSY_INTERVALS * self._interval:
-                self._timer = self._loop.call_later(self._interval, self._flush)
-            else:
-                self._loop.call_soon(self._flush)
+            self._schedule()
 
     def urgent(self) -> None:
         """A connection has a lot queued: flush on the next loop turn instead of gathering."""
@@ -72,23 +88,50 @@ class Flusher:
         if timer is not None:
             timer.cancel()
             self._timer = None
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._run)
 
-    def _flush(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        self._scheduled = False
+    def _schedule(self) -> None:
+        # Busy (flushed within the last few intervals): gather for one interval.
+        if self._interval and self._loop.time() - self._last < BUSY_INTERVALS * self._interval:
+            self._timer = self._loop.call_later(self._interval, self._run)
+        else:
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
         self._timer = None
-        if self._interval:
-            self._last = self._loop.time()
+        if self._at >= len(self._pass):
+            self._pass, self._dirty = self._dirty, []
+            self._at = 0
+        loop = self._loop
+        work = self._pass
+        deadline = loop.time() + SLICE_SECONDS
+        at = self._at
+        end = len(work)
         sent = 0
-        for outbound in dirty:
+        while at < end:
+            outbound = work[at]
+            at += 1
             try:
                 sent += outbound.flush()
             except Exception:  # one broken transport must not stop the others' flush
                 log.exception("flushing a connection failed; dropping it")
                 outbound.abort()
+            if not at % SLICE_CHECK and at < end and loop.time() > deadline:
+                break
         self.bytes_sent += sent
-        self.writes += len(dirty)
+        self.writes += at - self._at
+        self._at = at
+        if at < end:
+            loop.call_soon(self._run)  # the rest of this pass, after the loop has run
+            return
+        self._pass = []
+        self._at = 0
+        if self._interval:
+            self._last = loop.time()
+        if self._dirty:
+            self._schedule()
+        else:
+            self._scheduled = False
 
 
 class Outbound:
