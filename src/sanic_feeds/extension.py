@@ -22,13 +22,13 @@ from urllib.parse import unquote
 import orjson
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, html, json, raw
-from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from . import protocol
 from .auth import Authenticator, AuthError, Handshake, authenticator_for, offered_subprotocols
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
+from .connection import Connection, Handoff, SanicSocket
 from .errors import BrokerUnavailable, FeedsError, ProtocolError
 from .metrics import CONTENT_TYPE, Metrics
 from .node import Node
@@ -99,7 +99,10 @@ class Feeds:
         """Add the routes and listeners to ``app``; return the blueprint holding the routes."""
         config = self.config
         bp = Blueprint(f"sanic_feeds_{next(_instances)}", url_prefix=self.url_prefix or None)
-        bp.add_websocket_route(self._feed_socket, "/feed/<channel:str>", name="feed")
+        # The route context tells FeedsWebSocketProtocol to serve these sockets itself.
+        bp.add_websocket_route(
+            self._feed_socket, "/feed/<channel:str>", name="feed", ctx_feeds_config=config
+        )
         bp.add_route(self._rooms, "/api/rooms", methods=["GET"], name="rooms")
         bp.add_route(self._health, "/health", methods=["GET"], name="health")
         bp.add_route(self._metrics, "/metrics", methods=["GET"], name="metrics")
@@ -164,15 +167,28 @@ class Feeds:
             return _problem(403, "forbidden_origin", "this origin may not open sockets here")
         return None
 
-    async def _feed_socket(self, request: Request, ws: WebsocketImplProtocol, channel: str) -> None:
-        io_proto = ws.io_proto
-        transport = io_proto.transport if io_proto is not None else None
-        if transport is None:
-            return
+    async def _feed_socket(self, request: Request, ws: Any, channel: str) -> None:
+        """A /feed/ socket: admission, authentication, then a session.
+
+        With ``FeedsWebSocketProtocol`` ``ws`` hands over a :class:`FeedSocket` that runs on its
+        own once the session has started, and this handler returns at once, freeing Sanic's
+        request and tasks. With Sanic's default protocol class it is Sanic's WebSocket, and the
+        handler reads from it until the connection ends.
+        """
+        conn: Connection
+        if isinstance(ws, Handoff):
+            conn = ws.socket
+        else:
+            io_proto = ws.io_proto
+            transport = io_proto.transport if io_proto is not None else None
+            if transport is None:
+                return
+            conn = SanicSocket(ws, transport)
         node = self.node
         refused = node.admission_refused()
         if refused is not None:
-            await ws.close(CloseCode.TRY_AGAIN_LATER, refused)
+            conn.close(CloseCode.TRY_AGAIN_LATER, refused)
+            await conn.serve()
             return
         handshake = Handshake(
             headers=request.headers,
@@ -183,18 +199,15 @@ class Feeds:
             identity = await self.authenticator.authenticate(handshake)
         except AuthError as exc:
             log.info("refused a socket: %s (peer %s)", exc.reason, request.client_ip)
-            await ws.close(CloseCode.POLICY_VIOLATION, exc.reason)
+            conn.close(CloseCode.POLICY_VIOLATION, exc.reason)
+            await conn.serve()
             return
         user = identity.user if self.authenticator.verifies_user else identity.user or None
         session = Session(
-            node,
-            ws,
-            transport,
-            user=clean_user_name(user),
-            peer=request.client_ip,
-            identity=identity,
+            node, conn, user=clean_user_name(user), peer=request.client_ip, identity=identity
         )
-        await session.run(unquote(channel), request.args.get("since"), request.args.get("epoch"))
+        session.start(unquote(channel), request.args.get("since"), request.args.get("epoch"))
+        await conn.serve()
 
     async def _rooms(self, request: Request) -> HTTPResponse:
         try:

@@ -98,6 +98,7 @@ class Node:
         """Channel -> client id -> membership, for this node's connections."""
         self._changed_channels: set[str] = set()
         self._reporter: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
         self.user_limiter: UserLimiter | None = None
@@ -128,6 +129,8 @@ class Node:
                     user_rate, self._limiter_client, self.config.redis_prefix
                 )
         self._reporter = asyncio.create_task(self._report_rooms(), name="sanic-feeds:rooms")
+        if self.config.ping_interval > 0:
+            self._pinger = asyncio.create_task(self._keepalive(), name="sanic-feeds:keepalive")
         self.started = True
         log.info("node %s started on broker %s", self.id, self.broker.url)
 
@@ -144,6 +147,8 @@ class Node:
         self.started = False
         reporter, self._reporter = self._reporter, None
         await cancel_and_wait(reporter)
+        pinger, self._pinger = self._pinger, None
+        await cancel_and_wait(pinger)
         try:
             await self.presence.withdraw(self.id)
         except BrokerUnavailable as exc:
@@ -177,14 +182,9 @@ class Node:
             delay = started + number * drain_time / batches - asyncio.get_running_loop().time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await asyncio.gather(
-                *(
-                    s.close(code, reason or "server shutting down")
-                    for s in sessions[first : first + size]
-                ),
-                return_exceptions=True,
-            )
-        waiters = [asyncio.ensure_future(s.finished.wait()) for s in sessions]
+            for session in sessions[first : first + size]:
+                session.close(code, reason or "server shutting down")
+        waiters = [asyncio.ensure_future(s.wait_finished()) for s in sessions]
         _, pending = await asyncio.wait(waiters, timeout=self.config.close_timeout)
         for waiter in pending:
             waiter.cancel()
@@ -279,6 +279,20 @@ class Node:
             except BrokerUnavailable as exc:
                 self._changed_channels |= changed  # try these again next time
                 log.warning("room report failed: %s", exc)
+
+    async def _keepalive(self) -> None:
+        """Every ``ping_interval``: ping the connections silent since the last sweep, and close
+        those that left a ping unanswered for ``ping_timeout`` (checked at these sweeps).
+
+        One task for all connections instead of a keepalive task per connection.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.config.ping_timeout
+        while self.started:
+            await asyncio.sleep(self.config.ping_interval)
+            now = loop.time()
+            for session in list(self.sessions.values()):
+                session.conn.keepalive(now, timeout)
 
     # -- health ----------------------------------------------------------------------------------
 

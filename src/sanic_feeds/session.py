@@ -1,9 +1,9 @@
 """One WebSocket connection from handshake to close: the per-connection protocol state machine.
 
-A session reads client frames (Sanic's reader), turns them into commands (``protocol.py``), and
-talks to the hub and the broker. Everything it sends to its client goes through its bounded
-``Outbound`` buffer, never through ``ws.send``: on one connection only one writer may exist, or
-frames could be reordered.
+A session gets whole client messages from its connection (``connection.py``), turns them into
+commands (``protocol.py``), and talks to the hub and the broker. Everything it sends to its
+client goes through its bounded ``Outbound`` buffer: on one connection only one writer may exist,
+or frames could be reordered.
 
 A session never closes the connection because of bad input: every invalid frame gets a documented
 ``error`` message and the loop goes on.
@@ -16,11 +16,9 @@ import logging
 import secrets
 import time
 import unicodedata
+from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING
-
-from sanic.server.websockets.impl import WebsocketImplProtocol
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from . import protocol
 from .auth import Identity, seconds_left
@@ -33,15 +31,18 @@ from .outbound import Outbound
 from .protocol import CloseCode, ErrorCode
 from .ratelimit import TokenBucket
 from .replay import ReplayBuffer
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    import asyncio.transports
-
+    from .connection import Connection
     from .node import Node
 
 log = logging.getLogger("sanic_feeds.connection")
 
 MAX_USER_LENGTH = 64
+
+INBOX_LIMIT = 32
+"""Client messages waiting to be handled before the connection stops reading."""
 
 
 def clean_user_name(raw: str | None) -> str:
@@ -57,13 +58,39 @@ def clean_user_name(raw: str | None) -> str:
 
 
 class Session:
-    """State of one client connection: identity, joined channels, outbound buffer."""
+    """State of one client connection: identity, joined channels, outbound buffer.
+
+    Driven by its connection: :meth:`receive` for each client message and
+    :meth:`connection_lost` at the end. Messages are handled one at a time, in order, by a task
+    that exists only while there is something to handle, so an idle connection costs no task.
+    """
+
+    __slots__ = (
+        "_bucket",
+        "_done",
+        "_ended",
+        "_expiry",
+        "_finished",
+        "_inbox",
+        "_paused",
+        "_task",
+        "_violations",
+        "channels",
+        "close_code",
+        "conn",
+        "id",
+        "identity",
+        "node",
+        "outbound",
+        "peer",
+        "primary",
+        "user",
+    )
 
     def __init__(
         self,
         node: Node,
-        ws: WebsocketImplProtocol,
-        transport: asyncio.WriteTransport,
+        conn: Connection,
         *,
         user: str,
         peer: str = "",
@@ -75,7 +102,7 @@ class Session:
         self._bucket = TokenBucket(rate, time.monotonic()) if rate else None
         self._violations = 0
         self._expiry: asyncio.TimerHandle | None = None
-        self.ws = ws
+        self.conn = conn
         self.id = secrets.token_hex(8)
         self.user = user
         self.peer = peer
@@ -83,60 +110,110 @@ class Session:
         """Joined channels, in join order (a dict is an ordered set)."""
         self.primary = ""
         """The channel named in the URL."""
-        self._transport = transport
-        self.outbound = Outbound(transport, node.flusher, node.config.client_buffer, self._overflow)
+        self.outbound = Outbound(
+            conn.transport, node.flusher, node.config.client_buffer, self._overflow
+        )
         self.close_code: int | None = None
-        self.finished = asyncio.Event()
-        """Set when ``run`` has left every channel and is about to return."""
+        self._inbox: deque[str | bytes] | None = None
+        """Client messages waiting for the task; made when the first one comes (a deque is
+        larger than the rest of an idle session)."""
+        self._paused = False
+        self._task: asyncio.Task[None] | None = None
+        """Opening the session, or handling queued messages; None while idle."""
+        self._ended = False
+        self._done = False
+        self._finished: asyncio.Future[None] | None = None
+        """Made on demand (an Event per idle connection would cost more than the rest)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def run(self, channel: str, since: object = None, epoch: object = None) -> None:
-        """Serve the connection until it closes. Never raises for client behaviour."""
+    def start(self, channel: str, since: object = None, epoch: object = None) -> None:
+        """Welcome the client and join ``channel``; its messages wait until that is done."""
         node = self.node
         node.sessions[self.id] = self
         node.stats.connections_opened += 1
         log.info(
             "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
         )
-        try:
-            if node.draining:
-                await self.close(CloseCode.GOING_AWAY, "server shutting down")
-                return
-            if not is_valid_channel(channel):
-                await self.close(
-                    CloseCode.INVALID_CHANNEL, f"invalid channel name; names are {CHANNEL_RULES}"
-                )
-                return
-            if not self.identity.may_join(channel):
-                await self.close(CloseCode.POLICY_VIOLATION, "forbidden: this channel")
-                return
-            self.primary = channel
-            self._watch_expiry()
-            self.send(protocol.welcome(channel, self.id, self.user))
-            try:
-                recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
-            except ProtocolError as exc:
-                self._error(exc.code, exc.message, channel)
-                recovery = (None, None)
-            if not await self._join(channel, *recovery):
-                await self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
-                return
-            await self._read_loop()
-        finally:
-            if self._expiry is not None:
-                self._expiry.cancel()
-            # Nothing more can reach the client once its reader has ended; stop queuing first,
-            # so leave notices do not try to write to a closed transport.
-            self.outbound.flush()
-            self.outbound.close()
-            # Sanic cancels the handler when the peer goes away, possibly in the middle of this
-            # cleanup; run it as its own task so a member is never left behind in a channel.
-            cleanup = node.track(asyncio.ensure_future(self._cleanup()))
-            await asyncio.shield(cleanup)
+        self._task = asyncio.ensure_future(self._work(self._open(channel, since, epoch)))
+        self.conn.attach(self)
 
-    async def _cleanup(self) -> None:
+    async def _open(self, channel: str, since: object, epoch: object) -> None:
+        if self.node.draining:
+            self.close(CloseCode.GOING_AWAY, "server shutting down")
+            return
+        if not is_valid_channel(channel):
+            self.close(
+                CloseCode.INVALID_CHANNEL, f"invalid channel name; names are {CHANNEL_RULES}"
+            )
+            return
+        if not self.identity.may_join(channel):
+            self.close(CloseCode.POLICY_VIOLATION, "forbidden: this channel")
+            return
+        self.primary = channel
+        self._watch_expiry()
+        self.send(protocol.welcome(channel, self.id, self.user))
         try:
+            recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message, channel)
+            recovery = (None, None)
+        if not await self._join(channel, *recovery):
+            self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
+
+    def receive(self, message: str | bytes) -> None:
+        """A client message: handle it after those before it."""
+        if self._ended or self.close_code is not None:
+            return
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(message)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._work(None))
+        elif len(self._inbox) >= INBOX_LIMIT and not self._paused:
+            self._paused = True  # a client sending faster than it is served waits in TCP
+            self.conn.pause_reading()
+
+    async def _work(self, opening: Coroutine[object, object, None] | None) -> None:
+        try:
+            if opening is not None:
+                await opening
+            inbox = self._inbox
+            while inbox and self.close_code is None and not self._ended:
+                message = inbox.popleft()
+                if self._paused and len(inbox) <= INBOX_LIMIT // 2:
+                    self._paused = False
+                    self.conn.resume_reading()
+                await self._handle(message)
+        except Exception:
+            log.exception("client=%s: handling a message failed; closing", self.id)
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            if asyncio.current_task() is self._task:
+                self._task = None
+                if not self._inbox:
+                    self._inbox = None
+
+    def connection_lost(self) -> None:
+        """The connection is gone: stop, then leave every channel (in a task of its own)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._inbox = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        # Nothing more can reach the client; stop queuing first, so leave notices do not try to
+        # write to a closed transport.
+        self.outbound.flush()
+        self.outbound.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        self.node.track(asyncio.ensure_future(self._cleanup(task)))
+
+    async def _cleanup(self, task: asyncio.Task[None] | None) -> None:
+        try:
+            await cancel_and_wait(task)
             await self._leave_all()
         finally:
             self.node.sessions.pop(self.id, None)
@@ -144,20 +221,26 @@ class Session:
             observe = self.node.stats.observe_high_water
             if observe is not None:
                 observe(self.outbound.high_water)
-            code = self.close_code or getattr(self.ws.ws_proto, "close_rcvd", None)
-            log.info("close client=%s user=%r code=%s", self.id, self.user, _code_of(code))
-            self.finished.set()
+            code = self.close_code or self.conn.close_received
+            log.info("close client=%s user=%r code=%s", self.id, self.user, code)
+            self._done = True
+            if self._finished is not None and not self._finished.done():
+                self._finished.set_result(None)
 
-    async def close(self, code: int, reason: str) -> None:
-        """Flush what is queued, then close with ``code``; drop the socket if that stalls."""
+    async def wait_finished(self) -> None:
+        """Until the connection is gone and the session has left every channel."""
+        if self._done:
+            return
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._finished)
+
+    def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, then close with ``code``; the socket is dropped if that stalls."""
         if self.close_code is None:
             self.close_code = code
         self.outbound.flush()
-        try:
-            async with asyncio.timeout(self.node.config.close_timeout):
-                await self.ws.close(code, reason)
-        except TimeoutError:
-            self._transport.abort()
+        self.conn.close(code, reason)
 
     def send(self, body: bytes) -> None:
         """Queue one server message (encoded JSON) for this client."""
@@ -165,30 +248,22 @@ class Session:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    async def _handle(self, raw: str | bytes) -> None:
+        self.node.stats.client_messages += 1
+        if self._bucket is not None and not self._within_rate(self._bucket):
+            return
+        if not isinstance(raw, str):
+            self._error(
+                ErrorCode.BINARY_NOT_SUPPORTED,
+                "Binary frames are not supported; send JSON text frames",
+            )
+            return
         try:
-            async for raw in self.ws:
-                if raw is None:
-                    break
-                self.node.stats.client_messages += 1
-                if self._bucket is not None and not await self._within_rate(self._bucket):
-                    if self.close_code is not None:
-                        break
-                    continue
-                if not isinstance(raw, str):
-                    self._error(
-                        ErrorCode.BINARY_NOT_SUPPORTED,
-                        "Binary frames are not supported; send JSON text frames",
-                    )
-                    continue
-                try:
-                    command = protocol.parse_frame(raw)
-                except ProtocolError as exc:
-                    self._error(exc.code, exc.message, exc.channel)
-                    continue
-                await self._dispatch(command)
-        except ConnectionClosed:
-            pass
+            command = protocol.parse_frame(raw)
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message, exc.channel)
+            return
+        await self._dispatch(command)
 
     async def _dispatch(self, command: protocol.Command) -> None:
         match command:
@@ -276,7 +351,7 @@ class Session:
     def _error(self, code: str, message: str, channel: str | None = None, **extra: object) -> None:
         self.send(protocol.error(code, message, channel, **extra))
 
-    async def _within_rate(self, bucket: TokenBucket) -> bool:
+    def _within_rate(self, bucket: TokenBucket) -> bool:
         """Take a token from the connection's bucket; answer (and maybe close) when empty."""
         wait = bucket.take(time.monotonic())
         if wait <= 0:
@@ -286,7 +361,7 @@ class Session:
         limit = self.node.config.rate_limit_violations
         if limit and self._violations >= limit:
             log.info("client=%s closed after %d rate-limit violations", self.id, self._violations)
-            await self.close(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
+            self.close(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
             return False
         self._error(
             ErrorCode.RATE_LIMITED,
@@ -303,8 +378,7 @@ class Session:
 
     def _expired(self) -> None:
         log.info("client=%s: credential expired", self.id)
-        task = asyncio.ensure_future(self.close(CloseCode.TOKEN_EXPIRED, "token expired"))
-        self.node.track(task)
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -396,22 +470,4 @@ class Session:
             self.user,
             self.outbound.limit,
         )
-        transport = self._transport
-        ws_proto = self.ws.ws_proto
-        if ws_proto.state is State.OPEN and not transport.is_closing():
-            ws_proto.send_close(CloseCode.SLOW_CONSUMER, "slow consumer")
-            for chunk in ws_proto.data_to_send():
-                if chunk:
-                    transport.write(chunk)
-        asyncio.get_running_loop().call_later(
-            self.node.config.close_timeout, _abort_if_open, transport
-        )
-
-
-def _abort_if_open(transport: asyncio.WriteTransport) -> None:
-    if not transport.is_closing():
-        transport.abort()
-
-
-def _code_of(code: object) -> object:
-    return getattr(code, "code", code)
+        self.conn.close(CloseCode.SLOW_CONSUMER, "slow consumer")

@@ -7,6 +7,7 @@ subscriptions) while real WebSocket clients talk to it over TCP. Tests that need
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 
 from sanic import Sanic
 from sanic.server.async_server import AsyncioServer
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
 from sanic_feeds import FeedsConfig
 from sanic_feeds.brokers import MemoryBus
@@ -50,9 +52,17 @@ class LocalServer:
 
 @asynccontextmanager
 async def local_server(
-    config: FeedsConfig | None = None, *, bus: MemoryBus | None = None, **settings: Any
+    config: FeedsConfig | None = None,
+    *,
+    bus: MemoryBus | None = None,
+    protocol: type[WebSocketProtocol] = FeedsWebSocketProtocol,
+    **settings: Any,
 ) -> AsyncIterator[LocalServer]:
-    """Run a feeds server on a free port for the duration of the ``async with`` block."""
+    """Run a feeds server on a free port for the duration of the ``async with`` block.
+
+    ``protocol``: the standalone server's class by default (feed sockets on the lean
+    ``FeedSocket``); Sanic's own ``WebSocketProtocol`` for apps that keep Sanic's default.
+    """
     app: Sanic[Any, Any] = Sanic(f"feeds_test_{next(_names)}")
     app.config.MOTD = False
     # Sanic's touch-up recompiles its HTTP methods per app; the second app in one process then
@@ -66,7 +76,7 @@ async def local_server(
         port=port,
         return_asyncio_server=True,
         access_log=False,
-        protocol=FeedsWebSocketProtocol,
+        protocol=protocol,
     )
     assert server is not None
     await server.startup()
@@ -77,5 +87,6 @@ async def local_server(
     finally:
         await server.before_stop()
         await server.close()
-        await server.wait_closed()
+        async with asyncio.timeout(15):  # every connection must have ended by now
+            await server.wait_closed()
         await server.after_stop()
