@@ -1,0 +1,221 @@
+"""The lean /feed/ socket (connection.FeedSocket behind FeedsWebSocketProtocol) over real TCP,
+and the same server behaviour with Sanic's default WebSocket protocol (connection.SanicSocket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from sanic.request import Request
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from sanic_feeds.websocket_protocol import FeedsWebSocketProtocol
+from support.local_server import local_server
+from support.raw_ws import RawClient, close_code_of, masked_frame
+from support.stalled import StalledClient
+from support.ws import eventually, recv_json, recv_until
+
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+async def read_until_closed(ws: ClientConnection) -> None:
+    async with asyncio.timeout(5):
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv()
+
+
+def of_type(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda message: message.get("type") == kind
+
+
+def chat(message: object) -> bytes:
+    return orjson.dumps({"type": "chat", "message": message})
+
+
+async def next_json(client: RawClient, kind: str) -> dict[str, object]:
+    """The next text message of type ``kind`` (skipping others)."""
+    for _ in range(50):
+        payload = await client.read_until(TEXT)
+        message = orjson.loads(payload)
+        if message["type"] == kind:
+            return dict(message)
+    raise AssertionError(f"no {kind} message")
+
+
+async def test_frames_pipelined_with_the_handshake_are_not_lost() -> None:
+    """A client that sends frames right behind its upgrade request: they count."""
+    async with local_server(join_leave=False) as server:
+        client = await RawClient.connect(
+            server.port, "/feed/pipe", pipelined=masked_frame(0x81, chat("early"))
+        )
+        try:
+            assert client.status == 101
+            assert (await next_json(client, "system"))["channel"] == "pipe"
+            assert (await next_json(client, "chat"))["message"] == "early"
+        finally:
+            client.abort()
+
+
+async def test_ping_gets_its_pong_and_fragments_make_one_message() -> None:
+    async with local_server(join_leave=False) as server:
+        client = await RawClient.connect(server.port, "/feed/frag")
+        try:
+            await next_json(client, "system")
+            await client.send(0x89, b"are you there")
+            assert await client.read_until(PONG) == b"are you there"
+            whole = chat("split in three")
+            await client.send(0x01, whole[:5])  # text, not final
+            await client.send(0x89, b"in between")  # a control frame may come between
+            await client.send(0x00, whole[5:12])  # continuation
+            await client.send(0x80, whole[12:])  # final continuation
+            assert (await next_json(client, "chat"))["message"] == "split in three"
+        finally:
+            client.abort()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (masked_frame(0x81, b"{}", mask=False), 1002),  # clients must mask
+        (masked_frame(0x83, b""), 1002),  # unknown opcode
+        (masked_frame(0x81, b"\xff\xfe"), 1007),  # invalid UTF-8
+        (masked_frame(0x81, b"x" * 2000), 1009),  # over max_message_size
+    ],
+    ids=["unmasked", "bad-opcode", "bad-utf8", "too-big"],
+)
+async def test_protocol_violations_close_with_their_code_and_spare_the_others(
+    frame: bytes, code: int
+) -> None:
+    async with local_server(join_leave=False, max_message_size=1024) as server:
+        async with connect(server.ws_url("room")) as other:
+            await recv_json(other)
+            client = await RawClient.connect(server.port, "/feed/room")
+            try:
+                await next_json(client, "system")
+                client.writer.write(frame)
+                assert close_code_of(await client.read_until(CLOSE)) == code
+                await client.read_eof()
+            finally:
+                client.abort()
+            await other.send(chat("still here").decode())
+            assert (await recv_until(other, of_type("chat")))["message"] == "still here"
+            await eventually(lambda: len(server.node.sessions) == 1, timeout=5)
+
+
+async def test_close_handshake_from_the_client() -> None:
+    """The server answers a close with the same code and ends the TCP connection."""
+    async with local_server(join_leave=False) as server:
+        client = await RawClient.connect(server.port, "/feed/bye")
+        try:
+            await next_json(client, "system")
+            await client.send(0x88, (4000).to_bytes(2, "big") + b"done")
+            assert close_code_of(await client.read_until(CLOSE)) == 4000
+            await client.read_eof()
+        finally:
+            client.abort()
+        await eventually(lambda: not server.node.sessions, timeout=5)
+
+
+async def test_keepalive_pings_idle_clients_and_drops_silent_ones() -> None:
+    """An idle client that answers pings stays; one that ignores them is closed with 1011."""
+    async with local_server(join_leave=False, ping_interval=0.2, ping_timeout=0.2) as server:
+        async with connect(server.ws_url("idle"), ping_interval=None) as polite:
+            await recv_json(polite)
+            deaf = await RawClient.connect(server.port, "/feed/idle")
+            try:
+                await next_json(deaf, "system")
+                assert await deaf.read_until(PING, timeout=3) == b""
+                # It never answers: closed with 1011 once the ping has gone unanswered.
+                assert close_code_of(await deaf.read_until(CLOSE, timeout=3)) == 1011
+            finally:
+                deaf.abort()
+            await eventually(lambda: len(server.node.sessions) == 1, timeout=5)
+            await asyncio.sleep(1.0)  # five intervals: the polite one answered every ping
+            await polite.send(chat("alive").decode())
+            assert (await recv_until(polite, of_type("chat")))["message"] == "alive"
+
+
+async def test_sanic_lets_go_of_feed_sockets() -> None:
+    """Once a feed socket has joined, no Sanic request or protocol object is kept for it."""
+    gc.collect()
+
+    def alive(kind: type) -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, kind))
+
+    async with local_server(join_leave=False) as server:
+        clients = [await connect(server.ws_url("mem")) for _ in range(20)]
+        try:
+            for ws in clients:
+                await recv_json(ws)
+            gc.collect()
+            assert len(server.node.sessions) == 20
+            assert alive(Request) <= 1  # none per socket (at most a request in flight)
+            assert alive(FeedsWebSocketProtocol) <= 1
+        finally:
+            for ws in clients:
+                await ws.close()
+
+
+# -- Sanic's default protocol class (apps that do not pass protocol=FeedsWebSocketProtocol) -----
+
+
+async def test_default_sanic_protocol_chat_presence_and_cleanup(broker_url: str) -> None:
+    async with local_server(
+        broker=broker_url, join_leave=True, protocol=WebSocketProtocol
+    ) as server:
+        async with connect(server.ws_url("plain")) as a, connect(server.ws_url("plain")) as b:
+            await recv_json(a)
+            await recv_json(b)
+            await a.send(chat("hello").decode())
+            for ws in (a, b):
+                assert (await recv_until(ws, of_type("chat")))["message"] == "hello"
+            await b.send('{"type": "presence"}')
+            assert len((await recv_until(b, of_type("presence")))["clients"]) == 2
+            await b.send("not json")
+            assert (await recv_until(b, of_type("error")))["code"] == "invalid_json"
+        await eventually(lambda: not server.node.sessions and not server.node.hub.rooms(), 5)
+
+
+async def test_default_sanic_protocol_slow_consumer_and_rate_limit() -> None:
+    async with local_server(
+        join_leave=False,
+        protocol=WebSocketProtocol,
+        client_buffer=64 * 1024,
+        close_timeout=0.5,
+        rate_limit="5/60",
+        rate_limit_violations=2,
+    ) as server:
+        stalled = await StalledClient.connect(server.port, "/feed/flood")
+        try:
+            for n in range(300):
+                await server.feeds.publish("flood", "x" * 1000 + str(n))
+            data = await stalled.read_all(timeout=5)
+            assert b"\x88" in data and (4001).to_bytes(2, "big") in data
+        finally:
+            stalled.close()
+        async with connect(server.ws_url("limits")) as ws:
+            await recv_json(ws)
+            with contextlib.suppress(ConnectionClosed):
+                for n in range(20):
+                    await ws.send(chat(n).decode())
+                    await asyncio.sleep(0.01)
+            await read_until_closed(ws)
+            assert ws.close_code == 4429
+        await eventually(lambda: not server.node.sessions, timeout=5)
+
+
+async def test_default_sanic_protocol_shutdown_closes_with_1001() -> None:
+    async with local_server(join_leave=False, protocol=WebSocketProtocol) as server:
+        ws = await connect(server.ws_url("down"))
+        await recv_json(ws)
+        await server.node.drain()
+        await read_until_closed(ws)
+        assert ws.close_code == 1001
