@@ -14,14 +14,25 @@ from dataclasses import dataclass, field
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-_STAMP = re.compile(rb'"message":"(\d+) (\d+) ')
+# Matches the text "<seq> <send time ns> xxx..." inside any server's frame: plain, inside our
+# JSON, or inside a Socket.IO event (where the quote before it is escaped).
+_STAMP = re.compile(rb'"(\d+) (\d+) x')
 MESSAGE_SIZE = 128
 
+FEEDS = "feeds"
+"""Dialect of servers that take and broadcast plain text frames (sanic-feeds and most baselines)."""
+SOCKETIO = "socketio"
+"""Dialect of the python-socketio server: Engine.IO 4 packets, a ``join`` event per client."""
 
-def message(seq: int) -> bytes:
-    """A 128-byte chat frame carrying ``seq`` and the send time (ns)."""
-    head = b'{"type":"chat","message":"%d %d ' % (seq, time.perf_counter_ns())
-    return head + b"x" * (MESSAGE_SIZE - len(head) - 2) + b'"}'
+
+def message(seq: int, dialect: str = FEEDS) -> bytes:
+    """A 128-byte frame carrying ``seq`` and the send time (ns), as a chat of ``dialect``."""
+    stamp = b"%d %d " % (seq, time.perf_counter_ns())
+    if dialect == SOCKETIO:
+        head, tail = b'42["chat","' + stamp, b'"]'
+    else:
+        head, tail = b'{"type":"chat","message":"' + stamp, b'"}'
+    return head + b"x" * (MESSAGE_SIZE - len(head) - len(tail)) + tail
 
 
 @dataclass
@@ -37,16 +48,20 @@ class Tally:
 
 
 class Subscriber(WSListener):
-    def __init__(self, tally: Tally, stalled: bool = False) -> None:
+    def __init__(
+        self, tally: Tally, stalled: bool = False, dialect: str = FEEDS, room: str = ""
+    ) -> None:
         self.tally = tally
         self.stalled = stalled
+        self.dialect = dialect
+        self.room = room
         self.transport: WSTransport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        if self.stalled:
+        if self.stalled and self.dialect != SOCKETIO:
             transport.underlying_transport.pause_reading()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -56,12 +71,16 @@ class Subscriber(WSListener):
         if frame.msg_type != WSMsgType.TEXT:
             return
         payload = frame.get_payload_as_bytes()
+        if self.dialect == SOCKETIO and self._engine_io(transport, payload):
+            return
         match = _STAMP.search(payload)
         tally = self.tally
         if match is None:
             if b'"system"' in payload:
                 tally.welcomed += 1
                 tally.changed.set()
+                if self.stalled:  # a Socket.IO client stops reading once it has joined
+                    transport.underlying_transport.pause_reading()
             return
         if not tally.record:
             return
@@ -71,26 +90,57 @@ class Subscriber(WSListener):
         tally.latencies_ns.append(time.perf_counter_ns() - int(match.group(2)))
         tally.changed.set()
 
+    def _engine_io(self, transport: WSTransport, payload: bytes) -> bool:
+        """Answer Engine.IO/Socket.IO control packets; True when ``payload`` was one."""
+        if payload.startswith(b"0{"):  # open: connect to the default namespace
+            transport.send(WSMsgType.TEXT, b"40")
+        elif payload.startswith(b"40"):  # connected: join the room
+            transport.send(WSMsgType.TEXT, b'42["join","%s"]' % self.room.encode())
+        elif payload == b"2":  # ping
+            transport.send(WSMsgType.TEXT, b"3")
+        else:
+            return False
+        return True
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
 
 async def open_clients(
-    url: str, count: int, tally: Tally, *, parallel: int = 200, stalled: int = 0
+    url: str,
+    count: int,
+    tally: Tally,
+    *,
+    parallel: int = 200,
+    stalled: int = 0,
+    dialect: str = FEEDS,
+    room: str = "",
 ) -> list[Subscriber]:
-    """Connect ``count`` subscribers (the first ``stalled`` never read)."""
+    """Connect ``count`` subscribers (the first ``stalled`` never read).
+
+    Socket.IO clients join their room after connecting: wait until every one has been told it
+    joined (bounded), so that a measurement never starts with members missing.
+    """
     clients: list[Subscriber] = []
     semaphore = asyncio.Semaphore(parallel)
+    welcomed = tally.welcomed
 
     async def one(index: int) -> None:
         async with semaphore:
             _, client = await ws_connect(
-                lambda: Subscriber(tally, stalled=index < stalled), url, max_frame_size=1 << 20
+                lambda: Subscriber(tally, index < stalled, dialect, room),
+                url,
+                max_frame_size=1 << 20,
             )
             clients.append(client)  # type: ignore[arg-type]
 
     await asyncio.gather(*(one(i) for i in range(count)))
+    if dialect == SOCKETIO:
+        async with asyncio.timeout(30):
+            while tally.welcomed - welcomed < count:
+                tally.changed.clear()
+                await tally.changed.wait()
     return clients
 
 

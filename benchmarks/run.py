@@ -26,6 +26,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from loadgen import (  # noqa: E402  (after the path tweak)
+    FEEDS,
+    SOCKETIO,
     Tally,
     close_all,
     message,
@@ -79,17 +82,68 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-SERVERS: dict[str, Callable[[int, str], list[str]]] = {
-    "sanic-feeds": lambda port, broker: [
+@dataclass(frozen=True)
+class Server:
+    """How to start one server under test and talk to it."""
+
+    argv: Callable[[int, str], list[str]]
+    dialect: str = FEEDS
+    needs: Callable[[], str | None] = lambda: None
+    """Why it cannot run here (a missing runtime or package), or None."""
+
+    def url(self, port: int, path: str) -> str:
+        if self.dialect == SOCKETIO:
+            return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        return f"ws://127.0.0.1:{port}{path}"
+
+
+def _python_socketio() -> str | None:
+    try:
+        __import__("socketio")
+        __import__("aiohttp")
+    except ImportError:
+        return "python-socketio or aiohttp not installed (pip install -e '.[bench]')"
+    return None
+
+
+NODE_WS = HERE / "servers" / "node_ws"
+
+
+def _node_ws() -> str | None:
+    """Node.js and the `ws` package: installed from the lock file on first use."""
+    if shutil.which("node") is None:
+        return "node not on PATH"
+    if not (NODE_WS / "node_modules" / "ws").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            return "npm not on PATH"
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_WS, capture_output=True, timeout=300
+        )
+        if done.returncode:
+            return f"npm ci failed: {done.stderr.decode()[-300:]}"
+    return None
+
+
+SERVERS: dict[str, Server] = {
+    "sanic-feeds": Server(lambda port, broker: [
         PY, "-m", "sanic_feeds", "serve", "--port", str(port), "--broker", broker,
         "--join-leave", "off", "--log-level", "WARNING", "--client-buffer", "4MiB",
-    ],
-    "websockets.broadcast": lambda port, broker: [
+    ]),
+    "websockets.broadcast": Server(lambda port, broker: [
         PY, str(HERE / "servers" / "websockets_broadcast.py"), str(port)
-    ],
-    "naive sanic loop": lambda port, broker: [
+    ]),
+    "naive sanic loop": Server(lambda port, broker: [
         PY, str(HERE / "servers" / "naive_sanic.py"), str(port)
-    ],
+    ]),
+    "python-socketio": Server(
+        lambda port, broker: [PY, str(HERE / "servers" / "socketio_room.py"), str(port), broker],
+        SOCKETIO,
+        _python_socketio,
+    ),
+    "node ws": Server(
+        lambda port, broker: ["node", str(NODE_WS / "server.js"), str(port)], FEEDS, _node_ws
+    ),
 }  # fmt: skip
 URL_PATH = "/feed/bench"
 
@@ -97,7 +151,7 @@ URL_PATH = "/feed/bench"
 @contextmanager
 def server(name: str, broker: str = "memory://") -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    argv = SERVERS[name](port, broker)
+    argv = SERVERS[name].argv(port, broker)
     if shutil.which("taskset"):
         argv = ["taskset", "-c", SERVER_CPU, *argv]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -127,6 +181,7 @@ def server(name: str, broker: str = "memory://") -> Iterator[tuple[subprocess.Po
 
 
 async def fanout(
+    kind: Server,
     ports: list[int],
     pids: list[int],
     subscribers: int,
@@ -153,9 +208,16 @@ async def fanout(
         for n, port in enumerate(ports):
             share = subscribers // len(ports) + (1 if n < subscribers % len(ports) else 0)
             clients += await open_clients(
-                f"ws://127.0.0.1:{port}{path}", share, tally, stalled=stalled if n == 0 else 0
+                kind.url(port, path),
+                share,
+                tally,
+                stalled=stalled if n == 0 else 0,
+                dialect=kind.dialect,
+                room=path,
             )
-        publishers += await open_clients(f"ws://127.0.0.1:{ports[0]}{path}", 1, Tally())
+        publishers += await open_clients(
+            kind.url(ports[0], path), 1, Tally(), dialect=kind.dialect, room=path
+        )
     await asyncio.sleep(0.5)
     everyone = subscribers - stalled
     loop = asyncio.get_running_loop()
@@ -181,7 +243,7 @@ async def fanout(
                 await asyncio.sleep(max(0.0, started + seq / rate - loop.time()))
             transport = publishers[seq % channels].transport
             assert transport is not None
-            transport.send(1, message(seq))  # 1: text frame
+            transport.send(1, message(seq, kind.dialect))  # 1: text frame
             seq += 1
         return seq, loop.time() - started
 
@@ -219,14 +281,17 @@ def channel_path(index: int, channels: int) -> str:
     return URL_PATH if channels == 1 else f"{URL_PATH}-{index}"
 
 
-async def idle(port: int, pid: int, count: int) -> dict[str, float]:
+async def idle(kind: Server, port: int, pid: int, count: int) -> dict[str, float]:
     """RSS per idle connection, and how long ``count`` connections take to be joined."""
     tally = Tally()
-    warm = await open_clients(f"ws://127.0.0.1:{port}{URL_PATH}", 20, tally)
+    url = kind.url(port, URL_PATH)
+    warm = await open_clients(url, 20, tally, dialect=kind.dialect, room=URL_PATH)
     await asyncio.sleep(0.5)
     before = rss_kib(pid)
     started = time.perf_counter()
-    clients = await open_clients(f"ws://127.0.0.1:{port}{URL_PATH}", count, tally, parallel=100)
+    clients = await open_clients(
+        url, count, tally, parallel=100, dialect=kind.dialect, room=URL_PATH
+    )
     connected = time.perf_counter() - started
     await asyncio.sleep(1.0)
     after = rss_kib(pid)
@@ -282,7 +347,7 @@ def on_one(size: int, rate: float | None, *, channels: int = 1, stalled: int = 0
             return await repeat(
                 reps,
                 lambda: fanout(
-                    [port], [proc.pid], size, seconds=seconds, rate=rate,
+                    SERVERS[name], [port], [proc.pid], size, seconds=seconds, rate=rate,
                     channels=channels, stalled=stalled,
                 ),
             )  # fmt: skip
@@ -291,20 +356,24 @@ def on_one(size: int, rate: float | None, *, channels: int = 1, stalled: int = 0
 
 
 async def on_redis(name: str, reps: int, seconds: float, _idle: int) -> dict[str, float] | None:
-    if name != "sanic-feeds":
+    """Two instances on one private Redis, subscribers split between them."""
+    if name not in ("sanic-feeds", "python-socketio"):  # the others have no broker
         return None
     with private_redis() as url:
         if url is None:
             return None
         with server(name, url) as (a, pa), server(name, url) as (b, pb):
             return await repeat(
-                reps, lambda: fanout([pa, pb], [a.pid, b.pid], 1000, seconds=seconds, rate=None)
+                reps,
+                lambda: fanout(
+                    SERVERS[name], [pa, pb], [a.pid, b.pid], 1000, seconds=seconds, rate=None
+                ),
             )
 
 
 async def on_idle(name: str, reps: int, seconds: float, count: int) -> dict[str, float] | None:
     with server(name) as (proc, port):
-        return await idle(port, proc.pid, count)
+        return await idle(SERVERS[name], port, proc.pid, count)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -325,7 +394,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     reps = 1 if args.quick else args.repeat
     idle_count = 1000 if args.quick else 5000
     names = args.scenarios or (QUICK if args.quick else list(SCENARIOS))
-    servers = args.servers or list(SERVERS)
+    servers = []
+    for name in args.servers or list(SERVERS):
+        missing = SERVERS[name].needs()
+        if missing is None:
+            servers.append(name)
+        else:
+            print(f"skipping {name}: {missing}", file=sys.stderr)
     results: dict[str, Any] = {name: {} for name in servers}
     for scenario in names:
         for name in servers:

@@ -1,5 +1,5 @@
-"""Baseline: the seeds' pattern on Sanic. One in-memory room, and for every message received,
-``for ws in room: await ws.send(msg)``: serial, awaited sends."""
+"""Baseline: the seeds' pattern on Sanic. An in-memory room per channel, and for every message
+received, ``for ws in room: await ws.send(msg)``: serial, awaited sends."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from sanic.server.websockets.impl import WebsocketImplProtocol
 
 app = Sanic("naive_room")
 app.config.MOTD = False
-room: set[WebsocketImplProtocol] = set()
+rooms: dict[str, set[WebsocketImplProtocol]] = {}
 
 
 @app.websocket("/feed/<channel>")
 async def feed(request: Request, ws: WebsocketImplProtocol, channel: str) -> None:
+    room = rooms.setdefault(channel, set())
     room.add(ws)
     try:
         async for message in ws:

@@ -1,5 +1,5 @@
 """Baseline: the ``websockets`` library's own server and ``broadcast()`` (the practical Python
-bar: frames each message once and never waits for a slow client)."""
+bar: frames each message once and never waits for a slow client). A room per path."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-room: set[ServerConnection] = set()
+rooms: dict[str, set[ServerConnection]] = {}
 
 
 async def handler(ws: ServerConnection) -> None:
+    name = ws.request.path if ws.request is not None else "/"
+    room = rooms.setdefault(name, set())
     room.add(ws)
     try:
         async for message in ws:

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from sanic_feeds import Feeds, FeedsConfig, create_app
+    from sanic_feeds import Feeds, FeedsConfig, FeedsWebSocketProtocol, create_app
 
 See docs/ for the protocol, configuration, deployment and architecture.
 """
@@ -21,6 +21,7 @@ __all__ = [
     "Feeds",
     "FeedsConfig",
     "FeedsError",
+    "FeedsWebSocketProtocol",
     "ProtocolError",
     "__version__",
     "create_app",
@@ -34,6 +35,10 @@ def __getattr__(name: str) -> object:
         from .extension import Feeds
 
         return Feeds
+    if name == "FeedsWebSocketProtocol":
+        from .websocket_protocol import FeedsWebSocketProtocol
+
+        return FeedsWebSocketProtocol
     if name == "create_app":
         from .app import create_app
 
