@@ -132,6 +132,8 @@ async def open_clients(
                 lambda: Subscriber(tally, index < stalled, dialect, room),
                 url,
                 max_frame_size=1 << 20,
+                # Slow servers (python-socketio) queue thousands of handshakes: be patient.
+                websocket_handshake_timeout=60,
             )
             clients.append(client)  # type: ignore[arg-type]
 

@@ -404,10 +404,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {name: {} for name in servers}
     for scenario in names:
         for name in servers:
-            found = await SCENARIOS[scenario](name, reps, seconds, idle_count)
+            try:
+                found = await SCENARIOS[scenario](name, reps, seconds, idle_count)
+            except Exception as exc:  # one server failing a point must not lose the others
+                print(f"{scenario} on {name} failed: {exc!r}", file=sys.stderr)
+                continue
             if found is not None:
                 results[name][scenario] = found
         print(f"done: {scenario}", file=sys.stderr)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))  # partial results survive a crash
     return results
 
 

@@ -251,3 +251,38 @@ async def test_delivery_resumes_after_redis_restart(
             await eventually(delivered, timeout=20, interval=0.2)
             await ws.send(orjson.dumps({"type": "ping"}).decode())
             await recv_until(ws, lambda m: m["type"] == "pong")
+
+
+def publish_calls(redis_server: RedisServer) -> int:
+    """PUBLISH commands Redis has run since the last CONFIG RESETSTAT."""
+    info = redis_server.command("INFO", "commandstats").decode()
+    for line in info.splitlines():
+        if line.startswith("cmdstat_publish:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_join_and_leave_notices_cost_one_publish_each_not_one_per_member(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """N members joining and leaving: 2N notices through Redis, fanned out on the node (the
+    seeds published per member)."""
+    members = 30
+    async with local_server(
+        broker=redis_url, join_leave=True, broker_probe_interval=600, broker_probe_timeout=600
+    ) as server:
+        assert redis_server.command("CONFIG", "RESETSTAT") == b"+OK\r\n"
+        clients = []
+        for _ in range(members):
+            ws = await connect(server.ws_url("crowd"), max_queue=None)
+            await recv_json(ws)
+            clients.append(ws)
+        # Each join's notice reaches every member already there: about members^2 / 2 deliveries.
+        notices = members * (members - 1) // 2
+        await eventually(lambda: server.node.hub.deliveries >= notices, timeout=5)
+        assert publish_calls(redis_server) <= members + 1
+        for ws in clients:
+            await ws.close()
+        await eventually(lambda: not server.node.sessions, timeout=10)
+        publishes = publish_calls(redis_server)
+        assert 2 * members <= publishes <= 2 * members + 2, publishes

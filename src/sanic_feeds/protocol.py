@@ -58,6 +58,8 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     """Server shutting down or restarting: reconnect (with backoff)."""
+    PROTOCOL_ERROR = 1002
+    """The client broke RFC 6455 (closed by the WebSocket layer itself)."""
     INVALID_PAYLOAD = 1007
     """A text frame that is not valid UTF-8 (closed by the WebSocket layer itself)."""
     POLICY_VIOLATION = 1008
