@@ -342,3 +342,97 @@ async def test_send_after_direct_flush_is_still_flushed(flusher: Flusher) -> Non
     await next_turns()
     assert transport.writes == [b"a", b"b"]
     assert outbound.frames_sent == 2
+
+
+# -- gathering under load, sliced passes ---------------------------------------------------------
+
+
+class SteppingClock:
+    """A loop whose clock moves ``step`` seconds each time it is read (a slow machine)."""
+
+    def __init__(self, step: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.now = 0.0
+        self.step = step
+
+    def time(self) -> float:
+        self.now += self.step
+        return self.now
+
+    def call_soon(self, callback: Callable[[], object]) -> asyncio.Handle:
+        return self.loop.call_soon(callback)
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback)
+
+
+async def test_quiet_flusher_writes_on_the_next_turn_busy_one_gathers() -> None:
+    flusher = Flusher(asyncio.get_running_loop(), interval=0.05)
+    outbound, transport, _ = make(flusher)
+    outbound.send(b"a")
+    await next_turns()
+    assert transport.writes == [b"a"]  # quiet: no wait
+    outbound.send(b"b")
+    await next_turns()
+    assert transport.writes == [b"a"]  # busy (flushed just now): waits the interval
+    outbound.send(b"c")
+    await asyncio.sleep(0.1)
+    assert transport.writes == [b"a", b"bc"]  # ... and the two went out in one write
+
+
+async def test_waiting_stops_when_it_gathers_nothing_and_resumes_when_frames_pile_up() -> None:
+    flusher = Flusher(asyncio.get_running_loop(), interval=0.05)
+    conns = [make(flusher) for _ in range(10)]
+    for outbound, _, _ in conns:
+        outbound.send(b"first")
+    await next_turns()  # quiet pass
+    for outbound, _, _ in conns:
+        outbound.send(b"one each")  # busy: waited for, but one frame per connection
+    await asyncio.sleep(0.1)
+    assert flusher.waiting is False
+    for outbound, _, _ in conns:
+        outbound.send(b"no wait")
+    await next_turns()
+    assert all(t.writes[-1] == b"no wait" for _, t, _ in conns)  # written on the next turn
+    for outbound, _, _ in conns:
+        outbound.send(b"x")
+        outbound.send(b"y")  # frames pile up even without waiting
+    await next_turns()
+    assert flusher.waiting is True
+
+
+async def test_waiting_is_probed_again_after_many_passes() -> None:
+    flusher = Flusher(asyncio.get_running_loop(), interval=0.05)
+    flusher.waiting = False
+    outbound, transport, _ = make(flusher)
+    for n in range(40):
+        outbound.send(b"%d" % n)
+        await next_turns()
+        if flusher.waiting:
+            break
+    assert flusher.waiting, "waiting is tried again after PROBE_EVERY busy passes"
+    assert len(transport.writes) < 40
+
+
+async def test_a_long_pass_is_written_in_slices_and_late_frames_join_unwritten_connections() -> (
+    None
+):
+    clock = SteppingClock(step=0.0005)  # every look at the clock: half a millisecond later
+    flusher = Flusher(cast(asyncio.AbstractEventLoop, clock))
+    conns = [make(flusher) for _ in range(200)]
+    for outbound, _, _ in conns:
+        outbound.send(b"m1")
+    await asyncio.sleep(0)  # exactly one slice runs
+    written = [bool(t.writes) for _, t, _ in conns]
+    assert 0 < sum(written) < 200
+    first_unwritten = written.index(False)
+    for outbound, _, _ in conns:
+        outbound.send(b"m2")  # arrives during the pass
+    for _ in range(50):
+        await asyncio.sleep(0)
+    for n, (_, transport, _) in enumerate(conns):
+        if n < first_unwritten:
+            assert transport.writes == [b"m1", b"m2"]  # written before m2: next pass
+        else:
+            assert transport.writes == [b"m1m2"]  # m2 joined its write
+    assert flusher.frames == 400

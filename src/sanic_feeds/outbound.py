@@ -30,6 +30,12 @@ SLICE_SECONDS = 0.001
 SLICE_CHECK = 32
 """Writes between two looks at the clock during a pass."""
 
+GATHERED = 1.25
+"""Frames per write at or above which waiting for the interval is worth its latency."""
+
+PROBE_EVERY = 32
+"""Busy passes written without waiting before waiting is tried again."""
+
 
 class Flusher:
     """Collects connections with queued frames and flushes them all, at most every ``interval``.
@@ -45,18 +51,31 @@ class Flusher:
     that connection's write; connections already written wait for the next pass. Besides
     gathering where one pass takes longer than the interval, this keeps reads, pings and other
     channels' fan-outs going during a long pass.
+
+    Waiting only pays where messages meet connections: many messages to the same members. Where
+    a busy server's messages go to different members each (many small channels), a waited pass
+    still writes about one frame per connection, and the wait is pure latency. So a waited pass
+    that gathered fewer than ``GATHERED`` frames per write turns waiting off; passes then run on
+    the next loop turn, and waiting is turned back on when frames pile up on their own or, as a
+    probe, every ``PROBE_EVERY`` busy passes.
     """
 
     __slots__ = (
         "_at",
         "_dirty",
+        "_frames_at_start",
         "_interval",
         "_last",
         "_loop",
         "_pass",
         "_scheduled",
+        "_skipped",
         "_timer",
+        "_waited",
+        "_writes_at_start",
         "bytes_sent",
+        "frames",
+        "waiting",
         "writes",
     )
 
@@ -75,6 +94,14 @@ class Flusher:
         self.bytes_sent = 0
         """Bytes handed to transports by the flusher (for metrics)."""
         self.writes = 0
+        self.frames = 0
+        """Frames written (counted by ``Outbound.flush``)."""
+        self.waiting = True
+        """Whether busy passes wait for the interval (see the class docstring)."""
+        self._waited = False
+        self._skipped = 0
+        self._frames_at_start = 0
+        self._writes_at_start = 0
 
     def mark(self, outbound: Outbound) -> None:
         self._dirty.append(outbound)
@@ -91,8 +118,14 @@ class Flusher:
             self._loop.call_soon(self._run)
 
     def _schedule(self) -> None:
+        busy = self._interval and self._loop.time() - self._last < BUSY_INTERVALS * self._interval
+        if busy and not self.waiting:
+            self._skipped += 1
+            if self._skipped >= PROBE_EVERY:
+                self.waiting = True  # try again: the traffic may have changed
         # Busy (flushed within the last few intervals): gather for one interval.
-        if self._interval and self._loop.time() - self._last < BUSY_INTERVALS * self._interval:
+        self._waited = bool(busy and self.waiting)
+        if self._waited:
             self._timer = self._loop.call_later(self._interval, self._run)
         else:
             self._loop.call_soon(self._run)
@@ -102,6 +135,8 @@ class Flusher:
         if self._at >= len(self._pass):
             self._pass, self._dirty = self._dirty, []
             self._at = 0
+            self._frames_at_start = self.frames
+            self._writes_at_start = self.writes
         loop = self._loop
         work = self._pass
         deadline = loop.time() + SLICE_SECONDS
@@ -128,10 +163,23 @@ class Flusher:
         self._at = 0
         if self._interval:
             self._last = loop.time()
+            self._judge()
         if self._dirty:
             self._schedule()
         else:
             self._scheduled = False
+
+    def _judge(self) -> None:
+        """After a pass: was waiting worth it, or would it be?"""
+        writes = self.writes - self._writes_at_start
+        if not writes:
+            return
+        gathered = (self.frames - self._frames_at_start) / writes >= GATHERED
+        if self._waited and not gathered:
+            self.waiting = False
+            self._skipped = 0
+        elif not self._waited and gathered:
+            self.waiting = True
 
 
 class Outbound:
@@ -212,6 +260,7 @@ class Outbound:
             self._overflow()
             return 0
         self.frames_sent += len(pending)
+        self._flusher.frames += len(pending)
         self._drop()
         try:
             self._transport.write(data)

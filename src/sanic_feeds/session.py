@@ -189,10 +189,11 @@ class Session:
             log.exception("client=%s: handling a message failed; closing", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            if asyncio.current_task() is self._task:
-                self._task = None
-                if not self._inbox:
-                    self._inbox = None
+            # This is the session's only task: ``receive`` starts one only when there is none,
+            # and ``connection_lost`` has already let go of it when cancelling it.
+            self._task = None
+            if not self._inbox:
+                self._inbox = None
 
     def connection_lost(self) -> None:
         """The connection is gone: stop, then leave every channel (in a task of its own)."""
