@@ -233,10 +233,13 @@ async def fanout(
                 oldest = seq - window
                 while oldest >= 0 and tally.receipts.get(oldest, 0) < everyone:
                     tally.changed.clear()
+                    tally.waiting = True
                     try:
                         await asyncio.wait_for(tally.changed.wait(), max(end - loop.time(), 0.01))
                     except TimeoutError:
                         break
+                    finally:
+                        tally.waiting = False
                     if loop.time() >= end:
                         break
             else:
