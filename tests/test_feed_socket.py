@@ -18,6 +18,7 @@ from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from sanic_feeds.auth import Handshake, Identity, NoAuth
 from sanic_feeds.websocket_protocol import FeedsWebSocketProtocol
 from support.local_server import local_server
 from support.raw_ws import RawClient, close_code_of, masked_frame
@@ -62,6 +63,30 @@ async def test_frames_pipelined_with_the_handshake_are_not_lost() -> None:
             assert client.status == 101
             assert (await next_json(client, "system"))["channel"] == "pipe"
             assert (await next_json(client, "chat"))["message"] == "early"
+        finally:
+            client.abort()
+
+
+class SlowAuth(NoAuth):
+    """Takes its time, as a remote token check would."""
+
+    async def authenticate(self, handshake: Handshake) -> Identity:
+        await asyncio.sleep(0.3)
+        return await super().authenticate(handshake)
+
+
+async def test_messages_sent_during_authentication_wait_and_all_arrive_in_order() -> None:
+    """A client that pipelines a burst behind its handshake while the server is still checking
+    its credential: the socket holds some, stops reading, and loses nothing."""
+    count = 10_000  # about 450 KB: more than one read, so the pause matters
+    burst = b"".join(masked_frame(0x81, chat(n)) for n in range(count))
+    async with local_server(join_leave=False, authenticator=SlowAuth()) as server:
+        client = await RawClient.connect(server.port, "/feed/burst", pipelined=burst)
+        assert server.node.sessions == {}  # still authenticating
+        try:
+            await next_json(client, "system")
+            got = [(await next_json(client, "chat"))["message"] for _ in range(count)]
+            assert got == list(range(count))
         finally:
             client.abort()
 

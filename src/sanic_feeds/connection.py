@@ -69,6 +69,9 @@ class Connection(Protocol):
 
 OPEN, CLOSING, CLOSED = 0, 1, 2
 
+HOLD_LIMIT = 32
+"""Messages held before the session is attached; past it the socket stops reading until then."""
+
 
 class FeedSocket(asyncio.Protocol):
     """A server-side WebSocket connection on its own transport, driven by callbacks."""
@@ -76,6 +79,7 @@ class FeedSocket(asyncio.Protocol):
     __slots__ = (
         "_close_timeout",
         "_held",
+        "_held_paused",
         "_listener",
         "_pinged_at",
         "_reader",
@@ -95,6 +99,7 @@ class FeedSocket(asyncio.Protocol):
         self._listener: Listener | None = None
         self._held: list[str | bytes] | None = None
         """Messages that arrived before a listener was attached (during auth and join)."""
+        self._held_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._seen = True
         """Bytes arrived since the last keepalive sweep."""
@@ -106,6 +111,9 @@ class FeedSocket(asyncio.Protocol):
 
     def attach(self, listener: Listener) -> None:
         self._listener = listener
+        if self._held_paused:
+            self._held_paused = False
+            self.resume_reading()  # before handing over: the listener may pause it again
         held, self._held = self._held, None
         for message in held or ():
             listener.receive(message)
@@ -169,6 +177,9 @@ class FeedSocket(asyncio.Protocol):
                     self._held = [item]  # type: ignore[list-item]
                 else:
                     self._held.append(item)  # type: ignore[arg-type]
+                    if len(self._held) >= HOLD_LIMIT and not self._held_paused:
+                        self._held_paused = True
+                        self.pause_reading()
         failed = reader.failed
         if failed is not None and self.state == OPEN:
             # Fail the connection (RFC 6455 7.1.7): the close frame, then the TCP connection.
