@@ -1,7 +1,8 @@
 """Run every scenario against sanic-feeds and the baselines, in one run, and print ratios.
 
-    .venv/bin/python benchmarks/run.py            # full run (a few minutes)
-    .venv/bin/python benchmarks/run.py --quick    # one repetition, smaller sizes
+    .venv/bin/python benchmarks/run.py            # full run, 3 repetitions (about 30 minutes)
+    .venv/bin/python benchmarks/run.py --quick    # one repetition, fewer scenarios (about 3)
+    .venv/bin/python benchmarks/run.py --servers sanic-feeds "node ws" --scenarios idle
 
 The servers are pinned to CPU 0 and this process (the load generator, picows on uvloop) to CPU 1.
 The main figure is server CPU time per delivered message, read from /proc: on a 2-core machine
