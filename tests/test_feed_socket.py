@@ -91,6 +91,42 @@ async def test_messages_sent_during_authentication_wait_and_all_arrive_in_order(
             client.abort()
 
 
+@pytest.mark.parametrize("ending", ["close frame", "violation", "abort"])
+async def test_messages_sent_just_before_the_end_are_all_published(
+    ending: str, broker_url: str
+) -> None:
+    """Chats followed at once by a close frame, by a protocol violation, or by the connection
+    dropping: every chat the server received whole still reaches the other members."""
+    count = 50
+    burst = b"".join(masked_frame(0x81, chat(n)) for n in range(count))
+    tail = {
+        "close frame": masked_frame(0x88, (1000).to_bytes(2, "big")),
+        "violation": masked_frame(0x81, b"{}", mask=False),
+        "abort": b"",
+    }[ending]
+    async with local_server(broker=broker_url, join_leave=False) as server:
+        async with connect(server.ws_url("last"), max_queue=None) as other:
+            await recv_json(other)
+            client = await RawClient.connect(server.port, "/feed/last")
+            try:
+                await next_json(client, "system")
+                await eventually(lambda: len(server.node.sessions) == 2, timeout=5)
+                client.writer.write(burst + tail)
+                await client.writer.drain()
+                if ending == "abort":
+                    await asyncio.sleep(0.05)  # let the bytes arrive, then vanish
+            finally:
+                client.abort()
+            got = []
+            async with asyncio.timeout(5):
+                while len(got) < count:
+                    message = await recv_json(other)
+                    if message["type"] == "chat":
+                        got.append(message["message"])
+            assert got == list(range(count))
+            await eventually(lambda: len(server.node.sessions) == 1, timeout=10)
+
+
 async def test_ping_gets_its_pong_and_fragments_make_one_message() -> None:
     async with local_server(join_leave=False) as server:
         client = await RawClient.connect(server.port, "/feed/frag")

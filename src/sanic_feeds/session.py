@@ -179,7 +179,9 @@ class Session:
             if opening is not None:
                 await opening
             inbox = self._inbox
-            while inbox and self.close_code is None and not self._ended:
+            # Messages received before the connection ended are still handled (a chat sent
+            # just before a close is published); those after a close the server sent are not.
+            while inbox and self.close_code is None:
                 message = inbox.popleft()
                 if self._paused and len(inbox) <= INBOX_LIMIT // 2:
                     self._paused = False
@@ -189,32 +191,38 @@ class Session:
             log.exception("client=%s: handling a message failed; closing", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            # This is the session's only task: ``receive`` starts one only when there is none,
-            # and ``connection_lost`` has already let go of it when cancelling it.
+            # This is the session's only task: ``receive`` starts one only when there is none.
             self._task = None
             if not self._inbox:
                 self._inbox = None
 
     def connection_lost(self) -> None:
-        """The connection is gone: stop, then leave every channel (in a task of its own)."""
+        """The connection is gone: finish what it sent, then leave every channel.
+
+        Messages already received whole are still handled (up to ``close_timeout``): a client
+        that sends a chat and closes at once has its chat published. Then the session leaves
+        its channels, in a task of its own.
+        """
         if self._ended:
             return
         self._ended = True
-        self._inbox = None
         if self._expiry is not None:
             self._expiry.cancel()
-        # Nothing more can reach the client; stop queuing first, so leave notices do not try to
-        # write to a closed transport.
+        # Nothing more can reach the client; stop queuing first, so replies and leave notices
+        # do not try to write to a closed transport.
         self.outbound.flush()
         self.outbound.close()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-        self.node.track(asyncio.ensure_future(self._cleanup(task)))
+        self.node.track(asyncio.ensure_future(self._cleanup()))
 
-    async def _cleanup(self, task: asyncio.Task[None] | None) -> None:
+    async def _cleanup(self) -> None:
         try:
-            await cancel_and_wait(task)
+            task = self._task
+            if task is not None:
+                _, pending = await asyncio.wait({task}, timeout=self.node.config.close_timeout)
+                if pending:
+                    log.info("client=%s: gave up on its last messages", self.id)
+                    await cancel_and_wait(task)
+            self._inbox = None
             await self._leave_all()
         finally:
             self.node.sessions.pop(self.id, None)
