@@ -127,6 +127,40 @@ async def test_messages_sent_just_before_the_end_are_all_published(
             await eventually(lambda: len(server.node.sessions) == 1, timeout=10)
 
 
+async def test_chats_queued_when_the_server_shuts_down_are_still_published(
+    redis_url: str,
+) -> None:
+    """An instance closing its sockets (1001) still publishes what they had sent it: members on
+    the other instance get every chat."""
+    count = 30
+    burst = b"".join(masked_frame(0x81, chat(n)) for n in range(count))
+    async with (
+        local_server(broker=redis_url, join_leave=False, close_timeout=1) as leaving,
+        local_server(broker=redis_url, join_leave=False) as staying,
+    ):
+        async with connect(staying.ws_url("handover"), max_queue=None) as other:
+            await recv_json(other)
+            client = await RawClient.connect(leaving.port, "/feed/handover")
+            try:
+                await next_json(client, "system")
+                stats = leaving.node.stats
+                seen = stats.client_messages
+                client.writer.write(burst)
+                async with asyncio.timeout(5):
+                    while stats.client_messages == seen:  # the first one is being handled
+                        await asyncio.sleep(0)
+                await leaving.node.drain()
+            finally:
+                client.abort()
+            got = []
+            async with asyncio.timeout(5):
+                while len(got) < count:
+                    message = await recv_json(other)
+                    if message["type"] == "chat":
+                        got.append(message["message"])
+            assert got == list(range(count))
+
+
 async def test_ping_gets_its_pong_and_fragments_make_one_message() -> None:
     async with local_server(join_leave=False) as server:
         client = await RawClient.connect(server.port, "/feed/frag")

@@ -44,6 +44,20 @@ MAX_USER_LENGTH = 64
 INBOX_LIMIT = 32
 """Client messages waiting to be handled before the connection stops reading."""
 
+REFUSING = frozenset(
+    {
+        CloseCode.POLICY_VIOLATION,
+        CloseCode.INVALID_CHANNEL,
+        CloseCode.BROKER_UNAVAILABLE,
+        CloseCode.TOKEN_EXPIRED,
+        CloseCode.RATE_LIMITED,
+        CloseCode.INTERNAL_ERROR,
+    }
+)
+"""Closes after which the client's queued messages are dropped: it was refused, its credential
+ran out, or it abused the rate limit. After others (a shutdown, a slow consumer) what it sent
+before the close is still handled."""
+
 
 def clean_user_name(raw: str | None) -> str:
     """A display name from untrusted input: control characters removed, at most 64 characters.
@@ -163,7 +177,7 @@ class Session:
 
     def receive(self, message: str | bytes) -> None:
         """A client message: handle it after those before it."""
-        if self._ended or self.close_code is not None:
+        if self._ended or self.close_code in REFUSING:
             return
         if self._inbox is None:
             self._inbox = deque()
@@ -180,8 +194,9 @@ class Session:
                 await opening
             inbox = self._inbox
             # Messages received before the connection ended are still handled (a chat sent
-            # just before a close is published); those after a close the server sent are not.
-            while inbox and self.close_code is None:
+            # just before a close, or before a shutdown, is published), unless the server
+            # closed the connection to refuse this client.
+            while inbox and self.close_code not in REFUSING:
                 message = inbox.popleft()
                 if self._paused and len(inbox) <= INBOX_LIMIT // 2:
                     self._paused = False
