@@ -63,17 +63,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def feeds_counter(port: int, name: str) -> float | None:
-    """A counter from a sanic-feeds /metrics page (None for servers without one)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
-            text = page.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(f"sanic_feeds_{name}_total "):
-            return float(line.split()[1])
-    return None
+COUNTERS = ("socket_writes", "broker_messages")
+"""sanic-feeds counters read around each measurement."""
+
+
+def feeds_counters(ports: list[int]) -> dict[str, float]:
+    """``COUNTERS`` summed over the instances' /metrics pages (zeros for other servers)."""
+    totals = dict.fromkeys(COUNTERS, 0.0)
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+                text = page.read().decode()
+        except OSError:
+            continue  # a baseline: it has no /metrics
+        for line in text.splitlines():
+            name, _, value = line.partition("_total ")
+            if value and name.removeprefix("sanic_feeds_") in totals:
+                totals[name.removeprefix("sanic_feeds_")] += float(value)
+    return totals
 
 
 def rss_kib(pid: int) -> int:
@@ -252,8 +259,7 @@ async def fanout(
         return seq, loop.time() - started
 
     await drive(1.0, record=False)  # warm-up
-    writes_before = [feeds_counter(p, "socket_writes") for p in ports]
-    broker_before = [feeds_counter(p, "broker_messages") for p in ports]
+    counters_before = feeds_counters(ports)
     cpu_before = sum(cpu_seconds(p) for p in pids)
     own_before = cpu_seconds(os.getpid())
     tally.deliveries = 0
@@ -262,16 +268,9 @@ async def fanout(
     await asyncio.sleep(0.5)  # let the last ones land
     cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
     own = cpu_seconds(os.getpid()) - own_before
-    writes_after = [feeds_counter(p, "socket_writes") for p in ports]
-    writes = sum(
-        (after or 0) - (before or 0)
-        for before, after in zip(writes_before, writes_after, strict=True)
-    )
-    broker_after = [feeds_counter(p, "broker_messages") for p in ports]
-    broker_messages = sum(
-        (after or 0) - (before or 0)
-        for before, after in zip(broker_before, broker_after, strict=True)
-    )
+    counters_after = feeds_counters(ports)
+    writes = counters_after["socket_writes"] - counters_before["socket_writes"]
+    broker_messages = counters_after["broker_messages"] - counters_before["broker_messages"]
     result = {
         "messages": sent,
         "deliveries": tally.deliveries,

@@ -28,6 +28,17 @@ from support.ws import eventually, recv_json, recv_until
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 
 
+async def chats_received(ws: ClientConnection, count: int) -> list[object]:
+    """The messages of the next ``count`` chats ``ws`` receives (other types skipped)."""
+    got = []
+    async with asyncio.timeout(5):
+        while len(got) < count:
+            message = await recv_json(ws)
+            if message["type"] == "chat":
+                got.append(message["message"])
+    return got
+
+
 async def read_until_closed(ws: ClientConnection) -> None:
     async with asyncio.timeout(5):
         with contextlib.suppress(ConnectionClosed):
@@ -117,13 +128,7 @@ async def test_messages_sent_just_before_the_end_are_all_published(
                     await asyncio.sleep(0.05)  # let the bytes arrive, then vanish
             finally:
                 client.abort()
-            got = []
-            async with asyncio.timeout(5):
-                while len(got) < count:
-                    message = await recv_json(other)
-                    if message["type"] == "chat":
-                        got.append(message["message"])
-            assert got == list(range(count))
+            assert await chats_received(other, count) == list(range(count))
             await eventually(lambda: len(server.node.sessions) == 1, timeout=10)
 
 
@@ -152,13 +157,7 @@ async def test_chats_queued_when_the_server_shuts_down_are_still_published(
                 await leaving.node.drain()
             finally:
                 client.abort()
-            got = []
-            async with asyncio.timeout(5):
-                while len(got) < count:
-                    message = await recv_json(other)
-                    if message["type"] == "chat":
-                        got.append(message["message"])
-            assert got == list(range(count))
+            assert await chats_received(other, count) == list(range(count))
 
 
 async def test_ping_gets_its_pong_and_fragments_make_one_message() -> None:

@@ -19,27 +19,13 @@ from sanic_feeds.frames import (
 )
 from sanic_feeds.frames import Opcode as Op
 from sanic_feeds.handshake import HandshakeError, accept, accept_key, choose_subprotocol
+from support.raw_ws import masked_frame as masked
 
 
 def client(opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
     """One masked frame as a client library sends it."""
     frame = Frame(opcode, payload, fin)
     return frame.serialize(mask=True, extensions=[])
-
-
-def unmasked(opcode: int, payload: bytes) -> bytes:
-    return bytes((0x80 | opcode, len(payload))) + payload
-
-
-def masked(first: int, payload: bytes) -> bytes:
-    """A masked frame with any first byte, even one a client library refuses to build."""
-    mask = b"\x01\x02\x03\x04"
-    size = len(payload)
-    if size < 126:
-        head = bytes((first, 0x80 | size))
-    else:
-        head = bytes((first, 0x80 | 126)) + size.to_bytes(2, "big")
-    return head + mask + unmask(mask, payload)
 
 
 def feed_in_pieces(reader: FrameReader, data: bytes, cuts: list[int]) -> list[object]:
@@ -119,7 +105,7 @@ def test_ping_pong_and_close_frames() -> None:
 # -- violations: each one a close code ---------------------------------------------------------
 
 VIOLATIONS = [
-    ("unmasked", unmasked(0x1, b"hi"), 1002),
+    ("unmasked", masked(0x81, b"hi", mask=False), 1002),
     ("reserved bit", masked(0xC1, b"hi"), 1002),
     ("unknown opcode", masked(0x83, b""), 1002),
     ("fragmented ping", masked(0x09, b"x"), 1002),

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sanic_feeds.brokers import create_broker
 from sanic_feeds.errors import BrokerUnavailable
+from support.fixtures import running
 from support.redis_server import RedisServer
 from support.server_process import ServerProcess
 from support.ws import eventually
@@ -71,14 +72,7 @@ class Stayer:
 
 @pytest.fixture
 def persistent_redis() -> Iterator[RedisServer]:
-    server = RedisServer(persistent=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_paused:
-            server.resume()
-        server.stop()
+    yield from running(RedisServer(persistent=True))
 
 
 def rss_kib(pid: int) -> int:

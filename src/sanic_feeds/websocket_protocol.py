@@ -51,13 +51,12 @@ class FeedsWebSocketProtocol(WebSocketProtocol):
     async def websocket_handshake(
         self, request: Any, subprotocols: Sequence[str] | None = None
     ) -> Any:
-        offered = offered_subprotocols(request.headers)
+        chosen = handshake.choose_subprotocol(offered_subprotocols(request.headers), SUBPROTOCOL)
         feeds_config = getattr(getattr(request.route, "ctx", None), "feeds_config", None)
         if feeds_config is not None:
-            chosen = handshake.choose_subprotocol(offered, SUBPROTOCOL)
             return self._feed_handshake(request, chosen, feeds_config)
-        if offered and not subprotocols:
-            subprotocols = [SUBPROTOCOL if SUBPROTOCOL in offered else offered[0]]
+        if chosen is not None and not subprotocols:
+            subprotocols = [chosen]
         ws = await super().websocket_handshake(request, subprotocols)
         _fail_on_invalid_utf8(ws)
         return ws

@@ -14,7 +14,19 @@ import pytest
 
 from .redis_server import RedisServer
 
-__all__ = ["redis_server", "redis_url"]
+__all__ = ["redis_server", "redis_url", "running"]
+
+
+def running(server: RedisServer) -> Iterator[RedisServer]:
+    """Start ``server`` for the body of a fixture; stop it after, resuming it first if a test
+    left it paused (so the graceful stop is not left waiting on a stopped process)."""
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.is_paused:
+            server.resume()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +37,7 @@ def redis_server() -> Iterator[RedisServer]:
     through ``redis_url`` (FLUSHALL) instead. Tests may kill, restart or pause it; teardown resumes
     a paused server first so the graceful stop is not left waiting on a stopped process.
     """
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_paused:
-            server.resume()
-        server.stop()
+    yield from running(RedisServer())
 
 
 @pytest.fixture
