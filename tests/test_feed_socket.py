@@ -206,6 +206,26 @@ async def test_protocol_violations_close_with_their_code_and_spare_the_others(
             await eventually(lambda: len(server.node.sessions) == 1, timeout=5)
 
 
+async def test_a_protocol_failure_with_more_data_behind_it_still_delivers_the_close() -> None:
+    """A bad frame followed by more than the server reads at once: the server half-closes and
+    discards the rest, so the client reads the 1002 close frame and then a clean end of stream,
+    never a TCP reset (which a close with unread input would cause). Repeated: the reset is a
+    matter of timing."""
+    behind = masked_frame(0x81, chat("after the bad frame")) * 20_000  # about 800 KB
+    async with local_server(join_leave=False, close_timeout=5) as server:
+        for _ in range(20):
+            client = await RawClient.connect(server.port, "/feed/reset")
+            try:
+                await next_json(client, "system")
+                client.writer.write(masked_frame(0x81, b"{}", mask=False) + behind)
+                await client.writer.drain()  # a reset would fail this or the reads below
+                assert close_code_of(await client.read_until(CLOSE)) == 1002
+                await client.read_eof()
+            finally:
+                client.abort()
+        await eventually(lambda: not server.node.sessions, timeout=5)
+
+
 async def test_close_handshake_from_the_client() -> None:
     """The server answers a close with the same code and ends the TCP connection."""
     async with local_server(join_leave=False) as server:

@@ -135,7 +135,9 @@ class FeedSocket(asyncio.Protocol):
         )
 
     def pause_reading(self) -> None:
-        if not self.transport.is_closing():
+        # Once closing, read on whatever the session wants: the client's close frame, or its
+        # bytes to discard until it ends its side (see _fail), must not be left unread.
+        if self.state == OPEN and not self.transport.is_closing():
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
@@ -182,10 +184,8 @@ class FeedSocket(asyncio.Protocol):
                         self.pause_reading()
         failed = reader.failed
         if failed is not None and self.state == OPEN:
-            # Fail the connection (RFC 6455 7.1.7): the close frame, then the TCP connection.
             log.info("closing a connection that broke the protocol: %s (%d)", failed, failed.code)
-            self.close(failed.code, failed.reason)
-            self.transport.close()
+            self._fail(failed.code, failed.reason)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -214,6 +214,24 @@ class FeedSocket(asyncio.Protocol):
                 self.transport.write(control_frame(Opcode.CLOSE, payload))
             # Both sides have sent a close frame: the server ends the TCP connection.
             self.transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): the close frame, then our half of TCP.
+
+        The client may well have sent more after the bad frame. Closing the socket with those
+        bytes unread makes the kernel answer with a TCP reset, and a peer that gets the reset
+        before it has read our close frame never sees the close code. So the server only
+        half-closes (FIN after the close frame) and reads on, discarding everything (the reader
+        has failed), until the client ends its side or ``close_timeout`` passes.
+        """
+        self.close(code, reason)
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:  # pragma: no cover - TCP transports can always half-close
+            transport.close()
 
     def _abort_if_open(self) -> None:
         self._timer = None
