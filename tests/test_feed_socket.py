@@ -226,6 +226,20 @@ async def test_a_protocol_failure_with_more_data_behind_it_still_delivers_the_cl
         await eventually(lambda: not server.node.sessions, timeout=5)
 
 
+async def test_invalid_utf8_in_a_first_fragment_closes_before_the_last_one() -> None:
+    """The server answers 1007 to a bad first fragment at once: the client gets the close
+    frame while its message is still unfinished."""
+    async with local_server(join_leave=False) as server:
+        client = await RawClient.connect(server.port, "/feed/utf8")
+        try:
+            await next_json(client, "system")
+            await client.send(0x01, b'{"type":"chat","message":"\xff')  # text, not final
+            assert close_code_of(await client.read_until(CLOSE)) == 1007
+            await client.read_eof()
+        finally:
+            client.abort()
+
+
 async def test_close_handshake_from_the_client() -> None:
     """The server answers a close with the same code and ends the TCP connection."""
     async with local_server(join_leave=False) as server:

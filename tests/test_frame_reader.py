@@ -153,6 +153,38 @@ def test_oversized_frame_fails_before_its_payload_arrives() -> None:
     assert reader.failed is not None and reader.failed.code == 1009
 
 
+@pytest.mark.parametrize(
+    "first",
+    [b"\xff", b"ok \xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90"],
+    ids=["never-valid byte", "overlong", "surrogate", "above U+10FFFF"],
+)
+def test_invalid_utf8_in_a_first_fragment_fails_before_the_message_ends(first: bytes) -> None:
+    """Text fragments are decoded as they come: a first fragment that cannot start valid UTF-8
+    fails with 1007 at once, without waiting for (and buffering) the rest of the message."""
+    reader = FrameReader(1 << 20)
+    assert reader.feed(client(Opcode.TEXT, first, fin=False)) == []
+    assert reader.failed is not None and reader.failed.code == 1007
+
+
+def test_a_character_split_between_fragments_is_not_an_error() -> None:
+    """The incremental check keeps an incomplete character for the next fragment."""
+    data = "né ✓ 🙂".encode()
+    reader = FrameReader(1 << 20)
+    out: list[object] = []
+    for n in range(len(data)):  # one byte per fragment: every character is split
+        opcode = Opcode.TEXT if n == 0 else Opcode.CONT
+        out += reader.feed(client(opcode, data[n : n + 1], fin=n == len(data) - 1))
+        assert reader.failed is None
+    assert out == ["né ✓ 🙂"]
+
+
+def test_a_text_message_cut_inside_a_character_fails() -> None:
+    reader = FrameReader(1 << 20)
+    stream = client(Opcode.TEXT, b"ok", fin=False) + client(Opcode.CONT, "é".encode()[:1])
+    assert reader.feed(stream) == []
+    assert reader.failed is not None and reader.failed.code == 1007
+
+
 @given(st.binary(max_size=2000))
 def test_random_bytes_never_raise(data: bytes) -> None:
     reader = FrameReader(1000)

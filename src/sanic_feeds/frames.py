@@ -6,12 +6,15 @@ to every member of a channel: the message is framed once, not once per member.
 
 :class:`FrameReader` turns the bytes a client sends into whole messages and control frames,
 enforcing the RFC's rules for a server (client frames must be masked, control frames short and
-unfragmented, text valid UTF-8) and the message size limit. Every violation is a
+unfragmented, text valid UTF-8) and the message size limit. The UTF-8 of a fragmented text message
+is checked fragment by fragment, so a bad first fragment fails at once instead of after the
+client has sent (and we have buffered) up to ``max_size`` of it. Every violation is a
 :class:`FrameError` carrying the close code to answer with.
 """
 
 from __future__ import annotations
 
+import codecs
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,13 +134,27 @@ class FrameReader:
     bytes raises 1009 as soon as its announced length says so, before its payload is buffered.
     """
 
-    __slots__ = ("_buffer", "_fragments", "_kind", "_size", "failed", "max_size")
+    __slots__ = (
+        "_buffer",
+        "_decoder",
+        "_fragments",
+        "_kind",
+        "_size",
+        "_texts",
+        "failed",
+        "max_size",
+    )
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
         """Bytes of a frame not complete yet."""
         self._fragments: list[bytes] = []
+        """Fragments of a binary message in progress."""
+        self._texts: list[str] = []
+        """Fragments of a text message in progress, each decoded as it arrived."""
+        self._decoder: codecs.IncrementalDecoder | None = None
+        """UTF-8 decoder of the text message in progress (a character may span fragments)."""
         self._kind = 0
         """Opcode of the fragmented message in progress (0: none)."""
         self._size = 0
@@ -210,24 +227,38 @@ class FrameReader:
                     raise FrameError(1002, "continuation frame without a message to continue")
             elif self._kind:
                 raise FrameError(1002, "new message before the fragmented one ended")
-            elif not fin:
-                self._kind = opcode
-            if fin and not self._fragments:
+            elif fin:
                 out.append(_message(opcode, payload))
                 continue
-            self._fragments.append(payload)
+            else:
+                self._kind = opcode
+                if opcode == Opcode.TEXT:
+                    self._decoder = _utf8_decoder()
             self._size += size
+            decoder = self._decoder
+            if decoder is not None:
+                try:
+                    self._texts.append(decoder.decode(payload, bool(fin)))
+                except UnicodeDecodeError:
+                    raise FrameError(1007, "invalid UTF-8 in a text frame") from None
+            else:
+                self._fragments.append(payload)
             if fin:
-                whole = b"".join(self._fragments)
-                kind = self._kind
+                out.append(
+                    "".join(self._texts) if decoder is not None else b"".join(self._fragments)
+                )
                 self._fragments = []
+                self._texts = []
+                self._decoder = None
                 self._kind = 0
                 self._size = 0
-                out.append(_message(kind, whole))
         if buffer is self._buffer:
             del self._buffer[:at]
         elif at < end:
             self._buffer = bytearray(buffer[at:])
+
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 def _message(opcode: int, payload: bytes) -> str | bytes:
