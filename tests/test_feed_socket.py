@@ -1,11 +1,13 @@
 """The lean /feed/ socket (connection.FeedSocket behind FeedsWebSocketProtocol) over real TCP,
-and the same server behaviour with Sanic's default WebSocket protocol (connection.SanicSocket)."""
+and the same server behaviour with Sanic's default WebSocket protocol
+(websocket_protocol.SanicSocket)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -271,6 +273,77 @@ async def test_keepalive_pings_idle_clients_and_drops_silent_ones() -> None:
             await asyncio.sleep(1.0)  # five intervals: the polite one answered every ping
             await polite.send(chat("alive").decode())
             assert (await recv_until(polite, of_type("chat")))["message"] == "alive"
+
+
+async def http_exchange(port: int, request: bytes) -> bytes:
+    """Send one raw HTTP request; the response head (through the blank line)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(5):
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.transport.abort()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ("Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", 426),
+        ("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n", 400),
+    ],
+    ids=["old-version", "bad-key"],
+)
+async def test_bad_upgrade_requests_are_answered_without_an_error_log(
+    headers: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad upgrade is the client's mistake: its HTTP status (426 naming the version we
+    speak, RFC 6455 4.4), one INFO line, and no ERROR record or traceback."""
+    caplog.set_level(logging.INFO)
+    async with local_server(join_leave=False) as server:
+        request = (
+            f"GET /feed/bad HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\n{headers}\r\n"
+        ).encode()
+        head = (await http_exchange(server.port, request)).decode().lower()
+    assert head.startswith(f"http/1.1 {status} ")
+    assert ("sec-websocket-version: 13\r\n" in head) == (status == 426)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in caplog.records)
+    assert any("refused a WebSocket upgrade" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        ("bearer.secret-token", None),
+        ("chat, bearer.secret-token", None),
+        ("chat, sanic-feeds, bearer.secret-token", "sanic-feeds"),
+        (None, None),
+    ],
+    ids=["token-only", "unknown-and-token", "sanic-feeds-offered", "none-offered"],
+)
+async def test_subprotocol_is_sanic_feeds_or_none_and_never_the_token(
+    offered: str | None, chosen: str | None
+) -> None:
+    """The 101 names ``sanic-feeds`` when it was offered and no subprotocol otherwise: never a
+    ``bearer.<token>`` entry (a credential) nor one the server does not speak."""
+    async with local_server(join_leave=False) as server:
+        extra = f"Sec-WebSocket-Protocol: {offered}\r\n" if offered else ""
+        client = await RawClient.connect(server.port, "/feed/sub", extra_headers=extra)
+        try:
+            assert client.status == 101
+            head = client.response_head.decode()
+            assert "secret-token" not in head
+            named = [
+                line.split(":", 1)[1].strip()
+                for line in head.split("\r\n")
+                if line.lower().startswith("sec-websocket-protocol:")
+            ]
+            assert named == ([chosen] if chosen else [])
+            await next_json(client, "system")
+        finally:
+            client.abort()
 
 
 async def test_sanic_lets_go_of_feed_sockets() -> None:

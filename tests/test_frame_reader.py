@@ -251,6 +251,17 @@ def test_bad_upgrade_requests_are_refused(change: dict[str, str], status: int) -
 
 
 def test_subprotocol_choice() -> None:
+    """Only the subprotocol we speak is ever chosen; a ``bearer.<token>`` entry never is."""
     assert choose_subprotocol([], "sanic-feeds") is None
     assert choose_subprotocol(["bearer.x", "sanic-feeds"], "sanic-feeds") == "sanic-feeds"
-    assert choose_subprotocol(["chat", "bearer.x"], "sanic-feeds") == "chat"
+    assert choose_subprotocol(["chat", "bearer.x"], "sanic-feeds") is None
+    assert choose_subprotocol(["bearer.x"], "sanic-feeds") is None
+
+
+def test_a_426_names_the_version_spoken() -> None:
+    with pytest.raises(HandshakeError) as refused:
+        accept({**GOOD, "sec-websocket-version": "8"})
+    assert refused.value.headers == {"Sec-WebSocket-Version": "13"}
+    with pytest.raises(HandshakeError) as refused:
+        accept({**GOOD, "sec-websocket-key": "short"})
+    assert refused.value.headers == {}

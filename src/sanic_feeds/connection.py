@@ -11,8 +11,10 @@ two implementations:
   hands whole messages to the session. Pings for idle connections come from one node-wide sweep
   (:meth:`FeedSocket.keepalive`). This is what keeps an idle connection at a few KiB and a
   connect cheap (docs/benchmarks.md).
-- :class:`SanicSocket`, an adapter over Sanic's own WebSocket implementation, for apps that run
-  Sanic's default protocol class: a task reads messages and passes them on.
+- :class:`~sanic_feeds.websocket_protocol.SanicSocket`, an adapter over Sanic's own WebSocket
+  implementation, for apps that run Sanic's default protocol class: a task reads messages and
+  passes them on. It lives with the rest of what touches Sanic's internals; this module knows
+  nothing of Sanic.
 """
 
 from __future__ import annotations
@@ -20,10 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Protocol
-
-from sanic.server.websockets.impl import WebsocketImplProtocol
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from .frames import Control, FrameReader, Opcode, close_frame, control_frame
 
@@ -256,65 +254,3 @@ class Handoff:
 
     def end_connection(self, code: int = 1000) -> None:
         """As for :meth:`close`."""
-
-
-class SanicSocket:
-    """A :class:`Connection` over Sanic's WebSocket implementation (its default protocol)."""
-
-    __slots__ = ("_listener", "_ready", "transport", "ws")
-
-    def __init__(self, ws: WebsocketImplProtocol, transport: asyncio.WriteTransport) -> None:
-        self.ws = ws
-        self.transport = transport
-        self._listener: Listener | None = None
-        self._ready = asyncio.Event()
-        self._ready.set()
-
-    @property
-    def close_received(self) -> int | None:
-        received = self.ws.ws_proto.close_rcvd
-        return None if received is None else int(received.code)
-
-    def attach(self, listener: Listener) -> None:
-        self._listener = listener
-
-    def close(self, code: int, reason: str) -> None:
-        ws_proto = self.ws.ws_proto
-        transport = self.transport
-        self._ready.set()  # read on, to see the client's close frame
-        if ws_proto.state is State.OPEN and not transport.is_closing():
-            ws_proto.send_close(code, reason)
-            for chunk in ws_proto.data_to_send():
-                if chunk:
-                    transport.write(chunk)
-            asyncio.get_running_loop().call_later(self.ws.close_timeout or 10, _abort, transport)
-
-    def pause_reading(self) -> None:
-        self._ready.clear()
-
-    def resume_reading(self) -> None:
-        self._ready.set()
-
-    def keepalive(self, now: float, timeout: float) -> None:
-        """Sanic pings its WebSockets itself."""
-
-    async def serve(self) -> None:
-        """Read messages until the connection ends, then tell the listener."""
-        try:
-            while True:
-                await self._ready.wait()
-                message = await self.ws.recv()
-                if message is None:
-                    break
-                if self._listener is not None:
-                    self._listener.receive(message)
-        except ConnectionClosed:
-            pass
-        finally:
-            if self._listener is not None:
-                self._listener.connection_lost()
-
-
-def _abort(transport: asyncio.WriteTransport) -> None:
-    if not transport.is_closing():
-        transport.abort()

@@ -28,12 +28,13 @@ from .auth import Authenticator, AuthError, Handshake, authenticator_for, offere
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
-from .connection import Connection, Handoff, SanicSocket
+from .connection import Connection, Handoff
 from .errors import BrokerUnavailable, FeedsError, ProtocolError
 from .metrics import CONTENT_TYPE, Metrics
 from .node import Node
 from .protocol import CloseCode
 from .session import Session, clean_user_name
+from .websocket_protocol import SanicSocket
 
 log = logging.getLogger("sanic_feeds")
 
@@ -179,11 +180,10 @@ class Feeds:
         if isinstance(ws, Handoff):
             conn = ws.socket
         else:
-            io_proto = ws.io_proto
-            transport = io_proto.transport if io_proto is not None else None
-            if transport is None:
+            sanic_socket = SanicSocket.of(ws)
+            if sanic_socket is None:
                 return
-            conn = SanicSocket(ws, transport)
+            conn = sanic_socket
         node = self.node
         refused = node.admission_refused()
         if refused is not None:

@@ -25,12 +25,16 @@ class Headers(Protocol):
 
 
 class HandshakeError(FeedsError):
-    """Not a valid WebSocket upgrade request: answer with HTTP ``status``."""
+    """Not a valid WebSocket upgrade request: answer with HTTP ``status`` and ``headers``.
 
-    def __init__(self, status: int, message: str) -> None:
+    A bad request from a client is not a server fault: it is answered, never logged as an error.
+    """
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def _tokens(value: str | None) -> set[str]:
@@ -43,25 +47,30 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def choose_subprotocol(offered: Sequence[str], preferred: str) -> str | None:
-    """``preferred`` if the client offered it, else the first entry offered, else None.
+def choose_subprotocol(offered: Sequence[str], spoken: str) -> str | None:
+    """``spoken`` (the one subprotocol the server speaks) if the client offered it, else None.
 
-    A browser that offers subprotocols fails the connection unless the server picks one; a
-    client that offers none must get none.
+    Nothing else offered is ever chosen: not a subprotocol we do not speak, and never a
+    ``bearer.<token>`` entry, which carries a credential and must not be echoed back in the
+    response (where proxies and browser tools log it). A browser offering only entries we do
+    not speak then fails the connection itself; it should offer ``spoken`` alongside its token.
     """
-    if not offered:
-        return None
-    return preferred if preferred in offered else offered[0]
+    return spoken if spoken in offered else None
 
 
-def accept(headers: Headers, subprotocol: str | None = None) -> bytes:
-    """Check an upgrade request and build the ``101`` response that completes it."""
+def check(headers: Headers) -> str:
+    """Check an upgrade request; return its ``Sec-WebSocket-Key``."""
     if "websocket" not in _tokens(headers.get("upgrade")):
         raise HandshakeError(400, "not a WebSocket upgrade (Upgrade: websocket missing)")
     if "upgrade" not in _tokens(headers.get("connection")):
         raise HandshakeError(400, "not a WebSocket upgrade (Connection: Upgrade missing)")
     if (headers.get("sec-websocket-version") or "").strip() != VERSION:
-        raise HandshakeError(426, f"unsupported WebSocket version; this server speaks {VERSION}")
+        # RFC 6455 4.4: the refusal names the versions the server speaks.
+        raise HandshakeError(
+            426,
+            f"unsupported WebSocket version; this server speaks {VERSION}",
+            {"Sec-WebSocket-Version": VERSION},
+        )
     key = (headers.get("sec-websocket-key") or "").strip()
     try:
         raw = base64.b64decode(key, validate=True)
@@ -69,6 +78,16 @@ def accept(headers: Headers, subprotocol: str | None = None) -> bytes:
         raw = b""
     if len(raw) != 16:
         raise HandshakeError(400, "invalid Sec-WebSocket-Key")
+    return key
+
+
+def accept(headers: Headers, subprotocol: str | None = None) -> bytes:
+    """Check an upgrade request and build the ``101`` response that completes it."""
+    return response(check(headers), subprotocol)
+
+
+def response(key: str, subprotocol: str | None = None) -> bytes:
+    """The ``101`` response to a request whose key :func:`check` returned."""
     lines = [
         "HTTP/1.1 101 Switching Protocols",
         "Upgrade: websocket",

@@ -1,6 +1,13 @@
-"""Sanic's WebSocket protocol class, with the lean path for /feed/ sockets.
+"""The adapter to Sanic's server internals: its WebSocket protocol class and its WebSocket.
 
-Pass it to ``app.run(protocol=FeedsWebSocketProtocol)`` (the standalone server does):
+Everything sanic-feeds needs from Sanic beyond its documented API is here and nowhere else:
+the protocol's receive buffer, connection set and transport, the ``websocket_handshake`` hook,
+and the ``ws_proto``/``io_proto`` of Sanic's WebSocket. These are not part of Sanic's public API,
+so ``pyproject.toml`` pins the Sanic releases they are tested with; check this module first
+when moving to a new Sanic release.
+
+Pass :class:`FeedsWebSocketProtocol` to ``app.run(protocol=FeedsWebSocketProtocol)`` (the
+standalone server does):
 
 1. Feed sockets (routes whose context carries ``feeds_config``) skip Sanic's WebSocket
    implementation. Sanic still parses the request, runs middleware and routes it; the
@@ -9,21 +16,28 @@ Pass it to ``app.run(protocol=FeedsWebSocketProtocol)`` (the standalone server d
    Sanic's per-connection request, tasks, frame assembler and keepalive task are then freed:
    an idle connection costs a few KiB instead of about 30 (docs/benchmarks.md).
 
-2. Subprotocol negotiation that suits browsers and plain clients alike. Browsers cannot set an
-   ``Authorization`` header on a WebSocket, so some send the token as a subprotocol entry:
-   ``new WebSocket(url, ["sanic-feeds", "bearer.<token>"])``. A browser that offers
-   subprotocols fails the connection unless the server picks one of them; but a route that
-   declares subprotocols makes the handshake fail (HTTP 400) for clients that offer none. This
-   class picks ``sanic-feeds`` when offered (else the first entry offered), and negotiates
-   nothing with clients that offer nothing.
+2. Subprotocols: a feed socket gets ``sanic-feeds`` when the client offered it and no
+   subprotocol otherwise. Browsers cannot set an ``Authorization`` header on a WebSocket, so
+   some send the token as a subprotocol entry: ``new WebSocket(url, ["sanic-feeds",
+   "bearer.<token>"])``; such an entry is a credential and is never echoed back, and no
+   subprotocol we do not speak is accepted. Clients that offer nothing get nothing (a route
+   that declared subprotocols would make Sanic refuse them with HTTP 400).
 
-3. On the app's other WebSocket routes (Sanic's implementation), invalid UTF-8 in a text frame:
+3. A bad upgrade request (to any WebSocket route) is answered with its HTTP status, with
+   ``Sec-WebSocket-Version: 13`` on a 426, and logged as one line at INFO: it is the client's
+   fault, not a server error with a traceback.
+
+4. On the app's other WebSocket routes (Sanic's implementation), invalid UTF-8 in a text frame:
    Sanic lets the decoding error escape from its frame processing and the connection is then
    neither closed nor read any more. Here it is failed at once with close code 1007.
+
+:class:`SanicSocket` adapts Sanic's own WebSocket to the session's
+:class:`~sanic_feeds.connection.Connection`, for apps that keep Sanic's default protocol class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,14 +45,15 @@ from typing import Any
 from sanic.exceptions import SanicException
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.impl import WebsocketImplProtocol
-from websockets.protocol import Event
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import Event, State
 
 from . import handshake
 from .auth import SUBPROTOCOL, offered_subprotocols
 from .config import FeedsConfig
-from .connection import FeedSocket, Handoff
+from .connection import FeedSocket, Handoff, Listener
 
-log = logging.getLogger("sanic_feeds.connection")
+log = logging.getLogger("sanic_feeds.websocket_protocol")
 
 
 class FeedsWebSocketProtocol(WebSocketProtocol):
@@ -51,27 +66,34 @@ class FeedsWebSocketProtocol(WebSocketProtocol):
     async def websocket_handshake(
         self, request: Any, subprotocols: Sequence[str] | None = None
     ) -> Any:
-        chosen = handshake.choose_subprotocol(offered_subprotocols(request.headers), SUBPROTOCOL)
+        try:
+            key = handshake.check(request.headers)
+        except handshake.HandshakeError as exc:
+            log.info(
+                "refused a WebSocket upgrade: %s (HTTP %d, peer %s)",
+                exc.message,
+                exc.status,
+                request.client_ip,
+            )
+            raise SanicException(
+                exc.message, status_code=exc.status, headers=exc.headers, quiet=True
+            ) from None
         feeds_config = getattr(getattr(request.route, "ctx", None), "feeds_config", None)
         if feeds_config is not None:
-            return self._feed_handshake(request, chosen, feeds_config)
-        if chosen is not None and not subprotocols:
-            subprotocols = [chosen]
+            chosen = handshake.choose_subprotocol(
+                offered_subprotocols(request.headers), SUBPROTOCOL
+            )
+            return self._feed_handshake(key, chosen, feeds_config)
+        # Another of the app's WebSocket routes: Sanic negotiates what that route declares.
         ws = await super().websocket_handshake(request, subprotocols)
         _fail_on_invalid_utf8(ws)
         return ws
 
-    def _feed_handshake(
-        self, request: Any, subprotocol: str | None, config: FeedsConfig
-    ) -> Handoff:
-        try:
-            response = handshake.accept(request.headers, subprotocol)
-        except handshake.HandshakeError as exc:
-            raise SanicException(exc.message, status_code=exc.status) from None
+    def _feed_handshake(self, key: str, subprotocol: str | None, config: FeedsConfig) -> Handoff:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise SanicException("connection closed during the handshake", status_code=400)
-        transport.write(response)
+        transport.write(handshake.response(key, subprotocol))
         socket = FeedSocket(
             transport, max_size=config.max_message_size, close_timeout=config.close_timeout
         )
@@ -100,3 +122,72 @@ def _fail_on_invalid_utf8(ws: WebsocketImplProtocol) -> None:
             ws.fail_connection(1007, "invalid UTF-8 in a text frame")
 
     ws.process_events = guarded  # type: ignore[method-assign]  # per-connection wrapper
+
+
+class SanicSocket:
+    """A :class:`~sanic_feeds.connection.Connection` over Sanic's WebSocket implementation."""
+
+    __slots__ = ("_listener", "_ready", "transport", "ws")
+
+    def __init__(self, ws: WebsocketImplProtocol, transport: asyncio.WriteTransport) -> None:
+        self.ws = ws
+        self.transport = transport
+        self._listener: Listener | None = None
+        self._ready = asyncio.Event()
+        self._ready.set()
+
+    @classmethod
+    def of(cls, ws: WebsocketImplProtocol) -> SanicSocket | None:
+        """The adapter for the WebSocket a handler received; None if its transport is gone."""
+        io_proto = ws.io_proto
+        transport = io_proto.transport if io_proto is not None else None
+        return None if transport is None else cls(ws, transport)
+
+    @property
+    def close_received(self) -> int | None:
+        received = self.ws.ws_proto.close_rcvd
+        return None if received is None else int(received.code)
+
+    def attach(self, listener: Listener) -> None:
+        self._listener = listener
+
+    def close(self, code: int, reason: str) -> None:
+        ws_proto = self.ws.ws_proto
+        transport = self.transport
+        self._ready.set()  # read on, to see the client's close frame
+        if ws_proto.state is State.OPEN and not transport.is_closing():
+            ws_proto.send_close(code, reason)
+            for chunk in ws_proto.data_to_send():
+                if chunk:
+                    transport.write(chunk)
+            asyncio.get_running_loop().call_later(self.ws.close_timeout or 10, _abort, transport)
+
+    def pause_reading(self) -> None:
+        self._ready.clear()
+
+    def resume_reading(self) -> None:
+        self._ready.set()
+
+    def keepalive(self, now: float, timeout: float) -> None:
+        """Sanic pings its WebSockets itself."""
+
+    async def serve(self) -> None:
+        """Read messages until the connection ends, then tell the listener."""
+        try:
+            while True:
+                await self._ready.wait()
+                message = await self.ws.recv()
+                if message is None:
+                    break
+                if self._listener is not None:
+                    self._listener.receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._listener is not None:
+                self._listener.connection_lost()
+
+
+def _abort(transport: asyncio.WriteTransport) -> None:
+    if not transport.is_closing():
+        transport.abort()
