@@ -274,10 +274,18 @@ class Feeds:
         try:
             since = protocol.parse_since(request.args.get("since"))
             epoch = protocol.parse_epoch(request.args.get("epoch"))
-            limit = protocol.parse_since(request.args.get("limit"))
         except ProtocolError as exc:
             return _problem(400, "invalid_request", exc.message.replace("Field", "Parameter"))
-        limit = min(limit or 100, max(size, 1))
+        limit_text = request.args.get("limit")
+        if limit_text is None:
+            limit = 100
+        elif limit_text.isascii() and limit_text.isdigit() and 0 < len(limit_text) <= 9:
+            limit = int(limit_text)
+        else:
+            limit = 0
+        if limit < 1:
+            return _problem(400, "invalid_request", "Parameter 'limit' must be a positive integer")
+        limit = min(limit, max(size, 1))
         try:
             page = await self.node.broker.history(channel, since, epoch, limit)
         except BrokerUnavailable as exc:
