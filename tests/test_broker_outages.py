@@ -127,7 +127,13 @@ async def test_black_holed_subscriber_is_noticed_and_rebuilt(redis_server: Redis
             return await delivery_works(publisher, got, marker)
 
         await eventually(works_again, timeout=20, interval=0.2)
-        assert await healthy(subscriber)
+
+        async def green() -> bool:
+            # The black-holed command connections are given up after the command timeout (5 s),
+            # then the next probe clears the health.
+            return await healthy(subscriber)
+
+        await eventually(green, timeout=5 + PROBE_INTERVAL + PROBE_TIMEOUT + 3)
     finally:
         await subscriber.aclose()
         await publisher.aclose()
@@ -202,6 +208,7 @@ async def test_lost_messages_are_recovered_by_the_instance(
         assert server.node.broker.reconnects >= 1  # sanic_feeds_broker_reconnects
         assert server.node.hub.gaps >= 1  # sanic_feeds_gaps_total
         assert server.node.hub.recovered == 5
+        assert b"\nsanic_feeds_recovered_messages_total 5.0\n" in server.feeds.metrics.render()
 
 
 async def test_unfillable_gap_is_announced_and_a_resync_fills_it(

@@ -57,6 +57,8 @@ async def test_metrics_count_real_traffic(broker_url: str) -> None:
             assert got["sanic_feeds_slow_consumer_disconnects_total"] == 0
             assert got["sanic_feeds_rate_limited_messages_total"] == 0
             assert got["sanic_feeds_broker_reconnects_total"] == 0
+            assert got["sanic_feeds_gaps_total"] == 0
+            assert got["sanic_feeds_recovered_messages_total"] == 0
 
         async def closed_counted() -> bool:
             got = await scrape(server)

@@ -67,6 +67,10 @@ class _NodeCollector(Collector):
                 node.broker.reconnects,
             ),
             "gaps": ("Channel subscriptions re-established after a loss (gap notices).", hub.gaps),
+            "recovered_messages": (
+                "Messages re-read from the history after a gap and fanned out to local members.",
+                hub.recovered,
+            ),
         }
         for name, (text, value) in counters.items():
             yield CounterMetricFamily(f"sanic_feeds_{name}", text, value=value)
