@@ -81,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes by itself.",
     )
     tail.add_argument("channel", help="channel to follow")
-    tail.add_argument("--url", default="ws://127.0.0.1:8000", help="server base URL")
+    tail.add_argument(
+        "--url",
+        action="append",
+        dest="urls",
+        default=None,
+        help="server base URL; repeat it for the instances of a cluster, which are tried in "
+        "turn when one goes away [default: ws://127.0.0.1:8000]",
+    )
     tail.add_argument("--token", default=None, help=f"credential [{ENV_PREFIX}TOKEN]")
     tail.add_argument("--since", type=int, default=None, help="start after this message id")
     tail.add_argument("--json", action="store_true", help="print the raw JSON messages")
@@ -173,9 +180,10 @@ def _tail(args: argparse.Namespace) -> int:
     from .client import FeedClient, FeedClosed
 
     token = args.token or os.environ.get(ENV_PREFIX + "TOKEN")
+    urls: list[str] = args.urls or ["ws://127.0.0.1:8000"]
 
     async def follow() -> None:
-        async with FeedClient(args.url, args.channel, token=token, since=args.since) as feed:
+        async with FeedClient(urls, args.channel, token=token, since=args.since) as feed:
             async for message in feed:
                 line = orjson.dumps(dict(message.raw)).decode() if args.json else describe(message)
                 print(line, flush=True)
@@ -186,7 +194,7 @@ def _tail(args: argparse.Namespace) -> int:
         print(f"sanic-feeds: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"sanic-feeds: cannot connect to {args.url}: {exc}", file=sys.stderr)
+        print(f"sanic-feeds: cannot connect to {', '.join(urls)}: {exc}", file=sys.stderr)
         return 1
     return 0
 

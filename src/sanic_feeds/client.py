@@ -8,10 +8,13 @@
             if isinstance(message, Chat):
                 print(message.user, message.message)
 
-The client reconnects by itself with exponential backoff and jitter, and resumes every channel
-from the last message id it saw (``since``/``epoch``), so the iteration has no gaps and no
-duplicates across reconnects. It stops reconnecting on close codes that mean "do not retry as
-is" (1000, 1008, 4400) and raises :class:`FeedClosed`.
+The client reconnects by itself and resumes every channel from the last message id it saw
+(``since``/``epoch``), so the iteration has no gaps and no duplicates across reconnects. Given
+several server URLs (``FeedClient(["ws://a:8000", "ws://b:8000"], "lobby")``) it moves to the
+next one at once when its server goes away (1001) or cannot be reached, and backs off
+exponentially, with jitter, only once every server has failed; :class:`ServerRotation` is that
+policy, kept free of sockets and clocks. It stops reconnecting on close codes that mean "do not
+retry as is" (1000, 1008, 4400) and raises :class:`FeedClosed`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -35,6 +38,11 @@ log = logging.getLogger("sanic_feeds.client")
 
 FINAL_CLOSE_CODES = frozenset({1000, 1008, 4400})
 """Close codes after which reconnecting with the same settings cannot help."""
+
+MOVE_AT_ONCE_CLOSE_CODES = frozenset({1001, 1006, 1012, 1013})
+"""Close codes after which another server is tried without waiting: this one is going away
+(1001, 1012), is gone (1006, no close frame) or is full (1013). After the others (1011, 4001,
+4429, 4503, ...) even another server is tried only after a backoff."""
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -135,6 +143,10 @@ def parse_message(raw: Mapping[str, Any]) -> Message:
             return Message(**base)
 
 
+_OPEN_ERRORS = (OSError, InvalidHandshake, TimeoutError, ConnectionClosed)
+"""What a failed connection attempt raises (ConnectionClosed: it ended while re-subscribing)."""
+
+
 class FeedClosed(FeedsError):
     """The server closed the connection for good (or reconnecting was turned off)."""
 
@@ -144,15 +156,83 @@ class FeedClosed(FeedsError):
         self.reason = reason
 
 
+# -- which server next -----------------------------------------------------------------------
+
+
+class ServerRotation:
+    """The reconnect policy over a list of servers: which one to try next, and after how long.
+
+    Each time a connection ends or cannot be opened, :meth:`advance` moves to the next server,
+    round the list, and returns how long to wait before trying it: nothing while some server
+    has not failed yet since the last working connection and the trouble was one another server
+    can fix (the connection could not be opened, or :data:`MOVE_AT_ONCE_CLOSE_CODES`); otherwise
+    exponential backoff (``min_backoff`` doubling up to ``max_backoff``) with jitter, counted
+    from the first failure beyond one round. With a single server that is plain backoff.
+    :meth:`connected` starts a fresh round once a connection works.
+
+    Pure: no sockets and no clock; the caller sleeps. ``jitter(low, high)`` draws the factor
+    applied to every backoff (``random.uniform`` between 0.5 and 1.0 by default).
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        min_backoff: float = 0.5,
+        max_backoff: float = 15.0,
+        jitter: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            raise ValueError("at least one server URL is needed")
+        self.urls: tuple[str, ...] = tuple(url.rstrip("/") for url in urls)
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.index = 0
+        """Position in ``urls`` of the server to use (or try) now."""
+        self.failures = 0
+        """Connections ended or refused in a row since the last working one."""
+        self._jitter = jitter
+
+    @property
+    def current(self) -> str:
+        return self.urls[self.index]
+
+    def connected(self) -> None:
+        """The current server works: the next trouble starts a fresh round without waiting."""
+        self.failures = 0
+
+    def skip(self) -> None:
+        """Move to the next server without counting a failure (the first connect's sweep)."""
+        self.index = (self.index + 1) % len(self.urls)
+
+    def advance(self, code: int | None) -> float:
+        """The connection to the current server ended with close ``code`` (None: it could not
+        be opened). Move to the next server; return the seconds to wait before trying it."""
+        self.failures += 1
+        self.skip()
+        round_left = self.failures < len(self.urls)
+        if round_left and (code is None or code in MOVE_AT_ONCE_CLOSE_CODES):
+            return 0.0
+        exponent = max(0, self.failures - len(self.urls))
+        delay = min(self.max_backoff, self.min_backoff * 2.0**exponent)
+        return delay * self._jitter(0.5, 1.0)
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
 class FeedClient:
-    """One connection to ``<url>/feed/<channel>``, kept alive across reconnects."""
+    """One connection to ``<url>/feed/<channel>``, kept alive across reconnects.
+
+    ``url`` is a server's base URL, or a sequence of them (instances of one cluster): the
+    client starts with the first and moves along the list as :class:`ServerRotation` says.
+    """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         channel: str,
         *,
         token: str | None = None,
@@ -163,13 +243,11 @@ class FeedClient:
         since: int | None = None,
         epoch: str | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.servers = ServerRotation(url, min_backoff=min_backoff, max_backoff=max_backoff)
         self.channel = channel
         self.token = token
         self.user = user
         self.reconnect = reconnect
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
         self.positions: dict[str, tuple[str, int]] = {}
         """Channel -> (epoch, id) of the newest message delivered to you."""
         if since is not None:
@@ -178,6 +256,15 @@ class FeedClient:
         self.reconnects = 0
         self._ws: ClientConnection | None = None
         self._closing = False
+
+    @property
+    def url(self) -> str:
+        """The base URL of the server in use (or tried next)."""
+        return self.servers.current
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.servers.urls
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -194,7 +281,23 @@ class FeedClient:
         await self.close()
 
     async def connect(self) -> None:
-        """Open the connection (resuming every followed channel from its position)."""
+        """Open the connection (resuming every followed channel from its position).
+
+        Tries each server once, in order from the current one, and raises the last error
+        (``OSError``, ``InvalidHandshake``, ``TimeoutError``) if none could be reached.
+        """
+        for attempt in range(len(self.urls)):
+            try:
+                await self._open()
+                return
+            except _OPEN_ERRORS as exc:
+                log.info("cannot connect to %s: %r", self.url, exc)
+                if attempt == len(self.urls) - 1:
+                    raise
+                self.servers.skip()
+
+    async def _open(self) -> None:
+        """One attempt on the current server."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         self._ws = await connect(
             self._feed_url(), additional_headers=headers, max_queue=None, open_timeout=10
@@ -238,14 +341,18 @@ class FeedClient:
         return self._messages()
 
     async def _messages(self) -> AsyncIterator[Message]:
-        failures = 0
         while True:
             ws = self._ws
             if ws is None:
                 raise FeedsError("not connected: use 'async with FeedClient(...)' or connect()")
             try:
+                working = False
                 async for raw in ws:
-                    failures = 0
+                    if not working:
+                        # Counted as working only once the server speaks: a draining server
+                        # may accept the handshake and close with 1001 right away.
+                        working = True
+                        self.servers.connected()
                     message = parse_message(orjson.loads(raw))
                     if message.type == "gap" and message.channel in self.positions:
                         # The server could not refill a gap itself: ask for what we missed.
@@ -259,17 +366,22 @@ class FeedClient:
                 return
             if not self.reconnect or code in FINAL_CLOSE_CODES:
                 raise FeedClosed(code, reason)
+            left, ended = self.url, code
             while True:
-                failures += 1
-                delay = min(self.max_backoff, self.min_backoff * 2 ** (failures - 1))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = self.servers.advance(ended)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self._closing:
+                    return
                 try:
-                    await self.connect()
-                    self.reconnects += 1
-                    log.info("reconnected after close %s", code)
-                    break
-                except (OSError, InvalidHandshake, TimeoutError) as exc:
-                    log.info("reconnect failed: %r", exc)
+                    await self._open()
+                except _OPEN_ERRORS as exc:
+                    log.info("reconnect to %s failed: %r", self.url, exc)
+                    ended = None
+                    continue
+                self.reconnects += 1
+                log.info("reconnected to %s after close %s from %s", self.url, code, left)
+                break
 
     def _is_new(self, message: Message) -> bool:
         """Track positions and drop anything already delivered (same epoch, id not newer)."""
@@ -293,7 +405,7 @@ class FeedClient:
             query["since"] = str(position[1])
             if position[0]:
                 query["epoch"] = position[0]
-        url = f"{self.url}/feed/{self.channel}"
+        url = f"{self.servers.current}/feed/{self.channel}"
         return f"{url}?{urlencode(query)}" if query else url
 
     def _subscribe_frame(self, channel: str) -> dict[str, Any]:
