@@ -25,7 +25,7 @@ from typing import Protocol
 
 from .frames import Control, FrameReader, Opcode, close_frame, control_frame
 
-log = logging.getLogger("sanic_feeds.connection")
+log = logging.getLogger(__name__)
 
 
 class Listener(Protocol):
@@ -167,16 +167,16 @@ class FeedSocket(asyncio.Protocol):
             return
         reader = self._reader
         for item in reader.feed(data):
-            if type(item) is Control:
+            if isinstance(item, Control):
                 self._control(item)
             elif self.state == OPEN:
                 listener = self._listener
                 if listener is not None:
-                    listener.receive(item)  # type: ignore[arg-type]
+                    listener.receive(item)
                 elif self._held is None:
-                    self._held = [item]  # type: ignore[list-item]
+                    self._held = [item]
                 else:
-                    self._held.append(item)  # type: ignore[arg-type]
+                    self._held.append(item)
                     if len(self._held) >= HOLD_LIMIT and not self._held_paused:
                         self._held_paused = True
                         self.pause_reading()
