@@ -16,7 +16,7 @@ from .config import FeedsConfig
 from .extension import Feeds
 from .websocket_protocol import FeedsWebSocketProtocol
 
-log = logging.getLogger("sanic_feeds")
+log = logging.getLogger(__name__)
 
 
 def configure_logging(level: str) -> None:

@@ -36,7 +36,7 @@ from .protocol import CloseCode
 from .session import Session, clean_user_name
 from .websocket_protocol import SanicSocket
 
-log = logging.getLogger("sanic_feeds")
+log = logging.getLogger(__name__)
 
 _instances = itertools.count(1)
 

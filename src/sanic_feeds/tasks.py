@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
-log = logging.getLogger("sanic_feeds")
+log = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None, limit: float = 5.0) -> None:

@@ -53,7 +53,7 @@ from .auth import SUBPROTOCOL, offered_subprotocols
 from .config import FeedsConfig
 from .connection import FeedSocket, Handoff, Listener
 
-log = logging.getLogger("sanic_feeds.websocket_protocol")
+log = logging.getLogger(__name__)
 
 
 class FeedsWebSocketProtocol(WebSocketProtocol):
