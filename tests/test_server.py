@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sanic_feeds.protocol import CloseCode
 from support.local_server import local_server
-from support.ws import assert_no_message, eventually, recv_json
+from support.ws import eventually, expect_marker, is_data, is_pong, new_marker, recv_json
 
 
 async def send(ws: ClientConnection, message: object) -> None:
@@ -40,7 +40,11 @@ async def test_welcome_then_join_notice_to_others_only(broker_url: str) -> None:
                     "client": bob_welcome["client"],
                     "user": "bob",
                 }
-                await assert_no_message(bob, 0.2)
+                # The notice went out before this marker on the channel: bob did not get it.
+                marker = new_marker()
+                await server.feeds.publish("lobby", marker)
+                await expect_marker(bob, is_data(marker))
+                await expect_marker(ann, is_data(marker))
             left = await recv_json(ann)
             assert left["type"] == "user_left"
             assert left["client"] == bob_welcome["client"]
@@ -122,7 +126,9 @@ async def test_subscribe_unsubscribe_and_chat_on_named_channel(broker_url: str) 
             assert await recv_json(multi) == {"type": "unsubscribed", "channel": "news"}
             await server.feeds.publish("news", "second")
             assert (await recv_json(news_only))["data"] == "second"
-            await assert_no_message(multi, 0.3)
+            # "second" was fanned out to news' members at once; a pong follows anything queued.
+            await send(multi, {"type": "ping"})
+            await expect_marker(multi, is_pong)
 
             await send(multi, {"type": "chat", "channel": "news", "message": "x"})
             err = await recv_json(multi)
@@ -201,10 +207,14 @@ async def test_join_leave_off_and_pattern_exceptions() -> None:
                 await recv_json(first)
                 async with connect(server.ws_url(channel)) as second:
                     await recv_json(second)
+                    # The pong means second's join, with any notice, is complete.
+                    await send(second, {"type": "ping"})
+                    await expect_marker(second, is_pong)
                     if notices:
                         assert (await recv_json(first))["type"] == "user_joined"
-                    else:
-                        await assert_no_message(first, 0.3)
+                    marker = new_marker()
+                    await server.feeds.publish(channel, marker)
+                    await expect_marker(first, is_data(marker))
 
 
 async def test_rooms_and_health(broker_url: str) -> None:

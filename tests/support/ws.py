@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,16 @@ from websockets.asyncio.client import ClientConnection
 # ASYNC109 (prefer asyncio.timeout over a ``timeout`` parameter) is silenced below on purpose: a
 # per-call ``timeout=`` keeps test code short, and each helper applies it with asyncio.timeout.
 
-__all__ = ["Check", "assert_no_message", "eventually", "recv_json", "recv_until"]
+__all__ = [
+    "Check",
+    "eventually",
+    "expect_marker",
+    "is_data",
+    "is_pong",
+    "new_marker",
+    "recv_json",
+    "recv_until",
+]
 
 Check = Callable[[], Awaitable[object]] | Callable[[], object]
 """A condition for ``eventually``: sync or async, truthy when satisfied."""
@@ -77,18 +87,33 @@ async def recv_until(
         ) from None
 
 
-async def assert_no_message(ws: ClientConnection, within: float) -> None:
-    """Fail if any frame arrives in the next ``within`` seconds.
+def new_marker() -> str:
+    """A value no other message carries, for :func:`expect_marker`."""
+    return f"marker-{uuid.uuid4().hex}"
 
-    Cancelling ``recv()`` at the end of the window is safe in websockets: no frame is lost, the
-    next ``recv()`` returns it. A close during the window propagates as ``ConnectionClosed``.
+
+async def expect_marker(
+    ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+) -> None:
+    """Fail unless the next message ``ws`` receives is the marker (``predicate`` true).
+
+    How a test shows that nothing arrived, without sleeping and hoping: after the step that
+    must deliver nothing, send a marker along a path ordered after it (a message published on
+    the same channel, or a ``ping`` whose ``pong`` follows every frame already queued), wait for
+    the marker, and fail if anything came before it.
     """
-    try:
-        async with asyncio.timeout(within):
-            frame = await ws.recv()
-    except TimeoutError:
-        return
-    raise AssertionError(f"expected no message within {within} s, got {frame!r}")
+    message = await recv_json(ws, timeout)
+    if not predicate(message):
+        raise AssertionError(f"expected nothing before the marker, got {message!r}")
+
+
+def is_data(marker: str) -> Callable[[dict[str, Any]], bool]:
+    """The predicate for a data message published with ``marker`` as its data."""
+    return lambda message: message.get("type") == "data" and message.get("data") == marker
+
+
+def is_pong(message: dict[str, Any]) -> bool:
+    return message == {"type": "pong"}
 
 
 async def eventually(
