@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/run.py            # full run, 3 repetitions (about 30 minutes)
     .venv/bin/python benchmarks/run.py --quick    # one repetition, fewer scenarios (about 3)
     .venv/bin/python benchmarks/run.py --servers sanic-feeds "node ws" --scenarios idle
+    .venv/bin/python benchmarks/run.py --servers sanic-feeds --scenarios redis_chat_50x4_at_2k
+
+The redis_* scenarios (redis_path.py) run sanic-feeds on two instances sharing a private Redis
+beside one instance on the memory broker.
 
 The servers are pinned to CPU 0 and this process (the load generator, picows on uvloop) to CPU 1.
 The main figure is server CPU time per delivered message, read from /proc: on a 2-core machine
@@ -17,12 +21,9 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
@@ -45,22 +46,11 @@ from loadgen import (  # noqa: E402  (after the path tweak)
     open_clients,
     percentile,
 )
+from procs import cpu_seconds, free_port, private_redis, rss_kib, running  # noqa: E402
+from redis_path import REDIS_PATH, redis_path_table  # noqa: E402
 
 PY = sys.executable
-TICKS = os.sysconf("SC_CLK_TCK")
-SERVER_CPU = "0"
 LOADGEN_CPU = {1} if os.cpu_count() and os.cpu_count() > 1 else {0}  # type: ignore[operator]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 COUNTERS = ("socket_writes", "broker_messages")
@@ -81,13 +71,6 @@ def feeds_counters(ports: list[int]) -> dict[str, float]:
             if value and name.removeprefix("sanic_feeds_") in totals:
                 totals[name.removeprefix("sanic_feeds_")] += float(value)
     return totals
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 @dataclass(frozen=True)
@@ -159,30 +142,8 @@ URL_PATH = "/feed/bench"
 @contextmanager
 def server(name: str, broker: str = "memory://") -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    argv = SERVERS[name].argv(port, broker)
-    if shutil.which("taskset"):
-        argv = ["taskset", "-c", SERVER_CPU, *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError(f"{name} did not start")
-    time.sleep(0.3)
-    try:
+    with running(name, SERVERS[name].argv(port, broker), port) as proc:
         yield proc, port
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- scenarios -----------------------------------------------------------------------------------
@@ -332,27 +293,6 @@ async def repeat(times: int, job: Job) -> dict[str, float]:
     return median_of([await job() for _ in range(times)])
 
 
-@contextmanager
-def private_redis() -> Iterator[str | None]:
-    """A throwaway redis-server on a free port (None when there is none on PATH)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )
-        time.sleep(0.5)
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.kill()
-            proc.wait()
-
-
 Scenario = Callable[[str, int, float, int], Coroutine[Any, Any, dict[str, float] | None]]
 """(server name, repetitions, seconds per run, idle connections) -> medians, or None to skip."""
 
@@ -403,7 +343,9 @@ SCENARIOS: dict[str, Scenario] = {
     "channels_500x4_at_5k": on_one(4, 5000.0, channels=500),
     "redis_2_instances_1000": on_redis,
     "idle": on_idle,
+    **REDIS_PATH,
 }
+FANOUT_SCENARIOS = [name for name in SCENARIOS if name != "idle" and name not in REDIS_PATH]
 QUICK = ["fanout_100", "fanout_1000", "latency_1000_at_20k", "channels_500x4_at_5k", "idle"]
 
 
@@ -438,12 +380,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     """Markdown tables; "ours / this" is sanic-feeds' figure divided by this server's."""
     ours = results.get("sanic-feeds", {})
-    scenarios = list(dict.fromkeys(k for row in results.values() for k in row if k != "idle"))
-    lines = [
-        "| scenario | server | deliveries/s | CPU µs/delivery | ours / this (CPU) | "
-        "p50 ms | p99 ms | frames/write | loadgen µs/receipt |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    scenarios = list(
+        dict.fromkeys(k for row in results.values() for k in row if k in FANOUT_SCENARIOS)
+    )
+    lines: list[str] = []
+    if scenarios:
+        lines += [
+            "| scenario | server | deliveries/s | CPU µs/delivery | ours / this (CPU) | "
+            "p50 ms | p99 ms | frames/write | loadgen µs/receipt |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for scenario in scenarios:
         for name, row in results.items():
             r = row.get(scenario)
@@ -461,7 +407,10 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", "| idle | connect all (s) | KiB RSS per connection |", "|---|---|---|"]
         for name, r in idle_rows:
             lines.append(f"| {name} | {r['connect_s']:.2f} | {r['kib_per_connection']:.1f} |")
-    return "\n".join(lines)
+    redis_path = redis_path_table(ours)
+    if redis_path:
+        lines += ["", redis_path]
+    return "\n".join(lines).strip()
 
 
 if __name__ == "__main__":
