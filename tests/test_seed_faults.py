@@ -16,6 +16,7 @@ import time
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.protocol import CloseCode
@@ -27,6 +28,16 @@ from support.ws import eventually, recv_json, recv_until
 
 def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def pubsub_clients(url: str) -> list[bytes]:
+    """``CLIENT LIST TYPE pubsub`` of the Redis at ``url``, one line per connection."""
+    client = Redis.from_url(url)
+    try:
+        listing: bytes = await client.execute_command("CLIENT", "LIST", "TYPE", "pubsub")
+    finally:
+        await client.aclose()
+    return listing.splitlines()
 
 
 async def joined(server: LocalServer, channel: str, count: int) -> None:
@@ -50,10 +61,13 @@ async def test_channels_never_receive_each_others_messages(broker_url: str) -> N
             for channel, ws in zip(channels, clients, strict=True):
                 got = [await recv_json(ws) for _ in range(5)]
                 assert [m["data"] for m in got] == [{"for": channel, "n": n} for n in range(5)]
-            readers = [
-                t for t in asyncio.all_tasks() if t.get_name() == "sanic-feeds:broker-reader"
-            ]
-            assert len(readers) == (1 if broker_url.startswith("redis") else 0)
+            # No reader task at all: messages are read in the one subscriber connection's
+            # callback, so no two readers can share (and steal from) one connection.
+            assert not [t for t in asyncio.all_tasks() if "reader" in t.get_name()]
+            if broker_url.startswith("redis"):
+                name = f"sanic-feeds:{server.node.id}".encode()
+                listing = await pubsub_clients(broker_url)
+                assert sum(1 for line in listing if b"name=" + name + b" " in line) == 1
         finally:
             for ws in clients:
                 await ws.close()

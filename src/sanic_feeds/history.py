@@ -8,7 +8,7 @@ to) put first. The Redis broker does the same stamping inside its Lua script.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Reversible, Sequence
 from dataclasses import dataclass, field
 
 
@@ -60,8 +60,43 @@ def stamp(body: bytes, offset: int, epoch: str) -> bytes:
     return b'{"id":%d,"epoch":"%s",%s' % (offset, epoch.encode(), body[1:])
 
 
-def build_page(
-    entries: Sequence[tuple[int, bytes]],
+def is_reset(since: int, wanted_epoch: str | None, epoch: str, top: int) -> bool:
+    """Does a reader at ``since`` (of ``wanted_epoch``) belong to a history that was lost?
+
+    True when its epoch is not the channel's, or its offset lies beyond the newest one (the
+    history restarted): it then gets the whole current history, marked incomplete.
+    """
+    return (bool(wanted_epoch) and wanted_epoch != epoch) or since > top
+
+
+def read_start(since: int | None, wanted_epoch: str | None, epoch: str, top: int) -> int:
+    """The offset after which a reader's messages begin (0: from the oldest kept)."""
+    if since is None or is_reset(since, wanted_epoch, epoch, top):
+        return 0
+    return since
+
+
+def newest_after(
+    entries: Reversible[tuple[int, bytes]], start: int, count: int
+) -> list[tuple[int, bytes]]:
+    """Up to ``count`` entries with an offset above ``start``, newest first.
+
+    Walks from the newest end, so it costs what is returned, not the size of the history.
+    """
+    chosen: list[tuple[int, bytes]] = []
+    if count <= 0:
+        return chosen
+    for entry in reversed(entries):
+        if entry[0] <= start:
+            break
+        chosen.append(entry)
+        if len(chosen) >= count:
+            break
+    return chosen
+
+
+def page_from_newest(
+    newest_first: Sequence[tuple[int, bytes]],
     *,
     since: int | None,
     wanted_epoch: str | None,
@@ -69,23 +104,45 @@ def build_page(
     top: int,
     limit: int,
 ) -> HistoryPage:
-    """Pick what a reader gets from ``entries`` (all stored messages, oldest first).
+    """Judge what a reader gets, from the newest stored messages after its start.
 
-    A reader whose ``since`` belongs to another epoch, or lies beyond the newest offset (its
-    history was lost and restarted), gets the whole current history with ``complete=False``.
+    ``newest_first`` holds, newest first, the newest ``limit + 1`` messages (or all, if fewer)
+    after ``read_start(...)``: the one beyond ``limit`` only tells that there were more. Both
+    brokers read exactly that much (Redis with ``XREVRANGE ... COUNT``), so recovering costs
+    what the reader missed, not the size of the history.
     """
+    chosen = list(reversed(newest_first[:limit])) if limit > 0 else []
     if since is None:
-        chosen = list(entries[-limit:]) if limit > 0 else []
         return _page(chosen, epoch, top, complete=True)
-    reset = (bool(wanted_epoch) and wanted_epoch != epoch) or since > top
+    reset = is_reset(since, wanted_epoch, epoch, top)
     start = 0 if reset else since
-    after = [(o, b) for o, b in entries if o > start]
     # Over the limit, keep the newest: the reader's messages then run without a hole up to the
     # live ones, and ``complete=False`` tells it that older ones are missing.
-    chosen = after[-limit:] if limit > 0 else []
-    reaches_back = start == top or (bool(after) and after[0][0] == start + 1)
-    cut_short = len(after) > len(chosen)
+    cut_short = len(newest_first) > len(chosen)
+    reaches_back = start == top or (bool(newest_first) and newest_first[-1][0] == start + 1)
     return _page(chosen, epoch, top, complete=not reset and reaches_back and not cut_short)
+
+
+def build_page(
+    entries: Reversible[tuple[int, bytes]],
+    *,
+    since: int | None,
+    wanted_epoch: str | None,
+    epoch: str,
+    top: int,
+    limit: int,
+) -> HistoryPage:
+    """Pick what a reader gets from ``entries`` (stored messages, oldest first)."""
+    start = read_start(since, wanted_epoch, epoch, top)
+    count = limit if since is None else limit + 1
+    return page_from_newest(
+        newest_after(entries, start, count),
+        since=since,
+        wanted_epoch=wanted_epoch,
+        epoch=epoch,
+        top=top,
+        limit=limit,
+    )
 
 
 def _page(chosen: list[tuple[int, bytes]], epoch: str, top: int, *, complete: bool) -> HistoryPage:

@@ -36,8 +36,10 @@ __all__ = ["Broker", "DeliverFn", "GapFn", "HistoryPage", "HistoryPolicy", "Stor
 class Broker(ABC):
     """Publish/subscribe transport between nodes. See the module docstring for the contract."""
 
-    reconnects: int = 0
-    """Times the subscriber connection was re-established after a loss (for metrics)."""
+    @property
+    def reconnects(self) -> int:
+        """Times the subscriber connection was re-established after a loss (for metrics)."""
+        return 0
 
     @abstractmethod
     async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:

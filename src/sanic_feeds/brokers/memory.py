@@ -135,8 +135,10 @@ class MemoryBroker(Broker):
         found = self.bus.history_of(channel, self.history_policy)
         if found is None:
             return build_page([], since=since, wanted_epoch=epoch, epoch="", top=0, limit=limit)
+        # The ring is read from its newest end: a reader pays for what it missed, not for
+        # the size of the history.
         return build_page(
-            list(found.entries),
+            found.entries,
             since=since,
             wanted_epoch=epoch,
             epoch=found.epoch,

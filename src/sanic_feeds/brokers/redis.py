@@ -1,79 +1,69 @@
-"""Redis broker: Redis pub/sub between the nodes of a cluster.
+"""Redis broker: Redis pub/sub and streams between the nodes of a cluster.
 
-One node holds two things here: a client pool for PUBLISH and other commands, and exactly one
-``PubSub`` connection for every subscribed channel, read by exactly one task. The reader never
-awaits a client: it hands each message to ``deliver``, which only queues bytes.
+A node holds two kinds of connection here (see ``resp.py`` for why they are not redis-py's):
+
+- a :class:`~.redis_commands.CommandPool`, a few connections that every task's commands share,
+  written once per loop turn, with a bounded in-flight budget: a burst is batched, never
+  refused while Redis answers;
+- one :class:`~.redis_subscriber.Subscriber` connection for every subscribed channel, whose
+  messages are handed to ``deliver`` from the socket callback (exactly one reader, no task).
+
+A stored publish is one EVALSHA, so one round trip per message per instance (usually shared
+with other commands). It writes no key of its own: idempotency keys exist only when the caller
+gives one. When a reply is lost, the outcome is looked up in the stream by the publish's nonce
+instead of retried blindly, so a message is never stored twice by a retry.
 
 Faults of earlier designs this module must not repeat (each pinned by a test): one PubSub read by
-several tasks (messages stolen by the wrong reader), ``get_message(timeout=0)`` spinning, resetting
-the shared PubSub when one channel empties (silently unsubscribing every other channel), and a
-reader that dies on a connection error and never resubscribes.
+several tasks, a reader spinning on a zero timeout, resetting the shared subscription when one
+channel empties, a reader that dies on a connection error and never resubscribes, and a command
+pool that refuses a burst while Redis is healthy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
 import random
-import secrets
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ..envelope import now_us
 from ..errors import BrokerUnavailable
-from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch
+from ..history import (
+    HistoryPage,
+    HistoryPolicy,
+    Stored,
+    new_epoch,
+    page_from_newest,
+)
 from ..tasks import cancel_and_wait
 from .base import Broker, DeliverFn, GapFn
+from .redis_commands import CommandPool, OutcomeUnknown
+from .redis_scripts import FIND_PUBLISH, PUBLISH_STORED, READ_HISTORY, Script
+from .redis_subscriber import Subscriber
+from .resp import Endpoint, Reply, ReplyError, encode
 
-log = logging.getLogger("sanic_feeds.broker")
+log = logging.getLogger("sanic_feeds.brokers.redis")
 
 SUBSCRIBE_TIMEOUT = 5.0
 """Seconds to wait for Redis to confirm a SUBSCRIBE before the join fails."""
 
-CLOSE_TIMEOUT = 3.0
-"""Seconds ``aclose`` may spend closing connections before it gives up on them."""
+FIND_DEPTH = 1000
+"""Newest stream entries searched for a publish whose reply was lost. Not finding it there leads
+to one retry only when Redis itself closed the connection (so the command cannot still run): a
+message could then be stored twice only if over this many were stored on its channel between
+the lost reply and the lookup, milliseconds later."""
 
-READ_TIMEOUT = 1.0
-"""The reader's ``get_message`` timeout: how often it wakes up when the server is idle."""
-
-
-# Append to history and publish in one atomic step, so the stream and the live messages never
-# disagree. KEYS: offset counter, stream, epoch, pub/sub channel, the publish's idempotency key.
-# ARGV: JSON object body, max length, ttl (ms), a fresh epoch to use if the history starts anew,
-# the envelope header. A publish whose key was already seen (a retry after a lost reply: redis-py
-# retries commands on connection errors) returns the first result instead of storing twice.
-_PUBLISH_STORED = """
-local done = redis.call('GET', KEYS[5])
-if done then
-  local offset, epoch = string.match(done, '^(%d+) (.+)$')
-  return {tonumber(offset), epoch}
-end
-local offset = redis.call('INCR', KEYS[1])
-local epoch = false
-if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
-if not epoch then
-  epoch = ARGV[4]
-  redis.call('SET', KEYS[3], epoch)
-end
-local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset, 'd', body)
-local ttl = tonumber(ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PUBLISH', KEYS[4], ARGV[5] .. '\\n' .. body)
-redis.call('SET', KEYS[5], offset .. ' ' .. epoch, 'EX', 120)
-return {offset, epoch}
-"""
+POOL_CONNECTIONS = 16
+"""Connections of the redis-py pools (presence, rate limits): callers wait for one when all are
+busy, instead of being refused as with redis-py's default pool."""
 
 
 def redact_url(url: str) -> str:
@@ -89,15 +79,22 @@ def redact_url(url: str) -> str:
 
 
 def open_client(url: str, **options: Any) -> aioredis.Redis:
-    """A client with retries on: ``from_url`` clients get none by default."""
+    """A redis-py client for the low-rate paths (presence, rate limits).
+
+    Its pool is bounded and *blocking*: under a burst, callers wait for a connection (up to the
+    socket timeout) instead of getting "Too many connections" at once.
+    """
     retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3)
-    return aioredis.Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=options.pop("max_connections", POOL_CONNECTIONS),
+        timeout=options.pop("pool_timeout", 5.0),
         retry=retry,
         socket_connect_timeout=options.pop("socket_connect_timeout", 3.0),
         socket_timeout=options.pop("socket_timeout", 5.0),
         **options,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 class RedisBroker(Broker):
@@ -112,6 +109,10 @@ class RedisBroker(Broker):
         probe_interval: float = 2.0,
         probe_timeout: float = 3.0,
         history: HistoryPolicy | None = None,
+        connections: int = 2,
+        max_in_flight: int = 8192,
+        command_timeout: float = 5.0,
+        queue_timeout: float = 10.0,
     ) -> None:
         self._url = url
         self._prefix = prefix
@@ -119,184 +120,212 @@ class RedisBroker(Broker):
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._channel_prefix = (prefix + "ch:").encode()
+        node = node_id or random.randbytes(6).hex()
         # The node's own channel keeps the subscriber connection subscribed (and read) even when
-        # no channel has members, so a first SUBSCRIBE is confirmed without delay.
-        self._node_key = f"{prefix}node:{node_id or random.randbytes(6).hex()}".encode()
-        self._client: aioredis.Redis | None = None
-        self._publish_script: AsyncScript | None = None
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
+        # no channel has members, and carries the liveness probe.
+        self._node_key = f"{prefix}node:{node}".encode()
+        self._nonces = (b"%s-%d" % (node.encode(), n) for n in itertools.count(1))
+        endpoint = Endpoint.from_url(url)
+        name = f"sanic-feeds:{node}"
+        self._commands = CommandPool(
+            endpoint,
+            connections=connections,
+            max_in_flight=max_in_flight,
+            command_timeout=command_timeout,
+            queue_timeout=queue_timeout,
+            client_name=name,
+        )
+        self._endpoint = endpoint
+        self._client_name = name
+        self._subscriber: Subscriber | None = None
         self._deliver: DeliverFn | None = None
         self._on_gap: GapFn | None = None
-        self._channels: set[str] = set()
-        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
-        self._read_error: str | None = None
+        self._channels: dict[bytes, str] = {}
+        """Redis channel -> channel, for every subscribed channel (no decode per message)."""
         self._prober: asyncio.Task[None] | None = None
         self._probe_error: str | None = None
         self._probe_seen = 0
         self._probe_echo = asyncio.Event()
-        self._rebuild_requested = False
         self._closing = False
-        """Set by the probe; the reader (the only task that touches the subscriber connection)
-        then drops and rebuilds it between two reads."""
+        self.refused_unknown = 0
+        """Publishes whose outcome stayed unknown (reported as unavailable, never retried)."""
+        self.resolved = 0
+        """Publishes whose lost reply was recovered by finding them in the stream."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
         self._on_gap = on_gap
         self._closing = False
-        self._client = open_client(self._url)
-        self._publish_script = None
         self._deliver = deliver
+        await self._commands.open()
         if deliver is not None:
-            # The subscriber connection has no socket timeout: it legitimately waits for messages.
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=False)
+            self._subscriber = Subscriber(
+                self._endpoint,
+                self._on_message,
+                self._on_resubscribed,
+                client_name=self._client_name,
+                confirm_timeout=SUBSCRIBE_TIMEOUT,
+            )
             try:
-                await self._pubsub.subscribe(self._node_key)
-            except (RedisError, OSError) as exc:
+                await self._subscriber.open(self._node_key)
+            except BrokerUnavailable:
                 await self.aclose()
-                raise BrokerUnavailable(f"cannot subscribe at {self.url}: {exc}") from exc
-            self._reader = asyncio.create_task(self._read_loop(), name="sanic-feeds:broker-reader")
+                raise
             self._prober = asyncio.create_task(self._probe_loop(), name="sanic-feeds:broker-probe")
 
     async def aclose(self) -> None:
         self._closing = True
-        for task in (self._prober, self._reader):
-            await cancel_and_wait(task)
-        self._prober = self._reader = None
-        for future in self._confirmations.values():
-            future.cancel()
-        self._confirmations.clear()
-        pubsub, self._pubsub = self._pubsub, None
-        client, self._client = self._client, None
-        # Closing talks to Redis; a frozen one must not hang the shutdown.
-        with contextlib.suppress(TimeoutError, RedisError, OSError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                if pubsub is not None:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                if client is not None:
-                    await client.aclose()
+        await cancel_and_wait(self._prober)
+        self._prober = None
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.aclose()
+        await self._commands.aclose()
         self._channels.clear()
+
+    @property
+    def reconnects(self) -> int:
+        return self._subscriber.reconnects if self._subscriber is not None else 0
+
+    def statistics(self) -> dict[str, int]:
+        """Counters for ``/metrics``: batching, the budget, refusals and lost replies."""
+        stats = self._commands.statistics()
+        stats["unknown_outcomes"] = self.refused_unknown
+        stats["resolved"] = self.resolved
+        return stats
 
     # -- publish / subscribe ---------------------------------------------------------------------
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        client = self._require_client()
+        key = self._channel_prefix + channel.encode()
         try:
-            await client.publish(self._channel_prefix + channel.encode(), payload)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
+            await self._commands.call(encode(b"PUBLISH", key, payload), route=channel)
+        except ReplyError as exc:
+            raise BrokerUnavailable(f"publish to {channel!r} refused: {exc}") from exc
 
-    def _history_keys(self, channel: str) -> list[str]:
+    def _history_keys(self, channel: str) -> tuple[str, str, str]:
         # One hash tag per channel keeps the script's keys in one slot (Redis Cluster).
         base = f"{self._prefix}hist:{{{channel}}}"
-        return [base + ":seq", base, base + ":epoch"]
+        return base + ":seq", base, base + ":epoch"
 
     async def publish_stored(
         self, channel: str, body: bytes, idempotency_key: str | None = None
     ) -> Stored:
         if not body.startswith(b"{") or body == b"{}":
             raise ValueError("a stored message must be a non-empty JSON object")
-        client = self._require_client()
         policy = self.history_policy
         seq_key, stream_key, epoch_key = self._history_keys(channel)
-        # Without a key from the caller, a random one still makes redis-py's own retries safe.
-        once_key = f"{stream_key}:pub:{idempotency_key or secrets.token_hex(12)}"
-        keys: list[str | bytes] = [
+        keys: list[bytes | str] = [
             seq_key,
             stream_key,
             epoch_key,
             self._channel_prefix + channel.encode(),
-            once_key,
         ]
-        args: list[str | bytes | int] = [
+        if idempotency_key is not None:
+            keys.append(f"{stream_key}:pub:{idempotency_key}")
+        nonce = next(self._nonces)
+        args: list[bytes | str | int] = [
             body,
             max(policy.size, 1),
             max(int(policy.ttl * 1000), 1),
             new_epoch(),
             b" %d" % now_us(),  # envelope header: no excluded client, the publish time
+            nonce,
         ]
-        if self._publish_script is None:
-            # EVALSHA after the first call: the script text is not resent with every message.
-            self._publish_script = client.register_script(_PUBLISH_STORED)
+        for attempt in range(2):
+            try:
+                reply = await self._run(PUBLISH_STORED, keys, args, route=channel)
+            except OutcomeUnknown as exc:
+                found = await self._find(channel, nonce, exc)
+                if found is not None:
+                    self.resolved += 1
+                    return found
+                if exc.may_still_run or attempt == 1:
+                    self.refused_unknown += 1
+                    raise BrokerUnavailable(
+                        f"publish to {channel!r}: reply lost and outcome unknown; not retried"
+                    ) from exc
+                continue  # Redis closed the connection and has no trace of it: it never ran
+            return _stored(reply)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _find(self, channel: str, nonce: bytes, lost: OutcomeUnknown) -> Stored | None:
+        """Look a publish whose reply was lost up in the stream; None when it is not there (and
+        not finding it can be trusted)."""
+        _, stream_key, epoch_key = self._history_keys(channel)
         try:
-            offset, epoch = await self._publish_script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"publish to {channel!r} failed: {exc}") from exc
-        return Stored(int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
+            reply = await self._run(
+                FIND_PUBLISH, [stream_key, epoch_key], [nonce, FIND_DEPTH], route=channel
+            )
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(
+                f"publish to {channel!r}: reply lost and Redis unreachable to check ({exc})"
+            ) from lost
+        return _stored(reply) if reply[0] else None
+
+    async def _run(
+        self, script: Script, keys: list[bytes | str], args: list[bytes | str | int], route: str
+    ) -> Reply:
+        """EVALSHA, loading the script when Redis does not know it (a restart, SCRIPT FLUSH):
+        a NOSCRIPT reply means it did not run, so sending it again is safe."""
+        command = encode(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self._commands.call(command, route=route)
+        except ReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
+        try:
+            await self._commands.call(encode(b"SCRIPT", b"LOAD", script.source), route=route)
+            return await self._commands.call(command, route=route)
+        except ReplyError as exc:
+            raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
 
     async def history(
         self, channel: str, since: int | None, epoch: str | None, limit: int
     ) -> HistoryPage:
         seq_key, stream_key, epoch_key = self._history_keys(channel)
-        try:
-            async with self._require_client().pipeline(transaction=True) as pipe:
-                pipe.get(seq_key)
-                pipe.get(epoch_key)
-                pipe.xrange(stream_key)
-                top_raw, epoch_raw, raw_entries = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"history of {channel!r} failed: {exc}") from exc
-        entries = [(int(entry_id.split(b"-")[1]), fields[b"d"]) for entry_id, fields in raw_entries]
-        return build_page(
-            entries,
-            since=since,
-            wanted_epoch=epoch,
-            epoch=epoch_raw.decode() if epoch_raw else "",
-            top=int(top_raw or 0),
-            limit=limit,
+        reply = await self._run(
+            READ_HISTORY,
+            [seq_key, stream_key, epoch_key],
+            [-1 if since is None else since, epoch or "", limit],
+            route=channel,
+        )
+        top, current, entries = int(reply[0]), _text(reply[1]), reply[2]
+        # Entry ids are "0-<offset>"; the body is the first field ("d").
+        newest_first = [(int(entry_id[2:]), fields[1]) for entry_id, fields in entries]
+        return page_from_newest(
+            newest_first, since=since, wanted_epoch=epoch, epoch=current, top=top, limit=limit
         )
 
     async def subscribe(self, channel: str) -> None:
-        pubsub = self._require_pubsub()
+        subscriber = self._require_subscriber()
         key = self._channel_prefix + channel.encode()
-        confirmed = self._confirmations.get(key)
-        if confirmed is None or confirmed.done():
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations[key] = confirmed
-        # From here on the SUBSCRIBE may reach Redis whatever happens to this call (an error, a
-        # timeout, a cancelled caller), so the channel stays on the books until the hub
-        # unsubscribes it: books and Redis never disagree for good.
-        self._channels.add(channel)
-        try:
-            await pubsub.subscribe(key)
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await asyncio.shield(confirmed)
-        except (RedisError, OSError, TimeoutError) as exc:
-            if self._confirmations.get(key) is confirmed:
-                del self._confirmations[key]
-            raise BrokerUnavailable(f"subscribe to {channel!r} failed: {exc!r}") from exc
-        except BaseException:
-            if self._confirmations.get(key) is confirmed:
-                del self._confirmations[key]
-            raise
+        # On the books from here on, whatever happens to the call (see Subscriber.subscribe).
+        self._channels[key] = channel
+        await subscriber.subscribe(key)
 
     async def unsubscribe(self, channel: str) -> None:
-        pubsub = self._require_pubsub()
-        self._channels.discard(channel)
+        subscriber = self._require_subscriber()
         key = self._channel_prefix + channel.encode()
-        try:
-            await pubsub.unsubscribe(key)
-        except (RedisError, OSError) as exc:
-            # The connection is broken, so Redis drops the subscription with it; make sure
-            # redis-py does not restore it when it reconnects.
-            pubsub.channels.pop(key, None)
-            log.warning("unsubscribe from %r failed: %s", channel, exc)
+        self._channels.pop(key, None)
+        subscriber.unsubscribe(key)
 
     async def check(self) -> dict[str, object]:
-        client = self._require_client()
-        if self._deliver is not None and (self._reader is None or self._reader.done()):
-            raise BrokerUnavailable("the subscription reader is not running")
-        if self._read_error is not None:
-            raise BrokerUnavailable(f"subscriber connection lost: {self._read_error}")
+        subscriber = self._subscriber
+        if self._deliver is not None:
+            if subscriber is None:
+                raise BrokerUnavailable("the broker is not open")
+            if subscriber.error is not None:
+                raise BrokerUnavailable(f"subscriber connection lost: {subscriber.error}")
         if self._probe_error is not None:
             raise BrokerUnavailable(f"liveness probe failed: {self._probe_error}")
         started = time.perf_counter()
         try:
             async with asyncio.timeout(2.0):
-                await client.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"PING failed: {exc!r}") from exc
+                await self._commands.call(encode(b"PING"))
+        except TimeoutError as exc:
+            raise BrokerUnavailable("PING: no answer in 2 s") from exc
         return {
             "ok": True,
             "backend": "redis",
@@ -305,54 +334,35 @@ class RedisBroker(Broker):
 
     @property
     def subscriptions(self) -> frozenset[str]:
-        return frozenset(self._channels)
+        return frozenset(self._channels.values())
 
     @property
     def url(self) -> str:
         return redact_url(self._url)
 
-    # -- the one reader --------------------------------------------------------------------------
+    # -- messages from the subscriber ------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        """Read the subscriber connection forever; hand messages to ``deliver``.
-
-        On a connection error redis-py reconnects and re-subscribes every tracked channel on the
-        next read, so the loop only backs off and tries again.
-        """
-        pubsub = self._require_pubsub()
-        failures = 0
-        while not self._closing:
+    def _on_message(self, key: bytes, data: bytes) -> None:
+        channel = self._channels.get(key)
+        if channel is not None:
+            deliver = self._deliver
+            if deliver is None:
+                return
             try:
-                message = await pubsub.get_message(timeout=READ_TIMEOUT)
-            except Exception as exc:  # the only reader must survive anything (logged)
-                failures += 1
-                if self._read_error is None:
-                    log.warning("broker subscriber connection lost: %s", exc)
-                self._read_error = repr(exc)
-                await self._drop_subscriber_connection()
-                delay = min(5.0, 0.1 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
-                await asyncio.sleep(delay)
-                continue
-            if failures:
-                failures = 0
-                self.reconnects += 1
-                self._read_error = None
-                log.info("broker subscriber connection restored")
-            if message is not None:
-                self._handle(message)
-            if self._rebuild_requested:
-                self._rebuild_requested = False
-                await self._drop_subscriber_connection()
+                deliver(channel, data)
+            except Exception:  # a bug in one delivery must not break the connection's callback
+                log.exception("delivery to channel %r failed", channel)
+        elif key == self._node_key:
+            _, _, number = data.partition(b" ")
+            if number.isdigit():
+                self._probe_seen = max(self._probe_seen, int(number))
+                self._probe_echo.set()
 
-    async def _drop_subscriber_connection(self) -> None:
-        """Close the subscriber socket; the reader's next read reconnects and redis-py then
-        re-subscribes every channel it tracks."""
-        pubsub = self._pubsub
-        if pubsub is not None and pubsub.connection is not None:
-            try:
-                await pubsub.connection.disconnect()
-            except Exception as exc:  # a socket we are throwing away anyway
-                log.debug("closing the subscriber connection failed: %r", exc)
+    def _on_resubscribed(self, key: bytes) -> None:
+        channel = self._channels.get(key)
+        if channel is not None and self._on_gap is not None:
+            log.info("subscription of %r re-established; members may have a gap", channel)
+            self._on_gap(channel)
 
     # -- liveness --------------------------------------------------------------------------------
 
@@ -364,65 +374,48 @@ class RedisBroker(Broker):
         silently. Only a message that makes the round trip proves the node can still receive.
         When one does not come back in time, the subscriber connection is dropped and rebuilt.
         """
-        client = self._require_client()
         sent = 0
         while not self._closing:
             await asyncio.sleep(self._probe_interval)
             sent += 1
+            published = False
             try:
                 async with asyncio.timeout(self._probe_timeout):
-                    await client.publish(self._node_key, b"probe %d" % sent)
+                    probe = encode(b"PUBLISH", self._node_key, b"probe %d" % sent)
+                    await self._commands.call(probe)
+                    published = True
                     while self._probe_seen < sent:
                         self._probe_echo.clear()
                         await self._probe_echo.wait()
-            except (TimeoutError, RedisError, OSError) as exc:
-                problem = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
+            except (TimeoutError, BrokerUnavailable) as exc:
+                problem = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
                 if self._probe_error is None:
                     log.warning("broker liveness probe failed (%s); reconnecting", problem)
                 self._probe_error = problem
-                self._rebuild_requested = True
-                self.reconnects += 1
+                if not published:
+                    # The command connection did not answer: drop the silent ones now instead
+                    # of after the command timeout. The subscriber is judged by the next probe
+                    # (a frozen Redis that resumes loses nothing on it).
+                    self._commands.drop_silent(self._probe_timeout)
+                elif self._subscriber is not None:
+                    self._subscriber.rebuild("liveness probe failed")
                 continue
             if self._probe_error is not None:
                 log.info("broker liveness probe answered again")
                 self._probe_error = None
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        key: bytes = message["channel"]
-        if kind == "message" and key == self._node_key:
-            _, _, number = bytes(message["data"]).partition(b" ")
-            if number.isdigit():
-                self._probe_seen = max(self._probe_seen, int(number))
-                self._probe_echo.set()
-        elif kind == "message" and key.startswith(self._channel_prefix):
-            deliver = self._deliver
-            if deliver is None:
-                return
-            channel = key[len(self._channel_prefix) :].decode()
-            try:
-                deliver(channel, message["data"])
-            except Exception:  # a bug in one delivery must not kill the only reader
-                log.exception("delivery to channel %r failed", channel)
-        elif kind == "subscribe":
-            log.debug("subscribe confirmation for %r", key)
-            confirmed = self._confirmations.pop(key, None)
-            if confirmed is not None and not confirmed.done():
-                confirmed.set_result(None)
-            elif confirmed is None and key.startswith(self._channel_prefix):
-                # Nobody asked: redis-py re-subscribed after losing the connection, and
-                # whatever was published in between never reached this node.
-                channel = key[len(self._channel_prefix) :].decode()
-                if channel in self._channels and self._on_gap is not None:
-                    log.info("subscription of %r re-established; members may have a gap", channel)
-                    self._on_gap(channel)
-
-    def _require_client(self) -> aioredis.Redis:
-        if self._client is None:
-            raise BrokerUnavailable("broker is not open")
-        return self._client
-
-    def _require_pubsub(self) -> PubSub:
-        if self._pubsub is None:
+    def _require_subscriber(self) -> Subscriber:
+        if self._subscriber is None:
             raise RuntimeError("broker opened publish-only; pass deliver to open() to subscribe")
-        return self._pubsub
+        return self._subscriber
+
+
+def _text(value: Reply) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stored(reply: Reply) -> Stored:
+    return Stored(int(reply[0]), _text(reply[1]))
+
+
+__all__ = ["RedisBroker", "open_client", "redact_url"]

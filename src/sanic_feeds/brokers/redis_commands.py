@@ -1,0 +1,365 @@
+"""Every task's Redis commands on a few shared connections, written once per loop turn.
+
+A burst of joins, chats and HTTP publishes used to take one pooled connection per command in
+flight, and redis-py's pool refuses the 101st at once ("Too many connections"): a healthy Redis
+and half a burst refused. Here a node holds a fixed, small set of connections (*lanes*). A
+command is queued on a lane and the lane writes everything queued in one ``write`` at the end of
+the loop turn; replies come back in order and resolve their callers. Under load batches grow by
+themselves, which is what makes a message cost Redis (and this process) a fraction of a round
+trip.
+
+The budget: at most ``max_in_flight`` commands are queued or awaiting replies. A caller beyond it
+waits for room (up to ``queue_timeout``), so a session stops reading its socket and TCP pushes
+back on the client, and an HTTP publish waits within a bound. Nothing is refused while Redis
+answers; refusals are counted and logged (at most once per ``LOG_EVERY`` seconds).
+
+Failures are told apart, because a stored publish must never be stored twice:
+
+- :class:`NotSent`: the command never left this process (no connection for ``command_timeout``);
+  retrying is safe.
+- :class:`OutcomeUnknown`: it was written but the connection ended before its reply; it may have
+  run. ``may_still_run`` is true when this side gave up on a silent connection (Redis could still
+  read the command later), false when the peer ended the connection.
+
+Commands are never retried here. A command with a ``route`` always goes to the same lane, so
+commands of one channel reach Redis in the order they were issued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+
+from ..errors import BrokerUnavailable
+from ..tasks import cancel_and_wait
+from .resp import Endpoint, Reply, ReplyError, RespConnection, open_connection
+
+log = logging.getLogger("sanic_feeds.brokers.commands")
+
+WATCH_INTERVAL = 0.25
+"""Seconds between two looks at the lanes for silent connections and stale queues."""
+
+LOG_EVERY = 10.0
+"""Seconds between two log lines about refused commands."""
+
+
+class NotSent(BrokerUnavailable):
+    """The command never reached Redis; it did not run."""
+
+
+class OutcomeUnknown(BrokerUnavailable):
+    """The command was sent but its reply never came; it may have run."""
+
+    def __init__(self, message: str, *, may_still_run: bool) -> None:
+        super().__init__(message)
+        self.may_still_run = may_still_run
+
+
+class BrokerBusy(BrokerUnavailable):
+    """The in-flight budget stayed full for ``queue_timeout``; the command was not sent."""
+
+
+class _Lane:
+    """One connection, the commands waiting for its next write, and those awaiting replies."""
+
+    __slots__ = (
+        "conn",
+        "down_since",
+        "flush_scheduled",
+        "gave_up",
+        "index",
+        "last_progress",
+        "pool",
+        "reconnecting",
+        "sent",
+        "unsent",
+    )
+
+    def __init__(self, pool: CommandPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.conn: RespConnection | None = None
+        self.unsent: list[tuple[bytes, asyncio.Future[Reply]]] = []
+        self.sent: deque[asyncio.Future[Reply]] = deque()
+        self.flush_scheduled = False
+        self.last_progress = 0.0
+        self.down_since: float | None = 0.0
+        self.gave_up = False
+        """Set when this side aborted a silent connection: what it sent may still run."""
+        self.reconnecting: asyncio.Task[None] | None = None
+
+    def queue(self, command: bytes, future: asyncio.Future[Reply]) -> None:
+        self.unsent.append((command, future))
+        if not self.flush_scheduled and self.conn is not None:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        conn = self.conn
+        if conn is None or not conn.usable or not self.unsent:
+            return
+        batch, self.unsent = self.unsent, []
+        if not self.sent:
+            self.last_progress = time.monotonic()
+        data = []
+        sent = self.sent
+        for command, future in batch:
+            if future.done():  # the caller gave up while it waited
+                self.pool.finished()
+                continue
+            data.append(command)
+            sent.append(future)
+        if data:
+            conn.write(b"".join(data))
+            self.pool.batches += 1
+            self.pool.commands += len(data)
+
+    def on_reply(self, reply: Reply) -> None:
+        if not self.sent:
+            log.warning("Redis sent a reply nobody asked for; dropping the connection")
+            if self.conn is not None:
+                self.conn.abort("unexpected reply")
+            return
+        future = self.sent.popleft()
+        self.last_progress = time.monotonic()
+        self.pool.finished()
+        if future.done():
+            return
+        if isinstance(reply, ReplyError):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
+
+    def on_lost(self, reason: str) -> None:
+        self.conn = None
+        self.down_since = time.monotonic()
+        sent, self.sent = self.sent, deque()
+        may_still_run, self.gave_up = self.gave_up, False
+        for future in sent:
+            self.pool.finished()
+            if not future.done():
+                future.set_exception(
+                    OutcomeUnknown(
+                        f"connection to Redis lost before the reply ({reason})",
+                        may_still_run=may_still_run,
+                    )
+                )
+        if not self.pool.closing:
+            if sent or self.unsent:
+                log.warning("Redis command connection %d lost: %s", self.index, reason)
+            self.reconnect()
+
+    def reconnect(self) -> None:
+        if self.reconnecting is None or self.reconnecting.done():
+            self.reconnecting = asyncio.create_task(
+                self._reconnect(), name=f"sanic-feeds:redis-lane-{self.index}"
+            )
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self.pool.closing:
+            try:
+                await self.connect()
+                log.info("Redis command connection %d restored", self.index)
+                return
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                log.debug("Redis command connection %d: %r", self.index, exc)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 2.0)
+
+    async def connect(self) -> None:
+        conn = await open_connection(
+            self.pool.endpoint, self.on_reply, self.on_lost, name=self.pool.client_name
+        )
+        if conn.closed:
+            return
+        self.conn = conn
+        self.down_since = None
+        self.flush()
+
+    def fail_unsent(self, reason: str) -> None:
+        batch, self.unsent = self.unsent, []
+        for _, future in batch:
+            self.pool.finished()
+            if not future.done():
+                future.set_exception(NotSent(reason))
+
+
+class CommandPool:
+    """A node's connections for commands (not pub/sub). ``await open()``, ``call()``,
+    ``await aclose()``."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        connections: int = 2,
+        max_in_flight: int = 8192,
+        command_timeout: float = 5.0,
+        queue_timeout: float = 10.0,
+        client_name: str = "",
+    ) -> None:
+        self.endpoint = endpoint
+        self.client_name = client_name
+        self.max_in_flight = max_in_flight
+        self.command_timeout = command_timeout
+        self.queue_timeout = queue_timeout
+        self._lanes = [_Lane(self, index) for index in range(max(connections, 1))]
+        self._next = 0
+        self.in_flight = 0
+        """Commands queued or awaiting their reply."""
+        self._room: deque[asyncio.Future[None]] = deque()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.closing = False
+        self.batches = 0
+        """Writes to Redis (each carries one or more commands)."""
+        self.commands = 0
+        """Commands written."""
+        self.refused = 0
+        """Commands refused because the budget stayed full or no connection came up in time."""
+        self._last_refusal_log = 0.0
+
+    async def open(self) -> None:
+        """Connect every lane; raises :class:`BrokerUnavailable` when the first one fails."""
+        self.closing = False
+        for lane in self._lanes:
+            lane.down_since = time.monotonic()
+        try:
+            await self._lanes[0].connect()
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot connect to Redis: {exc!r}") from exc
+        for lane in self._lanes[1:]:
+            try:
+                await lane.connect()
+            except (OSError, ConnectionError, TimeoutError):
+                lane.reconnect()
+        self._watchdog = asyncio.create_task(self._watch(), name="sanic-feeds:redis-watchdog")
+
+    async def aclose(self) -> None:
+        self.closing = True
+        await cancel_and_wait(self._watchdog)
+        self._watchdog = None
+        for lane in self._lanes:
+            await cancel_and_wait(lane.reconnecting)
+            lane.fail_unsent("broker closed")
+            if lane.conn is not None:
+                lane.conn.close()
+                lane.on_lost("broker closed")
+        while self._room:
+            self._room.popleft().cancel()
+
+    @property
+    def connected(self) -> int:
+        """Lanes with a live connection."""
+        return sum(1 for lane in self._lanes if lane.conn is not None)
+
+    async def call(self, command: bytes, route: str | None = None) -> Reply:
+        """Send one encoded command (see :func:`~.resp.encode`) and return its reply.
+
+        Raises :class:`~.resp.ReplyError` for an error reply, and :class:`NotSent`,
+        :class:`OutcomeUnknown` or :class:`BrokerBusy` (all :class:`BrokerUnavailable`).
+        """
+        if self.closing:
+            raise NotSent("broker closed")
+        if self.in_flight >= self.max_in_flight:
+            await self._wait_for_room()
+        if route is None:
+            self._next = (self._next + 1) % len(self._lanes)
+            lane = self._lanes[self._next]
+        else:
+            lane = self._lanes[hash(route) % len(self._lanes)]
+        down = lane.down_since
+        if down is not None and time.monotonic() - down > self.command_timeout:
+            self._refuse("no connection to Redis")
+            raise NotSent(f"no connection to Redis for {self.command_timeout:g} s")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.in_flight += 1
+        lane.queue(command, future)
+        return await future
+
+    def finished(self) -> None:
+        """A command left the books (answered, failed or abandoned): room for a waiter."""
+        self.in_flight -= 1
+        room = self._room
+        while room and self.in_flight < self.max_in_flight:
+            waiter = room.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def _wait_for_room(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room.append(waiter)
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                await waiter
+        except TimeoutError:
+            self._refuse("too many commands in flight")
+            raise BrokerBusy(
+                f"{self.in_flight} Redis commands in flight for {self.queue_timeout:g} s"
+            ) from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        if self.in_flight >= self.max_in_flight:
+            # Woken, but a newcomer took the room first: queue again (still bounded overall).
+            await self._wait_for_room()
+
+    def _refuse(self, why: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log >= LOG_EVERY:
+            self._last_refusal_log = now
+            log.warning("Redis commands refused (%s); %d refused so far", why, self.refused)
+
+    async def _watch(self) -> None:
+        """Abort connections that stopped answering; fail what waits for a connection too long.
+
+        A frozen Redis raises nothing: without this, callers would wait forever.
+        """
+        while not self.closing:
+            await asyncio.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            for lane in self._lanes:
+                conn = lane.conn
+                if conn is not None and lane.sent:
+                    if now - lane.last_progress > self.command_timeout:
+                        lane.gave_up = True
+                        conn.abort(f"no reply for {self.command_timeout:g} s")
+                elif (
+                    lane.down_since is not None
+                    and lane.unsent
+                    and now - lane.down_since > self.command_timeout
+                ):
+                    count = len(lane.unsent)
+                    lane.fail_unsent("no connection to Redis")
+                    for _ in range(count):
+                        self._refuse("no connection to Redis")
+
+    def drop_silent(self, older_than: float) -> int:
+        """Abort the connections that owe a reply for over ``older_than`` seconds; return how
+        many. The liveness probe calls it, so a black-holed connection is given up sooner than
+        ``command_timeout``."""
+        now = time.monotonic()
+        dropped = 0
+        for lane in self._lanes:
+            conn = lane.conn
+            if conn is not None and lane.sent and now - lane.last_progress > older_than:
+                lane.gave_up = True
+                conn.abort(f"no reply for {older_than:g} s")
+                dropped += 1
+        return dropped
+
+    def statistics(self) -> dict[str, int]:
+        """Counters for ``/metrics`` and tests."""
+        return {
+            "batches": self.batches,
+            "commands": self.commands,
+            "refused": self.refused,
+            "in_flight": self.in_flight,
+            "connected": self.connected,
+        }

@@ -1,0 +1,85 @@
+"""The Lua scripts the Redis broker runs, and their SHA1 digests.
+
+Each runs atomically in Redis, so the history and the live stream never disagree. The history
+keys of a channel share its hash tag ``{channel}``. The pub/sub channel is passed in KEYS but has
+no hash tag yet: on a Redis Cluster it would need one (and SPUBLISH).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Script:
+    source: bytes
+
+    @property
+    def sha(self) -> bytes:
+        return hashlib.sha1(self.source).hexdigest().encode()  # the name Redis gives it
+
+
+# Append to history and publish, atomically. KEYS: offset counter, stream, epoch, pub/sub
+# channel, and (only when the caller gave one) the idempotency key. ARGV: the JSON object body,
+# max length, ttl (ms), a fresh epoch to use if the history starts anew, the envelope header,
+# and a nonce kept in the stream entry (field "n") so that a publish whose reply was lost can be
+# looked up instead of retried blindly. Returns {offset, epoch}.
+PUBLISH_STORED = Script(b"""
+if #KEYS > 4 then
+  local done = redis.call('GET', KEYS[5])
+  if done then
+    local offset, epoch = string.match(done, '^(%d+) (.+)$')
+    return {tonumber(offset), epoch}
+  end
+end
+local offset = redis.call('INCR', KEYS[1])
+local epoch = false
+if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+end
+local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset, 'd', body, 'n', ARGV[6])
+local ttl = tonumber(ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PUBLISH', KEYS[4], ARGV[5] .. '\\n' .. body)
+if #KEYS > 4 then redis.call('SET', KEYS[5], offset .. ' ' .. epoch, 'EX', 120) end
+return {offset, epoch}
+""")
+
+# Read what a reader missed, from the newest end. KEYS: offset counter, stream, epoch. ARGV: the
+# reader's offset (-1: none, give the latest), its epoch ("" if none), the limit. Returns {top,
+# epoch, entries}: the newest limit+1 entries after the reader's start (see history.read_start),
+# newest first, so the cost is what was missed and not the size of the history.
+READ_HISTORY = Script(b"""
+local top = tonumber(redis.call('GET', KEYS[1]) or '0')
+local epoch = redis.call('GET', KEYS[3]) or ''
+local since = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+if since < 0 then
+  if limit <= 0 then return {top, epoch, {}} end
+  return {top, epoch, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', limit)}
+end
+local start = since
+if (ARGV[2] ~= '' and ARGV[2] ~= epoch) or since > top then start = 0 end
+return {top, epoch, redis.call('XREVRANGE', KEYS[2], '+', '0-' .. (start + 1), 'COUNT', limit + 1)}
+""")
+
+# Was the publish with this nonce stored? KEYS: stream, epoch. ARGV: nonce, how many of the
+# newest entries to search. Returns {offset, epoch} or {0, searched, length}.
+FIND_PUBLISH = Script(b"""
+local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' and fields[i + 1] == ARGV[1] then
+      return {tonumber(string.sub(entry[1], 3)), redis.call('GET', KEYS[2]) or ''}
+    end
+  end
+end
+return {0, #entries, redis.call('XLEN', KEYS[1])}
+""")
