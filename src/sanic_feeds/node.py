@@ -40,6 +40,10 @@ log = logging.getLogger("sanic_feeds.node")
 REPORT_DEBOUNCE = 0.2
 """Seconds to gather membership changes before reporting rooms to the cluster."""
 
+ACK_REPORT_TIMEOUT = 2.0
+"""Most seconds a join's acknowledgement waits for the presence report that lists the member;
+past it the join is acknowledged anyway (presence then catches up with the next report)."""
+
 DRAIN_STEP = 0.1
 """Seconds between two batches of closes during a shutdown."""
 
@@ -97,6 +101,8 @@ class Node:
         self.local_members: dict[str, dict[str, Member]] = {}
         """Channel -> client id -> membership, for this node's connections."""
         self._changed_channels: set[str] = set()
+        self._report_waiters: list[asyncio.Future[None]] = []
+        """Joins waiting for the next report (the one that will list them) to be written."""
         self._reporter: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
@@ -147,6 +153,10 @@ class Node:
         self.started = False
         reporter, self._reporter = self._reporter, None
         await cancel_and_wait(reporter)
+        for waiter in self._report_waiters:  # nothing will be reported any more
+            if not waiter.done():
+                waiter.set_result(None)
+        self._report_waiters.clear()
         pinger, self._pinger = self._pinger, None
         await cancel_and_wait(pinger)
         try:
@@ -238,6 +248,20 @@ class Node:
             self._changed_channels.add(channel)
             self._rooms_changed.set()
 
+    async def presence_reported(self) -> None:
+        """Until a presence report made after this call is written (at most
+        ``ACK_REPORT_TIMEOUT``): from then on every node lists the changes made before it."""
+        if not self.started:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._report_waiters.append(waiter)
+        self._rooms_changed.set()
+        try:
+            async with asyncio.timeout(ACK_REPORT_TIMEOUT):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            log.debug("acknowledging a join before its presence report was written")
+
     async def channel_members(self, channel: str) -> list[Member]:
         """Who is in ``channel`` on every node: live here, reported by the others."""
         others = await self.presence.members(channel, exclude_node=self.id)
@@ -264,10 +288,13 @@ class Node:
             try:
                 async with asyncio.timeout(interval):
                     await self._rooms_changed.wait()
-                await asyncio.sleep(REPORT_DEBOUNCE)
+                # Gather changes for a while, unless a join waits for its report: then one
+                # loop turn (joins arriving together still share one report).
+                await asyncio.sleep(0 if self._report_waiters else REPORT_DEBOUNCE)
             except TimeoutError:
                 full = True
             self._rooms_changed.clear()
+            waiters, self._report_waiters = self._report_waiters, []
             changed = set(self.local_members) if full else set()
             changed |= self._changed_channels
             self._changed_channels = set()
@@ -279,6 +306,9 @@ class Node:
             except BrokerUnavailable as exc:
                 self._changed_channels |= changed  # try these again next time
                 log.warning("room report failed: %s", exc)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _keepalive(self) -> None:
         """Every ``ping_interval``: ping the connections silent since the last sweep, and close

@@ -166,13 +166,13 @@ class Session:
             return
         self.primary = channel
         self._watch_expiry()
-        self.send(protocol.welcome(channel, self.id, self.user))
+        greeting = [protocol.welcome(channel, self.id, self.user)]
         try:
             recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
         except ProtocolError as exc:
-            self._error(exc.code, exc.message, channel)
+            greeting.append(protocol.error(exc.code, exc.message, channel))
             recovery = (None, None)
-        if not await self._join(channel, *recovery):
+        if not await self._join(channel, *recovery, greeting=greeting):
             self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
 
     def receive(self, message: str | bytes) -> None:
@@ -309,10 +309,9 @@ class Session:
                 if channel in self.channels:
                     if since is not None:  # a resync, typically after a "gap" notice
                         await self._resync(channel, since, epoch)
-                    self.send(protocol.subscribed(channel))
-                elif await self._join(channel, since, epoch):
-                    self.send(protocol.subscribed(channel))
-                else:
+                    else:
+                        self.send(protocol.subscribed(channel))
+                elif not await self._join(channel, since, epoch):
                     self._error(
                         ErrorCode.BROKER_UNAVAILABLE, "Could not subscribe; try again", channel
                     )
@@ -406,24 +405,42 @@ class Session:
 
     # -- membership ------------------------------------------------------------------------------
 
-    async def _join(self, channel: str, since: int | None = None, epoch: str | None = None) -> bool:
+    async def _join(
+        self,
+        channel: str,
+        since: int | None = None,
+        epoch: str | None = None,
+        *,
+        greeting: list[bytes] | None = None,
+    ) -> bool:
         """Join ``channel`` (idempotent), replaying from ``since`` first if given.
+
+        The acknowledgement (``greeting``, the welcome of the URL channel, or else
+        ``subscribed``) is sent only once the join holds: the broker confirmed the
+        subscription and this node's presence report lists the member. So receiving it means
+        that everything published from then on reaches the client and every instance lists it.
+        Live messages arriving meanwhile are parked and follow it (after the replay, if any).
 
         False when the broker could not subscribe.
         """
         if channel in self.channels:
             return True
         self.channels[channel] = None
-        parked = None if since is None else ReplayBuffer(self.node.config.client_buffer)
+        parked = ReplayBuffer(self.node.config.client_buffer)
         try:
-            await self.node.hub.join(channel, self.id, parked or self.outbound)
+            await self.node.hub.join(channel, self.id, parked)
         except BrokerUnavailable as exc:
             log.warning("client=%s could not join %s: %s", self.id, channel, exc)
             del self.channels[channel]
             return False
-        if parked is not None and since is not None:
-            await self._replay(channel, since, epoch, parked)
         self.node.member_joined(channel, self.id, self.user)
+        await self.node.presence_reported()
+        for body in greeting or ():
+            self.send(body)
+        seen = None if since is None else await self._recover(channel, since, epoch)
+        if greeting is None:
+            self.send(protocol.subscribed(channel))
+        self._go_live(channel, parked, seen)
         if self.node.notices_for(channel):
             notice = protocol.user_joined(channel, self.id, self.user)
             await self._announce(channel, seal(notice, exclude=self.id))
@@ -433,28 +450,32 @@ class Session:
         """Replay a joined channel from ``since``, parking its live frames meanwhile."""
         parked = ReplayBuffer(self.node.config.client_buffer)
         self.node.hub.swap(channel, self.id, parked)
-        await self._replay(channel, since, epoch, parked)
+        seen = await self._recover(channel, since, epoch)
+        self.send(protocol.subscribed(channel))
+        self._go_live(channel, parked, seen)
 
-    async def _replay(
-        self, channel: str, since: int, epoch: str | None, parked: ReplayBuffer
-    ) -> None:
-        """Send the stored messages after ``since``, then ``recovered``, then go live.
+    async def _recover(self, channel: str, since: int, epoch: str | None) -> tuple[str, int]:
+        """Send the stored messages after ``since``, then ``recovered``.
 
-        Live messages published meanwhile were parked; those the history already contained are
-        dropped, the rest follow in order, and the member is switched to its real buffer with no
-        await in between, so nothing is lost or doubled.
+        Returns the position (epoch, id) the client now holds everything up to, so that the
+        parked live frames the history already contained can be dropped.
         """
         limit = max(self.node.config.history_size, 1)
         page = await read_history(self.node.broker, channel, since, epoch, limit)
         for body in page.messages:
             self.send(body)
-        # The id the client now holds everything up to (in the page's epoch).
         last = page.offsets[-1] if page.offsets else (since if page.complete else 0)
         self.send(protocol.recovered(channel, page.complete, len(page.messages), page.epoch, last))
+        return page.epoch, last
+
+    def _go_live(self, channel: str, parked: ReplayBuffer, seen: tuple[str, int] | None) -> None:
+        """Forward the parked frames not already replayed, then switch the member to its real
+        buffer, with no await in between: nothing is lost or doubled."""
         if parked.overflowed:
             self._overflow()
             return
-        for frame in parked.unseen(page.epoch, last):
+        frames = parked.frames if seen is None else parked.unseen(*seen)
+        for frame in frames:
             self.outbound.send(frame)
         self.node.hub.swap(channel, self.id, self.outbound)
 

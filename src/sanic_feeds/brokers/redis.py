@@ -61,6 +61,10 @@ to one retry only when Redis itself closed the connection (so the command cannot
 message could then be stored twice only if over this many were stored on its channel between
 the lost reply and the lookup, milliseconds later."""
 
+PUBLISH_ATTEMPTS = 3
+"""Sends of one stored publish (each after Redis closed the connection with no trace of it),
+and lookups of a lost reply, before the publish is reported as failed."""
+
 POOL_CONNECTIONS = 16
 """Connections of the redis-py pools (presence, rate limits): callers wait for one when all are
 busy, instead of being refused as with redis-py's default pool."""
@@ -151,6 +155,8 @@ class RedisBroker(Broker):
         """Publishes whose outcome stayed unknown (reported as unavailable, never retried)."""
         self.resolved = 0
         """Publishes whose lost reply was recovered by finding them in the stream."""
+        self.lost_replies = 0
+        """Stored publishes whose reply was lost (then looked up, and maybe sent again)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -193,6 +199,7 @@ class RedisBroker(Broker):
         stats = self._commands.statistics()
         stats["unknown_outcomes"] = self.refused_unknown
         stats["resolved"] = self.resolved
+        stats["lost_replies"] = self.lost_replies
         return stats
 
     # -- publish / subscribe ---------------------------------------------------------------------
@@ -233,15 +240,16 @@ class RedisBroker(Broker):
             b" %d" % now_us(),  # envelope header: no excluded client, the publish time
             nonce,
         ]
-        for attempt in range(2):
+        for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 reply = await self._run(PUBLISH_STORED, keys, args, route=channel)
             except OutcomeUnknown as exc:
+                self.lost_replies += 1
                 found = await self._find(channel, nonce, exc)
                 if found is not None:
                     self.resolved += 1
                     return found
-                if exc.may_still_run or attempt == 1:
+                if exc.may_still_run or attempt == PUBLISH_ATTEMPTS - 1:
                     self.refused_unknown += 1
                     raise BrokerUnavailable(
                         f"publish to {channel!r}: reply lost and outcome unknown; not retried"
@@ -254,15 +262,21 @@ class RedisBroker(Broker):
         """Look a publish whose reply was lost up in the stream; None when it is not there (and
         not finding it can be trusted)."""
         _, stream_key, epoch_key = self._history_keys(channel)
-        try:
-            reply = await self._run(
-                FIND_PUBLISH, [stream_key, epoch_key], [nonce, FIND_DEPTH], route=channel
-            )
-        except BrokerUnavailable as exc:
-            raise BrokerUnavailable(
-                f"publish to {channel!r}: reply lost and Redis unreachable to check ({exc})"
-            ) from lost
-        return _stored(reply) if reply[0] else None
+        delay = 0.05
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                reply = await self._run(
+                    FIND_PUBLISH, [stream_key, epoch_key], [nonce, FIND_DEPTH], route=channel
+                )
+                return _stored(reply) if reply[0] else None
+            except BrokerUnavailable as exc:  # a read: trying again is safe
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    raise BrokerUnavailable(
+                        f"publish to {channel!r}: reply lost and Redis unreachable to check ({exc})"
+                    ) from lost
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(
         self, script: Script, keys: list[bytes | str], args: list[bytes | str | int], route: str
