@@ -11,13 +11,7 @@ import pytest
 
 import sanic_feeds
 
-PENDING = {
-    "sanic_feeds.session": ("session.py still logs as sanic_feeds.connection", True),
-    # The Redis broker's modules are being reorganised: their names may already be right.
-    "sanic_feeds.brokers.redis": ("logged as sanic_feeds.broker", False),
-    "sanic_feeds.brokers.redis_commands": ("logs as sanic_feeds.brokers.commands", False),
-    "sanic_feeds.brokers.redis_subscriber": ("logs as sanic_feeds.brokers.subscriber", False),
-}
+PENDING: dict[str, tuple[str, bool]] = {}
 """Modules whose logger is yet to be renamed in the module itself -> (why, strict). Strict:
 fixing the module makes its case fail until it is removed from here."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
+from sanic_feeds.errors import BrokerUnavailable
 from support.local_server import LocalServer, local_server
+from support.redis_server import RedisServer
 from support.stalled import StalledClient
 from support.ws import eventually, recv_json
 
@@ -59,6 +62,16 @@ async def test_metrics_count_real_traffic(broker_url: str) -> None:
             assert got["sanic_feeds_broker_reconnects_total"] == 0
             assert got["sanic_feeds_gaps_total"] == 0
             assert got["sanic_feeds_recovered_messages_total"] == 0
+            assert got["sanic_feeds_publishes_refused_total"] == 0
+            if broker_url.startswith("redis"):
+                # chat + publish stored, presence reports and probes: batched, never refused
+                assert got["sanic_feeds_broker_commands_total"] >= 2
+                assert got["sanic_feeds_broker_batches_total"] >= 1
+                assert got["sanic_feeds_broker_refused_total"] == 0
+                assert got["sanic_feeds_broker_lost_replies_total"] == 0
+                assert got["sanic_feeds_broker_in_flight"] >= 0
+            else:
+                assert "sanic_feeds_broker_commands_total" not in got
 
         async def closed_counted() -> bool:
             got = await scrape(server)
@@ -87,3 +100,18 @@ async def test_slow_consumer_disconnects_are_counted() -> None:
             await eventually(counted, timeout=10)
         finally:
             stalled.close()
+
+
+async def test_refused_publishes_are_counted(redis_server: RedisServer, redis_url: str) -> None:
+    """While Redis is down, each refused publish is counted (and the log says so, once)."""
+    async with local_server(broker=redis_url, join_leave=False) as server:
+        redis_server.kill()
+        try:
+            for n in range(3):
+                with pytest.raises(BrokerUnavailable):
+                    await server.feeds.publish("down", n)
+            got = await scrape(server)
+            assert got["sanic_feeds_publishes_refused_total"] == 3
+            assert got["sanic_feeds_broker_refused_total"] >= 1
+        finally:
+            redis_server.start()

@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .errors import FeedsError
 
-log = logging.getLogger("sanic_feeds.client")
+log = logging.getLogger(__name__)
 
 FINAL_CLOSE_CODES = frozenset({1000, 1008, 4400})
 """Close codes after which reconnecting with the same settings cannot help."""

@@ -28,7 +28,7 @@ from .errors import BrokerUnavailable
 from .frames import text_frame
 from .history import HistoryPage, position_of
 
-log = logging.getLogger("sanic_feeds.hub")
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):

@@ -23,6 +23,15 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 BUFFER_BUCKETS = tuple(float(1 << n) for n in range(10, 25, 2))  # 1 KiB .. 16 MiB
 
 
+BROKER_COUNTERS = {
+    "commands": "Commands written to the broker.",
+    "batches": "Writes to the broker (commands / batches: commands batched per write).",
+    "refused": "Broker commands refused: the in-flight budget stayed full, or no connection.",
+    "lost_replies": "Stored publishes whose reply was lost (looked up in the stream).",
+    "unknown_outcomes": "Stored publishes reported failed because their outcome stayed unknown.",
+}
+
+
 class _NodeCollector(Collector):
     def __init__(self, node: Callable[[], Node | None]) -> None:
         self._node = node
@@ -72,8 +81,22 @@ class _NodeCollector(Collector):
                 hub.recovered,
             ),
         }
+        counters["publishes_refused"] = (
+            "Chats and publishes refused because the broker could not take them.",
+            stats.publishes_refused,
+        )
+        broker = node.broker.statistics()
+        for key, text in BROKER_COUNTERS.items():
+            if key in broker:
+                counters[f"broker_{key}"] = (text, broker[key])
         for name, (text, value) in counters.items():
             yield CounterMetricFamily(f"sanic_feeds_{name}", text, value=value)
+        if "in_flight" in broker:
+            yield GaugeMetricFamily(
+                "sanic_feeds_broker_in_flight",
+                "Broker commands queued or awaiting their reply (bounded by the budget).",
+                value=broker["in_flight"],
+            )
 
 
 class Metrics:

@@ -35,7 +35,7 @@ from .tasks import cancel_and_wait
 if TYPE_CHECKING:
     from .session import Session
 
-log = logging.getLogger("sanic_feeds.node")
+log = logging.getLogger(__name__)
 
 REPORT_DEBOUNCE = 0.2
 """Seconds to gather membership changes before reporting rooms to the cluster."""
@@ -43,6 +43,9 @@ REPORT_DEBOUNCE = 0.2
 ACK_REPORT_TIMEOUT = 2.0
 """Most seconds a join's acknowledgement waits for the presence report that lists the member;
 past it the join is acknowledged anyway (presence then catches up with the next report)."""
+
+REFUSAL_LOG_EVERY = 10.0
+"""Seconds between two log lines about refused publishes (an outage must not flood the log)."""
 
 DRAIN_STEP = 0.1
 """Seconds between two batches of closes during a shutdown."""
@@ -57,6 +60,8 @@ class NodeStats:
     connections_opened: int = 0
     slow_disconnects: int = 0
     rate_limited: int = 0
+    publishes_refused: int = 0
+    """Chats and publishes the broker could not take (``broker_unavailable``)."""
     observe_high_water: Callable[[int], None] | None = None
     """Called with a connection's buffer high-water mark when it closes."""
 
@@ -114,6 +119,7 @@ class Node:
         self._connect_bucket = TokenBucket(connect_rate, time.monotonic()) if connect_rate else None
         self.draining = False
         self.started = False
+        self._refusal_logged = -REFUSAL_LOG_EVERY
 
     @property
     def flusher(self) -> Flusher:
@@ -223,10 +229,18 @@ class Node:
         self, channel: str, body: bytes, idempotency_key: str | None = None
     ) -> None:
         """Publish a chat or data message: stored in history (with an id) unless history is off."""
-        if self.config.history_size > 0:
-            await self.broker.publish_stored(channel, body, idempotency_key)
-        else:
-            await self.broker.publish(channel, seal(body))
+        try:
+            if self.config.history_size > 0:
+                await self.broker.publish_stored(channel, body, idempotency_key)
+            else:
+                await self.broker.publish(channel, seal(body))
+        except BrokerUnavailable as exc:
+            self.stats.publishes_refused += 1
+            now = time.monotonic()
+            if now - self._refusal_logged >= REFUSAL_LOG_EVERY:
+                self._refusal_logged = now
+                log.warning("publish refused (%d so far): %s", self.stats.publishes_refused, exc)
+            raise
 
     # -- rooms -----------------------------------------------------------------------------------
 

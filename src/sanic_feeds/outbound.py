@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-log = logging.getLogger("sanic_feeds.outbound")
+log = logging.getLogger(__name__)
 
 URGENT_BYTES = 64 * 1024
 """Queued bytes on one connection that end the gathering interval early."""

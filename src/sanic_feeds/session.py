@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .node import Node
 
-log = logging.getLogger("sanic_feeds.connection")
+log = logging.getLogger(__name__)
 
 MAX_USER_LENGTH = 64
 

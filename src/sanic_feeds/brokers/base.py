@@ -41,6 +41,10 @@ class Broker(ABC):
         """Times the subscriber connection was re-established after a loss (for metrics)."""
         return 0
 
+    def statistics(self) -> dict[str, int]:
+        """Counters of the broker's own I/O for ``/metrics`` (none for brokers without any)."""
+        return {}
+
     @abstractmethod
     async def open(self, deliver: DeliverFn | None = None, on_gap: GapFn | None = None) -> None:
         """Connect. Without ``deliver`` the broker is publish-only (no subscriber, no reader).

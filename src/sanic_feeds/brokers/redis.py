@@ -50,7 +50,7 @@ from .redis_scripts import FIND_PUBLISH, PUBLISH_STORED, READ_HISTORY, Script
 from .redis_subscriber import Subscriber
 from .resp import Endpoint, Reply, ReplyError, encode
 
-log = logging.getLogger("sanic_feeds.brokers.redis")
+log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
 """Seconds to wait for Redis to confirm a SUBSCRIBE before the join fails."""

@@ -37,7 +37,7 @@ from ..errors import BrokerUnavailable
 from ..tasks import cancel_and_wait
 from .resp import Endpoint, Reply, ReplyError, RespConnection, open_connection
 
-log = logging.getLogger("sanic_feeds.brokers.commands")
+log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.25
 """Seconds between two looks at the lanes for silent connections and stale queues."""

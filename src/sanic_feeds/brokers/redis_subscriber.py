@@ -24,7 +24,7 @@ from ..errors import BrokerUnavailable
 from ..tasks import cancel_and_wait
 from .resp import Endpoint, Reply, ReplyError, RespConnection, encode, open_connection
 
-log = logging.getLogger("sanic_feeds.brokers.subscriber")
+log = logging.getLogger(__name__)
 
 RESUBSCRIBE_CHUNK = 500
 """Channels per SUBSCRIBE command when re-subscribing everything after a reconnect."""

@@ -24,7 +24,7 @@ from typing import Any, cast
 import hiredis
 from redis.asyncio.connection import parse_url
 
-log = logging.getLogger("sanic_feeds.brokers.resp")
+log = logging.getLogger(__name__)
 
 Arg = bytes | str | int
 Reply = Any
