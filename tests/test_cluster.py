@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.protocol import CloseCode
 from support.redis_server import RedisServer
@@ -61,7 +62,7 @@ async def test_chat_crosses_instances_and_rooms_count_both(
 
                     async def counted(server: ServerProcess = server) -> bool:
                         async with httpx.AsyncClient() as http:
-                            body = (await http.get(f"{server.http_url}/api/rooms")).json()
+                            body: object = (await http.get(f"{server.http_url}/api/rooms")).json()
                         return body == {
                             "rooms": ["lobby", "other"],
                             "total_clients": 3,
@@ -173,20 +174,65 @@ async def test_sigterm_closes_clients_with_1001_and_exits_0(redis_url: str) -> N
         assert "code=1001" in log  # the handler finished its cleanup and logged the close
 
 
+WORKERS = 2
+MAX_CLIENTS_TO_REACH_EVERY_WORKER = 20
+"""The kernel hands each new connection to either worker; 20 in a row to one is a broken spread."""
+
+
+def _has_message(text: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda message: message.get("message") == text
+
+
+async def worker_connections(server: ServerProcess, timeout: float = 10.0) -> dict[str, int]:
+    """Each worker's node id and its number of WebSocket connections, from ``GET /health``.
+
+    Every request goes over a fresh HTTP connection, so each is accepted by whichever worker the
+    kernel picks; it asks until every worker has answered (or fails after ``timeout``).
+    """
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < WORKERS:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {sorted(seen)} answered /health in {timeout} s")
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+            body = (await http.get(f"{server.http_url}/health")).json()
+        seen[str(body["node"])] = int(body["connections"])
+    return seen
+
+
 async def test_two_workers_share_channels_through_redis(redis_url: str) -> None:
-    """--workers 2 on Redis: clients that land on different workers still chat."""
-    with ServerProcess(redis_url, extra_args=["--workers", "2"]) as server:
+    """--workers 2 on Redis: clients reach both worker processes (two distinct nodes), and a chat
+    sent on either worker reaches the clients on the other."""
+    with ServerProcess(redis_url, extra_args=["--workers", str(WORKERS)]) as server:
         # Sanic's main process misses a SIGTERM that arrives within its first second or so,
         # which would turn the graceful stop at the end into a kill.
         await asyncio.sleep(1.0)
-        clients = [await connect(server.ws_url("shared")) for _ in range(6)]
+        counts = await worker_connections(server)
+        assert len(counts) == WORKERS and set(counts.values()) == {0}, counts
+        # Open clients one at a time; the worker whose count grew by one is the one it reached.
+        on_node: dict[str, list[ClientConnection]] = {node: [] for node in counts}
+        clients: list[ClientConnection] = []
         try:
-            for ws in clients:
-                await recv_json(ws)
-            await clients[0].send(orjson.dumps({"type": "chat", "message": "all"}).decode())
-            for ws in clients:
-                msg = await recv_until(ws, lambda m: m["type"] == "chat")
-                assert msg["message"] == "all"
+            while not all(on_node.values()):
+                if len(clients) == MAX_CLIENTS_TO_REACH_EVERY_WORKER:
+                    raise AssertionError(f"all {len(clients)} clients reached one worker: {counts}")
+                ws = await connect(server.ws_url("shared"))
+                clients.append(ws)
+                await recv_json(ws)  # the welcome: the session is counted by then
+                now = await worker_connections(server)
+                assert set(now) == set(counts), (counts, now)
+                grown = [node for node in now if now[node] == counts[node] + 1]
+                assert len(grown) == 1 and sum(now.values()) == len(clients), (counts, now)
+                on_node[grown[0]].append(ws)
+                counts = now
+
+            for node, members in on_node.items():
+                sender = members[0]
+                text = f"from {node}"
+                await sender.send(orjson.dumps({"type": "chat", "message": text}).decode())
+                for ws in clients:
+                    msg = await recv_until(ws, _has_message(text))
+                    assert msg["type"] == "chat"
         finally:
             for ws in clients:
                 await ws.close()
