@@ -1,22 +1,83 @@
-"""The presence contract (node room reports), run against memory and Redis."""
+"""The presence contract (node room reports), run against memory and Redis.
+
+Expiry is tested without sleeping: the memory backend runs on a clock the test advances, and
+Redis, which expires keys on its own clock, is polled until the expiry shows, with a deadline.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from sanic_feeds.presence import Member, Presence, create_presence
+from sanic_feeds.presence import Member, MemoryPresence, Presence, create_presence
+from support.ws import eventually
+
+ExpiryCheck = Callable[[], Awaitable[bool]]
+
+TTL = 1.0
+"""Ttl of the reports that must expire; Redis tests wait for it in real time."""
+
+REDIS_EXPIRY_SLACK_S = 5.0
+"""How much later than its ttl a Redis expiry may be seen on a loaded machine."""
+
+
+class ManualClock:
+    """The memory backend's clock, moved only by the test."""
+
+    STEP = 0.01
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def wait_for(self, check: ExpiryCheck, within: float) -> None:
+        """Advance in steps of ``STEP`` until ``check`` holds; fail if that takes past
+        ``within`` seconds (so an expiry that comes late fails here, unlike with Redis)."""
+        start = self.now
+        steps = 0
+        while not await check():
+            if steps * self.STEP > within:
+                raise AssertionError(f"{check.__qualname__} still false {within} s later")
+            steps += 1
+            self.now = start + steps * self.STEP
+
+
+class RedisClock:
+    """Real time: Redis expires the keys itself, so the test polls until it shows."""
+
+    async def wait_for(self, check: ExpiryCheck, within: float) -> None:
+        await eventually(check, timeout=within + REDIS_EXPIRY_SLACK_S, interval=0.02)
+
+
+Clock = ManualClock | RedisClock
 
 
 @pytest.fixture
-async def presence(broker_url: str) -> AsyncIterator[Presence]:
-    backend = create_presence(broker_url, prefix=f"test-{secrets.token_hex(3)}:")
+def clock(broker_url: str) -> Clock:
+    return ManualClock() if broker_url == "memory://" else RedisClock()
+
+
+@pytest.fixture
+async def presence(broker_url: str, clock: Clock) -> AsyncIterator[Presence]:
+    backend: Presence
+    if isinstance(clock, ManualClock):
+        backend = MemoryPresence(clock=clock)
+    else:
+        backend = create_presence(broker_url, prefix=f"test-{secrets.token_hex(3)}:")
     await backend.open()
     yield backend
     await backend.aclose()
+
+
+def member_gone(presence: Presence, channel: str, client: str) -> ExpiryCheck:
+    async def member_gone() -> bool:
+        return client not in [m.client for m in await presence.members(channel)]
+
+    return member_gone
 
 
 async def test_reports_are_summed_over_nodes(presence: Presence) -> None:
@@ -46,15 +107,18 @@ async def test_exclude_node(presence: Presence) -> None:
     assert (totals.rooms, totals.clients) == ({"a": 2}, 2)
 
 
-async def test_reports_expire(presence: Presence) -> None:
+async def test_reports_expire(presence: Presence, clock: Clock) -> None:
     """A node that stops reporting (crashed) drops out after its ttl."""
-    await presence.report_rooms("crashed", {"a": 3}, 3, ttl=0.3)
-    await presence.report_rooms("alive", {"a": 1}, 1, ttl=10)
+    await presence.report_rooms("crashed", {"a": 3}, 3, ttl=TTL)
+    await presence.report_rooms("alive", {"a": 1}, 1, ttl=10 * TTL)
     assert (await presence.rooms()).rooms == {"a": 4}
-    await asyncio.sleep(0.5)
+
+    async def only_alive_left() -> bool:
+        return await presence.nodes() == ["alive"]
+
+    await clock.wait_for(only_alive_left, within=TTL)
     totals = await presence.rooms()
     assert (totals.rooms, totals.clients) == ({"a": 1}, 1)
-    assert await presence.nodes() == ["alive"]
 
 
 async def test_withdraw_removes_at_once(presence: Presence) -> None:
@@ -89,20 +153,40 @@ async def test_member_lists_per_node_and_channel(presence: Presence) -> None:
     assert await presence.members("b") == []
 
 
-async def test_unchanged_lists_stay_alive_with_the_report(presence: Presence) -> None:
-    """A report that does not resend a channel's list keeps it alive (refreshes its expiry)."""
-    await presence.report_rooms("n1", {"a": 1}, 1, 0.4, {"a": [member("c1", "n1")]})
-    await asyncio.sleep(0.25)
-    await presence.report_rooms("n1", {"a": 1}, 1, 0.4)
-    await asyncio.sleep(0.25)
+async def test_unchanged_lists_stay_alive_with_the_report(presence: Presence, clock: Clock) -> None:
+    """A report that does not resend a channel's list keeps it alive (refreshes its expiry).
+
+    Two witness nodes, reported just after the first report, show when time has passed: the
+    list is refreshed once half its ttl is gone, and checked once its first ttl is gone.
+    """
+    await presence.report_rooms("n1", {"a": 1}, 1, TTL, {"a": [member("c1", "n1")]})
+    await presence.report_rooms("half", {"b": 1}, 1, TTL / 2, {"b": [member("h", "half")]})
+    await presence.report_rooms("full", {"b": 1}, 1, TTL, {"b": [member("f", "full")]})
+    await clock.wait_for(member_gone(presence, "b", "h"), within=TTL / 2)
+    await presence.report_rooms("n1", {"a": 1}, 1, TTL)
+    await clock.wait_for(member_gone(presence, "b", "f"), within=TTL)
     assert [m.client for m in await presence.members("a")] == ["c1"]
 
 
-async def test_crashed_node_members_disappear(presence: Presence) -> None:
+async def test_crashed_node_members_disappear(presence: Presence, clock: Clock) -> None:
     """Members of a node that stops reporting vanish once its ttl has passed: no ghosts."""
-    await presence.report_rooms("dead", {"a": 1}, 1, 0.3, {"a": [member("ghost", "dead")]})
-    await presence.report_rooms("alive", {"a": 1}, 1, 10, {"a": [member("c1", "alive")]})
-    await asyncio.sleep(0.5)
+    await presence.report_rooms("dead", {"a": 1}, 1, TTL, {"a": [member("ghost", "dead")]})
+    await presence.report_rooms("alive", {"a": 1}, 1, 10 * TTL, {"a": [member("c1", "alive")]})
+    await clock.wait_for(member_gone(presence, "a", "ghost"), within=TTL)
     assert [m.client for m in await presence.members("a")] == ["c1"]
     await presence.withdraw("alive")
+    assert await presence.members("a") == []
+
+
+async def test_memory_report_counts_until_its_ttl_on_the_given_clock() -> None:
+    """MemoryPresence reads expiry from the clock it is given: a report counts until exactly
+    ``ttl`` later on that clock, whatever the real time."""
+    clock = ManualClock()
+    presence = MemoryPresence(clock=clock)
+    await presence.report_rooms("n1", {"a": 1}, 1, ttl=30, members={"a": [member("c1", "n1")]})
+    clock.now += 29.99
+    assert await presence.nodes() == ["n1"]
+    assert [m.client for m in await presence.members("a")] == ["c1"]
+    clock.now += 0.01
+    assert await presence.nodes() == []
     assert await presence.members("a") == []

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .base import Member, Presence, RoomTotals
 
 
 class MemoryPresence(Presence):
-    """Reports kept in a dict; expiry is checked on read with a monotonic clock."""
+    """Reports kept in a dict; expiry is checked on read against ``clock``.
 
-    def __init__(self) -> None:
+    ``clock`` returns seconds and must never go backwards (default ``time.monotonic``); tests pass
+    one they advance by hand, to see a report expire without waiting for its ttl.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._reports: dict[str, tuple[float, dict[str, int], int]] = {}
         self._members: dict[str, dict[str, list[Member]]] = {}  # node -> channel -> members
 
@@ -29,7 +34,7 @@ class MemoryPresence(Presence):
         ttl: float,
         members: Mapping[str, Sequence[Member]] | None = None,
     ) -> None:
-        self._reports[node_id] = (time.monotonic() + ttl, dict(rooms), clients)
+        self._reports[node_id] = (self._clock() + ttl, dict(rooms), clients)
         lists = self._members.setdefault(node_id, {})
         for channel, listed in (members or {}).items():
             if listed:
@@ -59,7 +64,7 @@ class MemoryPresence(Presence):
         return sorted(node_id for node_id, _ in self._live())
 
     def _live(self) -> list[tuple[str, tuple[float, dict[str, int], int]]]:
-        now = time.monotonic()
+        now = self._clock()
         for node_id in [n for n, report in self._reports.items() if report[0] <= now]:
             del self._reports[node_id]
             self._members.pop(node_id, None)
