@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close
+from websockets.typing import Origin, Subprotocol
 
 from sanic_feeds.protocol import CloseCode
 from support.local_server import LocalServer, local_server
@@ -26,12 +28,14 @@ def hs256(**claims: object) -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-async def refused(url: str, **kwargs: object) -> ConnectionClosed:
-    """Connect and expect the server to close before any message; return the close."""
-    async with connect(url, **kwargs) as ws:  # type: ignore[arg-type]
+async def refused(url: str) -> Close:
+    """Connect and expect the server to close before any message; return its close frame."""
+    async with connect(url) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             await recv_json(ws)
-    return closed.value
+    received = closed.value.rcvd
+    assert received is not None, "the connection dropped without a close frame"
+    return received
 
 
 async def send(ws: ClientConnection, message: object) -> None:
@@ -52,14 +56,15 @@ async def test_static_tokens_from_header_query_and_subprotocol(
         async with connect(server.ws_url("lobby", token="tok-bob-2")) as ws:
             assert (await recv_json(ws))["user"] == "bob"
         async with connect(
-            server.ws_url("lobby"), subprotocols=["sanic-feeds", "bearer.tok-ann-1"]
+            server.ws_url("lobby"),
+            subprotocols=[Subprotocol("sanic-feeds"), Subprotocol("bearer.tok-ann-1")],
         ) as ws:
             assert (await recv_json(ws))["user"] == "ann"
             assert ws.subprotocol == "sanic-feeds"
         missing = await refused(server.ws_url("lobby"))
-        assert (missing.rcvd.code, missing.rcvd.reason) == (1008, "authentication required")
+        assert (missing.code, missing.reason) == (1008, "authentication required")
         wrong = await refused(server.ws_url("lobby", token="nope"))
-        assert (wrong.rcvd.code, wrong.rcvd.reason) == (1008, "invalid token")
+        assert (wrong.code, wrong.reason) == (1008, "invalid token")
         assert not server.node.hub.rooms()  # refused before joining anything
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("sanic"))
     assert "tok-ann-1" not in logged
@@ -75,13 +80,13 @@ async def test_jwt_identity_and_expiry() -> None:
         async with connect(server.ws_url("lobby", token=hs256(sub="u2"))) as ws:
             assert (await recv_json(ws))["user"] == "u2"
         expired = await refused(server.ws_url("x", token=hs256(sub="u", exp=int(time.time()) - 5)))
-        assert (expired.rcvd.code, expired.rcvd.reason) == (1008, "token expired")
+        assert (expired.code, expired.reason) == (1008, "token expired")
         forged = jwt.encode({"sub": "u"}, "another-secret-0123456789-abcdef", algorithm="HS256")
         bad = await refused(server.ws_url("x", token=forged))
-        assert bad.rcvd.code == 1008
-        assert bad.rcvd.reason.startswith("invalid token")
+        assert bad.code == 1008
+        assert bad.reason.startswith("invalid token")
         no_sub = await refused(server.ws_url("x", token=hs256(name="nobody")))
-        assert no_sub.rcvd.code == 1008
+        assert no_sub.code == 1008
 
         short = hs256(sub="u3", exp=int(time.time()) + 2)
         async with connect(server.ws_url("lobby", token=short)) as ws:
@@ -112,7 +117,7 @@ async def test_jwt_with_a_public_key(tmp_path: Path, kind: str) -> None:
         async with connect(server.ws_url("lobby", token=token)) as ws:
             assert (await recv_json(ws))["user"] == "k1"
         hs = await refused(server.ws_url("lobby", token=hs256(sub="k1")))
-        assert hs.rcvd.code == 1008
+        assert hs.code == 1008
 
 
 async def test_channel_permissions_from_claims() -> None:
@@ -120,7 +125,7 @@ async def test_channel_permissions_from_claims() -> None:
     reader = hs256(sub="r", channels=["news.*", "lobby"], publish=["lobby"])
     async with local_server(auth="jwt", jwt_secret=SECRET, join_leave=False) as server:
         denied = await refused(server.ws_url("secret", token=reader))
-        assert (denied.rcvd.code, denied.rcvd.reason) == (1008, "forbidden: this channel")
+        assert (denied.code, denied.reason) == (1008, "forbidden: this channel")
         async with (
             connect(server.ws_url("news.tech", token=reader)) as ws,
             connect(server.ws_url("news.tech", token=hs256(sub="w"))) as other,
@@ -147,10 +152,10 @@ async def test_allowed_origins() -> None:
     """A refused Origin gets HTTP 403 and never reaches the handler; listed or absent pass."""
     async with local_server(allowed_origins=("https://app.example",)) as server:
         with pytest.raises(InvalidStatus) as status:
-            await connect(server.ws_url("lobby"), origin="https://evil.example")  # type: ignore[arg-type]
+            await connect(server.ws_url("lobby"), origin=Origin("https://evil.example"))
         assert status.value.response.status_code == 403
         assert not server.node.sessions
-        async with connect(server.ws_url("lobby"), origin="https://app.example") as ws:  # type: ignore[arg-type]
+        async with connect(server.ws_url("lobby"), origin=Origin("https://app.example")) as ws:
             await recv_json(ws)
         async with connect(server.ws_url("lobby")) as ws:  # non-browser clients send no Origin
             await recv_json(ws)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from support.server_process import ServerProcess
 
@@ -59,7 +59,7 @@ async def say(page: Page, text: str) -> None:
     await page.keyboard.press("Enter")
 
 
-def chats(page: Page, text: str) -> object:
+def chats(page: Page, text: str) -> Locator:
     return page.locator('#log [data-type="chat"]', has_text=text)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import httpx
 import pytest
@@ -17,9 +18,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from sanic_feeds.errors import BrokerUnavailable
 from support.local_server import LocalServer, local_server
 from support.redis_server import RedisServer
-from support.ws import eventually, recv_json, recv_until
+from support.ws import eventually, is_data, recv_json, recv_until
 
-PROBE = {"broker_probe_interval": 0.3, "broker_probe_timeout": 0.6}
+PROBE: dict[str, Any] = {"broker_probe_interval": 0.3, "broker_probe_timeout": 0.6}
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ async def cluster(redis_url: str) -> AsyncIterator[list[LocalServer]]:
     async with AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(
-                local_server(broker=redis_url, join_leave=False, **PROBE)  # type: ignore[arg-type]
+                local_server(broker=redis_url, join_leave=False, **PROBE)
             )
             for _ in range(2)
         ]
@@ -50,7 +51,7 @@ async def delivery_everywhere(
     for ws in clients:
         for n in range(len(servers)):
             try:
-                await recv_until(ws, lambda m, n=n: m.get("data") == f"{marker}-{n}", timeout=1)
+                await recv_until(ws, is_data(f"{marker}-{n}"), timeout=1)
             except TimeoutError:
                 return False
     return True

@@ -32,7 +32,7 @@ TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 
 async def chats_received(ws: ClientConnection, count: int) -> list[object]:
     """The messages of the next ``count`` chats ``ws`` receives (other types skipped)."""
-    got = []
+    got: list[object] = []
     async with asyncio.timeout(5):
         while len(got) < count:
             message = await recv_json(ws)

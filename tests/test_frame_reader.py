@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -212,6 +214,20 @@ def test_close_frame_layout_and_long_reasons_are_cut_on_a_character() -> None:
 
 # -- handshake -------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class RequestHeaders:
+    """Request headers as ``handshake.check`` reads them: by lower-case name.
+
+    Not a plain dict, whose overloaded ``get`` does not match the ``handshake.Headers`` protocol.
+    """
+
+    fields: Mapping[str, str]
+
+    def get(self, key: str, default: str | None = None, /) -> str | None:
+        return self.fields.get(key, default)
+
+
 GOOD = {
     "upgrade": "websocket",
     "connection": "keep-alive, Upgrade",
@@ -225,12 +241,15 @@ def test_accept_key_matches_the_rfc_example() -> None:
 
 
 def test_accept_builds_the_101_response() -> None:
-    response = accept(GOOD).decode()
+    response = accept(RequestHeaders(GOOD)).decode()
     assert response.startswith("HTTP/1.1 101 Switching Protocols\r\n")
     assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in response
     assert "Sec-WebSocket-Protocol" not in response
     assert response.endswith("\r\n\r\n")
-    assert "Sec-WebSocket-Protocol: sanic-feeds\r\n" in accept(GOOD, "sanic-feeds").decode()
+    assert (
+        "Sec-WebSocket-Protocol: sanic-feeds\r\n"
+        in accept(RequestHeaders(GOOD), "sanic-feeds").decode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -246,7 +265,7 @@ def test_accept_builds_the_101_response() -> None:
 )
 def test_bad_upgrade_requests_are_refused(change: dict[str, str], status: int) -> None:
     with pytest.raises(HandshakeError) as refused:
-        accept({**GOOD, **change})
+        accept(RequestHeaders({**GOOD, **change}))
     assert refused.value.status == status
 
 
@@ -260,8 +279,8 @@ def test_subprotocol_choice() -> None:
 
 def test_a_426_names_the_version_spoken() -> None:
     with pytest.raises(HandshakeError) as refused:
-        accept({**GOOD, "sec-websocket-version": "8"})
+        accept(RequestHeaders({**GOOD, "sec-websocket-version": "8"}))
     assert refused.value.headers == {"Sec-WebSocket-Version": "13"}
     with pytest.raises(HandshakeError) as refused:
-        accept({**GOOD, "sec-websocket-key": "short"})
+        accept(RequestHeaders({**GOOD, "sec-websocket-key": "short"}))
     assert refused.value.headers == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AsyncExitStack
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -54,10 +55,10 @@ async def test_repeated_violations_close_4429() -> None:
 
 async def test_user_rate_limit_spans_connections_and_instances(broker_url: str) -> None:
     """One user's budget is shared by all of their connections, on every instance."""
-    settings = {"auth": "token", "tokens": ("t1=ann",), "user_rate_limit": "3/60"}
+    settings: dict[str, Any] = {"auth": "token", "tokens": ("t1=ann",), "user_rate_limit": "3/60"}
     async with AsyncExitStack() as stack:
-        one = await stack.enter_async_context(local_server(broker=broker_url, **settings))  # type: ignore[arg-type]
-        two = await stack.enter_async_context(local_server(broker=broker_url, **settings))  # type: ignore[arg-type]
+        one = await stack.enter_async_context(local_server(broker=broker_url, **settings))
+        two = await stack.enter_async_context(local_server(broker=broker_url, **settings))
         if broker_url == "memory://":
             two = one  # one process: the limit is per process
         a = await stack.enter_async_context(connect(one.ws_url("r", token="t1"), max_queue=None))

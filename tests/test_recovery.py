@@ -7,7 +7,7 @@ cluster behind a load balancer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -40,6 +40,11 @@ async def chat(ws: ClientConnection, message: object) -> None:
     await ws.send(orjson.dumps({"type": "chat", "message": message}).decode())
 
 
+def carries(value: int) -> Callable[[dict[str, Any]], bool]:
+    """The predicate for a chat or data message whose content is ``value``."""
+    return lambda message: message.get("message", message.get("data")) == value
+
+
 async def next_stored(ws: ClientConnection) -> dict[str, Any]:
     """The next chat or data message (skipping notices)."""
     return await recv_until(ws, lambda m: m["type"] in ("chat", "data", "recovered"), timeout=10)
@@ -66,7 +71,7 @@ async def test_reconnect_gets_exactly_the_missed_messages_then_live(
                 await one.feeds.publish("room", i)
             else:
                 await two.feeds.publish("room", i)
-            await recv_until(talker, lambda m, i=i: m.get("message", m.get("data")) == i)
+            await recv_until(talker, carries(i))
 
     async with connect(one.ws_url("room", since=str(last), epoch=epoch), max_queue=None) as back:
         assert (await recv_json(back))["type"] == "system"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import orjson
@@ -27,7 +27,7 @@ from support.collect import Deliveries
 from support.local_server import local_server
 from support.redis_server import RedisServer
 from support.server_process import ServerProcess
-from support.ws import recv_json, recv_until
+from support.ws import is_data, recv_json, recv_until
 
 
 @pytest.fixture
@@ -70,10 +70,11 @@ async def test_a_full_budget_makes_callers_wait_not_fail(redis_url: str) -> None
     await pool.open()
     peak = 0
 
-    async def one(i: int) -> object:
+    async def one(i: int) -> int:
         nonlocal peak
         peak = max(peak, pool.in_flight)
-        return await pool.call(encode(b"INCR", b"budget"))
+        count: int = await pool.call(encode(b"INCR", b"budget"))
+        return count
 
     try:
         replies = await asyncio.gather(*(one(i) for i in range(2000)))
@@ -126,7 +127,8 @@ async def test_killed_command_connections_store_nothing_twice(redis_url: str, re
         assert sorted(r.offset for r in results) == list(range(1, count + 1))
         assert broker.lost_replies > 0  # the kills did land mid-burst
         entries = await redis.xrange(next(iter(await redis.keys("*hist:{kill}"))))
-        bodies = [orjson.loads(fields[b"d"])["data"] for _, fields in entries]
+        assert entries is not None
+        bodies = [orjson.loads(fields[b"d"])["data"] for _, fields in entries if fields]
         assert sorted(bodies) == list(range(count))
     finally:
         await broker.aclose()
@@ -138,7 +140,7 @@ async def test_recovery_reads_from_the_readers_position() -> None:
     touched = 0
 
     class Counting(list[tuple[int, bytes]]):
-        def __reversed__(self):  # type: ignore[no-untyped-def]  # a plain reversed() wrapper
+        def __reversed__(self) -> Iterator[tuple[int, bytes]]:
             nonlocal touched
             for entry in super().__reversed__():
                 touched += 1
@@ -188,8 +190,8 @@ async def test_a_subscribe_is_acknowledged_when_it_holds(redis_url: str) -> None
                 await ws.send(orjson.dumps({"type": "subscribe", "channel": channel}).decode())
                 assert await recv_json(ws) == {"type": "subscribed", "channel": channel}
                 await two.feeds.publish(channel, trial)
-                got = await recv_until(ws, lambda m, c=channel: m.get("channel") == c, timeout=5)
-                assert got["data"] == trial
+                got = await recv_until(ws, is_data(trial), timeout=5)
+                assert got["channel"] == channel
 
 
 async def test_simultaneous_chats_over_two_instances_are_all_delivered(redis_url: str) -> None:

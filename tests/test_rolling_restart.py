@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ async def test_rolling_restart_loses_and_repeats_nothing(redis_url: str) -> None
             assert code == 0, f"instance {index + 1} exited with {code}:\n{old.log_tail()}"
             old.close()
             await progress.until(
-                lambda url=url, before=welcomes_before: moved_off(members, url, before),
+                functools.partial(moved_off, members, url, welcomes_before),
                 f"the clients of instance {index + 1} moved to another instance",
                 MOVE_TIMEOUT_S,
             )

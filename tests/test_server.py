@@ -236,7 +236,8 @@ async def test_rooms_and_health(broker_url: str) -> None:
             assert health.json()["broker"]["ok"] is True
 
             async def rooms_empty() -> bool:
-                return (await http.get("/api/rooms")).json() == {
+                body: object = (await http.get("/api/rooms")).json()
+                return body == {
                     "rooms": [],
                     "total_clients": 0,
                     "counts": {},

@@ -41,13 +41,13 @@ class StalledClient:
             raise ConnectionError(f"handshake refused: {head!r}")
         # A StreamReader keeps reading the socket into memory whether or not anyone calls
         # read(); stop it, so the kernel's tiny receive window really fills up.
-        writer.transport.pause_reading()
+        _reading_side(writer).pause_reading()
         return cls(reader, writer)
 
     async def read_all(self, timeout: float = 10.0) -> bytes:
         """Read until the server closes the TCP connection (or ``timeout``)."""
         chunks: list[bytes] = []
-        self.writer.transport.resume_reading()
+        _reading_side(self.writer).resume_reading()
         try:
             async with asyncio.timeout(timeout):
                 while chunk := await self.reader.read(1 << 16):
@@ -58,3 +58,11 @@ class StalledClient:
 
     def close(self) -> None:
         self.writer.transport.abort()
+
+
+def _reading_side(writer: asyncio.StreamWriter) -> asyncio.Transport:
+    """The stream's socket transport, which reads too (typeshed types it as write-only)."""
+    transport = writer.transport
+    if not isinstance(transport, asyncio.Transport):
+        raise TypeError(f"expected a socket transport, got {type(transport).__name__}")
+    return transport

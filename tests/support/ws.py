@@ -107,8 +107,9 @@ async def expect_marker(
         raise AssertionError(f"expected nothing before the marker, got {message!r}")
 
 
-def is_data(marker: str) -> Callable[[dict[str, Any]], bool]:
-    """The predicate for a data message published with ``marker`` as its data."""
+def is_data(marker: object) -> Callable[[dict[str, Any]], bool]:
+    """The predicate for a data message published with ``marker`` (any JSON value) as its
+    data."""
     return lambda message: message.get("type") == "data" and message.get("data") == marker
 
 
