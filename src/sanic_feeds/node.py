@@ -8,6 +8,7 @@ can be started and stopped without Sanic, which is how the hub and broker are st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -107,6 +108,7 @@ class Node:
         """Channel -> client id -> membership, for this node's connections."""
         self._changed_channels: set[str] = set()
         self._report_waiters: list[asyncio.Future[None]] = []
+        self._report_wanted = asyncio.Event()
         """Joins waiting for the next report (the one that will list them) to be written."""
         self._reporter: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
@@ -270,6 +272,7 @@ class Node:
         waiter = asyncio.get_running_loop().create_future()
         self._report_waiters.append(waiter)
         self._rooms_changed.set()
+        self._report_wanted.set()
         try:
             async with asyncio.timeout(ACK_REPORT_TIMEOUT):
                 await asyncio.shield(waiter)
@@ -302,12 +305,17 @@ class Node:
             try:
                 async with asyncio.timeout(interval):
                     await self._rooms_changed.wait()
-                # Gather changes for a while, unless a join waits for its report: then one
-                # loop turn (joins arriving together still share one report).
-                await asyncio.sleep(0 if self._report_waiters else REPORT_DEBOUNCE)
+                # Gather changes for a while, unless a join waits (or comes to wait) for its
+                # report: then one loop turn, so joins arriving together share one report.
+                if not self._report_waiters:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(REPORT_DEBOUNCE):
+                            await self._report_wanted.wait()
+                await asyncio.sleep(0)
             except TimeoutError:
                 full = True
             self._rooms_changed.clear()
+            self._report_wanted.clear()
             waiters, self._report_waiters = self._report_waiters, []
             changed = set(self.local_members) if full else set()
             changed |= self._changed_channels
