@@ -25,8 +25,8 @@ from . import protocol
 from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
-from .frames import text_frame
 from .history import HistoryPage, position_of
+from .wire import WEBSOCKET, Wire
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ class Hub:
         """Channels being recovered after a gap -> broker payloads held back meanwhile."""
         self._recoveries: set[asyncio.Task[None]] = set()
         self._members: dict[str, dict[str, Sink]] = {}
+        """Channel -> client id -> where its frames go: every local member."""
+        self._by_wire: dict[str, dict[Wire, dict[str, Sink]]] = {}
+        """The same members grouped by wire: each message is framed once per wire."""
         self._subscribed: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
@@ -65,13 +68,17 @@ class Hub:
 
     # -- membership ------------------------------------------------------------------------------
 
-    async def join(self, channel: str, client_id: str, outbound: Sink) -> None:
-        """Add a member; return once the node receives the channel.
+    async def join(
+        self, channel: str, client_id: str, outbound: Sink, wire: Wire = WEBSOCKET
+    ) -> None:
+        """Add a member whose frames are framed for ``wire``; return once the node receives
+        the channel.
 
         Raises :class:`BrokerUnavailable` (and leaves the member out) when the broker cannot
         subscribe.
         """
         self._members.setdefault(channel, {})[client_id] = outbound
+        self._by_wire.setdefault(channel, {}).setdefault(wire, {})[client_id] = outbound
         try:
             await self._reconcile(channel)
         except BaseException:
@@ -85,6 +92,9 @@ class Hub:
         members = self._members.get(channel)
         if members is not None and client_id in members:
             members[client_id] = sink
+            for group in self._by_wire[channel].values():
+                if client_id in group:
+                    group[client_id] = sink
 
     async def leave(self, channel: str, client_id: str) -> None:
         """Remove a member; unsubscribe the node when it was the channel's last local member."""
@@ -108,8 +118,13 @@ class Hub:
         members = self._members.get(channel)
         if members is None or members.pop(client_id, None) is None:
             return False
+        groups = self._by_wire[channel]
+        for wire, group in list(groups.items()):
+            if group.pop(client_id, None) is not None and not group:
+                del groups[wire]
         if not members:
             del self._members[channel]
+            del self._by_wire[channel]
             self._last.pop(channel, None)
         return True
 
@@ -178,11 +193,10 @@ class Hub:
     async def _recover(self, channel: str, epoch: str, offset: int) -> None:
         page = await read_history(self._broker, channel, offset, epoch, self._history_limit)
         parked = self._parked.pop(channel, [])
-        members = self._members.get(channel)
-        if not members:
+        if not self._members.get(channel):
             return
         for body in page.messages:
-            self._fan_out(members, text_frame(body), "")
+            self._fan_out(channel, body, "")
         if page.offsets:
             self._last[channel] = (page.epoch, page.offsets[-1])
         last = self._last.get(channel)
@@ -199,9 +213,8 @@ class Hub:
             self._notify_gap(channel)
 
     def _notify_gap(self, channel: str) -> None:
-        members = self._members.get(channel)
-        if members:
-            self._fan_out(members, text_frame(protocol.gap(channel)), "")
+        if self._members.get(channel):
+            self._fan_out(channel, protocol.gap(channel), "")
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """Broker callback: queue one message for every local member of ``channel``."""
@@ -225,20 +238,23 @@ class Hub:
             position = position_of(body)
             if position is not None:
                 self._last[channel] = position
-        self._fan_out(members, text_frame(body), exclude)
+        self._fan_out(channel, body, exclude)
 
-    def _fan_out(self, members: dict[str, Sink], frame: bytes, exclude: str) -> None:
-        if exclude:
-            count = 0
-            for client_id, sink in members.items():
-                if client_id != exclude:
+    def _fan_out(self, channel: str, body: bytes, exclude: str) -> None:
+        """Frame ``body`` once per wire and queue it on every member but ``exclude``."""
+        for wire, members in self._by_wire[channel].items():
+            frame = wire.frame(body)
+            if exclude:
+                count = 0
+                for client_id, sink in members.items():
+                    if client_id != exclude:
+                        sink.send(frame)
+                        count += 1
+                self.deliveries += count
+            else:
+                for sink in members.values():
                     sink.send(frame)
-                    count += 1
-            self.deliveries += count
-        else:
-            for sink in members.values():
-                sink.send(frame)
-            self.deliveries += len(members)
+                self.deliveries += len(members)
 
 
 def _already_sent(position: tuple[str, int] | None, last: tuple[str, int] | None) -> bool:

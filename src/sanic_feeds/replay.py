@@ -9,21 +9,22 @@ frames flow straight to the client. Pure code: no I/O.
 
 from __future__ import annotations
 
-import orjson
-
-from .frames import payload_of
+from .history import position_of
+from .wire import WEBSOCKET, Wire
 
 
 class ReplayBuffer:
-    """Stands in for a member's outbound buffer during a replay; bounded like it."""
+    """Stands in for a member's outbound buffer during a replay; bounded in bytes like it."""
 
-    __slots__ = ("frames", "limit", "overflowed", "size")
+    __slots__ = ("frames", "limit", "overflowed", "size", "wire")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, wire: Wire = WEBSOCKET) -> None:
         self.frames: list[bytes] = []
         self.size = 0
         self.limit = limit
         self.overflowed = False
+        self.wire = wire
+        """How the parked frames are framed (to read their bodies back)."""
 
     def send(self, frame: bytes) -> None:
         if self.overflowed:
@@ -37,16 +38,10 @@ class ReplayBuffer:
 
     def unseen(self, epoch: str, last: int) -> list[bytes]:
         """The parked frames that were not part of the replay (history ids up to ``last``)."""
-        return [f for f in self.frames if not _replayed(f, epoch, last)]
+        body_of = self.wire.body_of
+        return [f for f in self.frames if not _replayed(body_of(f), epoch, last)]
 
 
-def _replayed(frame: bytes, epoch: str, last: int) -> bool:
-    payload = payload_of(frame)
-    if not payload.startswith(b'{"id":'):
-        return False  # not a stored message (join/leave notices): always forwarded
-    try:
-        message = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return False
-    offset = message.get("id")
-    return message.get("epoch") == epoch and isinstance(offset, int) and offset <= last
+def _replayed(payload: bytes, epoch: str, last: int) -> bool:
+    position = position_of(payload)  # None for messages not stored (notices): always forwarded
+    return position is not None and position[0] == epoch and position[1] <= last

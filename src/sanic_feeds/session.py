@@ -17,7 +17,7 @@ import secrets
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING
 
 from . import protocol
@@ -25,13 +25,13 @@ from .auth import Identity, seconds_left
 from .channels import CHANNEL_RULES, is_valid_channel
 from .envelope import seal
 from .errors import BrokerUnavailable, ProtocolError
-from .frames import text_frame
 from .hub import read_history
 from .outbound import Outbound
 from .protocol import CloseCode, ErrorCode
 from .ratelimit import TokenBucket
 from .replay import ReplayBuffer
 from .tasks import cancel_and_wait
+from .wire import WEBSOCKET, Wire
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -99,6 +99,7 @@ class Session:
         "peer",
         "primary",
         "user",
+        "wire",
     )
 
     def __init__(
@@ -109,8 +110,11 @@ class Session:
         user: str,
         peer: str = "",
         identity: Identity | None = None,
+        wire: Wire = WEBSOCKET,
     ) -> None:
         self.node = node
+        self.wire = wire
+        """How this connection's messages are framed (its transport's codec)."""
         self.identity = identity or Identity(user=user)
         rate = node.message_rate
         self._bucket = TokenBucket(rate, time.monotonic()) if rate else None
@@ -141,18 +145,36 @@ class Session:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, channel: str, since: object = None, epoch: object = None) -> None:
-        """Welcome the client and join ``channel``; its messages wait until that is done."""
+    def start(
+        self,
+        channel: str,
+        since: object = None,
+        epoch: object = None,
+        *,
+        also: Sequence[tuple[str, int | None, str | None]] = (),
+    ) -> None:
+        """Welcome the client and join ``channel``; its messages wait until that is done.
+
+        ``also``: more channels to join right after, each with its recovery position
+        (``since``, ``epoch``), each acknowledged with ``subscribed`` (transports that name
+        several channels at connect, such as Server-Sent Events).
+        """
         node = self.node
         node.sessions[self.id] = self
         node.stats.connections_opened += 1
         log.info(
             "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
         )
-        self._task = asyncio.ensure_future(self._work(self._open(channel, since, epoch)))
+        self._task = asyncio.ensure_future(self._work(self._open(channel, since, epoch, also)))
         self.conn.attach(self)
 
-    async def _open(self, channel: str, since: object, epoch: object) -> None:
+    async def _open(
+        self,
+        channel: str,
+        since: object,
+        epoch: object,
+        also: Sequence[tuple[str, int | None, str | None]],
+    ) -> None:
         if self.node.draining:
             self.close(CloseCode.GOING_AWAY, "server shutting down")
             return
@@ -174,6 +196,9 @@ class Session:
             recovery = (None, None)
         if not await self._join(channel, *recovery, greeting=greeting):
             self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
+            return
+        for other, other_since, other_epoch in also:
+            await self._dispatch(protocol.Subscribe(other, other_since, other_epoch))
 
     def receive(self, message: str | bytes) -> None:
         """A client message: handle it after those before it."""
@@ -268,7 +293,7 @@ class Session:
 
     def send(self, body: bytes) -> None:
         """Queue one server message (encoded JSON) for this client."""
-        self.outbound.send(text_frame(body))
+        self.outbound.send(self.wire.frame(body))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -426,9 +451,9 @@ class Session:
         if channel in self.channels:
             return True
         self.channels[channel] = None
-        parked = ReplayBuffer(self.node.config.client_buffer)
+        parked = ReplayBuffer(self.node.config.client_buffer, self.wire)
         try:
-            await self.node.hub.join(channel, self.id, parked)
+            await self.node.hub.join(channel, self.id, parked, self.wire)
         except BrokerUnavailable as exc:
             log.warning("client=%s could not join %s: %s", self.id, channel, exc)
             del self.channels[channel]
@@ -448,7 +473,7 @@ class Session:
 
     async def _resync(self, channel: str, since: int, epoch: str | None) -> None:
         """Replay a joined channel from ``since``, parking its live frames meanwhile."""
-        parked = ReplayBuffer(self.node.config.client_buffer)
+        parked = ReplayBuffer(self.node.config.client_buffer, self.wire)
         self.node.hub.swap(channel, self.id, parked)
         seen = await self._recover(channel, since, epoch)
         self.send(protocol.subscribed(channel))
