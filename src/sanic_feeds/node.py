@@ -16,25 +16,22 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from redis.asyncio import Redis
 
 from . import protocol
-from .brokers import Broker, HistoryPolicy, MemoryBus, create_broker
-from .brokers.redis import open_client
+from .backends import Backends, create_backends
+from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
+from .host import Attached, Participant
 from .hub import Hub
+from .membership import Memberships
 from .outbound import Flusher
-from .presence import Member, Presence, RoomTotals, create_presence
-from .ratelimit import MemoryUserLimiter, Rate, RedisUserLimiter, TokenBucket, UserLimiter
+from .presence import Member, RoomTotals
+from .ratelimit import TokenBucket
+from .session_state import Limits
 from .tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from .session import Session
 
 log = logging.getLogger(__name__)
 
@@ -76,32 +73,18 @@ def new_node_id() -> str:
 class Node:
     """Everything one process needs to serve feeds. Create, ``await start()``, ``await stop()``."""
 
-    def __init__(
-        self,
-        config: FeedsConfig,
-        *,
-        broker: Broker | None = None,
-        presence: Presence | None = None,
-        bus: MemoryBus | None = None,
-    ) -> None:
+    def __init__(self, config: FeedsConfig, *, bus: MemoryBus | None = None) -> None:
+        """``bus``: for ``memory://``, nodes of one process that share it form one cluster."""
         self.config = config
         self.id = new_node_id()
-        bus = bus if bus is not None else MemoryBus()
-        self.broker = broker or create_broker(
-            config.broker,
-            prefix=config.redis_prefix,
-            node_id=self.id,
-            bus=bus,
-            probe_interval=config.broker_probe_interval,
-            probe_timeout=config.broker_probe_timeout,
-            history=HistoryPolicy(config.history_size, config.history_ttl),
-        )
-        self.presence = presence or create_presence(
-            config.broker, prefix=config.redis_prefix, shared=bus.presence
-        )
+        self.backends: Backends = create_backends(config, node_id=self.id, bus=bus)
+        """Broker, presence and per-user limiter, opened by ``start``, released by ``stop``."""
+        self.broker = self.backends.broker
+        self.presence = self.backends.presence
+        self.user_limiter = self.backends.user_limiter
         self.hub = Hub(self.broker, config.history_size)
         self.notices_for: Callable[[str], bool] = config.notices_for()
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, Attached] = {}
         self._flusher: Flusher | None = None
         self._rooms_changed = asyncio.Event()
         self.local_members: dict[str, dict[str, Member]] = {}
@@ -114,10 +97,25 @@ class Node:
         self._pinger: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
-        self.user_limiter: UserLimiter | None = None
-        self._limiter_client: Redis | None = None
-        self.message_rate = Rate.parse(config.rate_limit)
-        connect_rate = Rate.parse(config.connect_rate)
+        self.message_rate = config.rate_limit
+        self.limits = Limits(
+            max_channels=config.max_channels,
+            message_rate=self.message_rate,
+            rate_limit_text=str(config.rate_limit),
+            rate_limit_violations=config.rate_limit_violations,
+        )
+        """What every session's state machine enforces."""
+        self.memberships = Memberships(
+            self.hub,
+            self.broker,
+            client_buffer=config.client_buffer,
+            history_size=config.history_size,
+            notices_for=self.notices_for,
+            joined=self.member_joined,
+            left=self.member_left,
+            reported=self.presence_reported,
+        )
+        connect_rate = config.connect_rate
         self._connect_bucket = TokenBucket(connect_rate, time.monotonic()) if connect_rate else None
         self.draining = False
         self.started = False
@@ -131,17 +129,7 @@ class Node:
 
     async def start(self) -> None:
         self._flusher = Flusher(asyncio.get_running_loop(), self.config.flush_interval)
-        await self.broker.open(self.hub.deliver, self.hub.gap)
-        await self.presence.open()
-        user_rate = Rate.parse(self.config.user_rate_limit)
-        if user_rate is not None:
-            if self.config.broker.startswith("memory:"):
-                self.user_limiter = MemoryUserLimiter(user_rate)
-            else:
-                self._limiter_client = open_client(self.config.broker)
-                self.user_limiter = RedisUserLimiter(
-                    user_rate, self._limiter_client, self.config.redis_prefix
-                )
+        await self.backends.open(self.hub.deliver, self.hub.gap)
         self._reporter = asyncio.create_task(self._report_rooms(), name="sanic-feeds:rooms")
         if self.config.ping_interval > 0:
             self._pinger = asyncio.create_task(self._keepalive(), name="sanic-feeds:keepalive")
@@ -171,10 +159,7 @@ class Node:
             await self.presence.withdraw(self.id)
         except BrokerUnavailable as exc:
             log.warning("could not withdraw room report: %s", exc)
-        await self.presence.aclose()
-        await self.broker.aclose()
-        if self._limiter_client is not None:
-            await self._limiter_client.aclose()
+        await self.backends.aclose()
         log.info("node %s stopped", self.id)
 
     async def drain(self, code: int = protocol.CloseCode.GOING_AWAY, reason: str = "") -> None:
@@ -218,6 +203,57 @@ class Node:
         if bucket is not None and bucket.take(time.monotonic()) > 0:
             return "too many new connections"
         return None
+
+    # -- what sessions use (the Host interface) --------------------------------------------------
+
+    @property
+    def client_buffer(self) -> int:
+        return int(self.config.client_buffer)
+
+    @property
+    def close_timeout(self) -> float:
+        return float(self.config.close_timeout)
+
+    def attach(self, session: Attached) -> None:
+        self.sessions[session.id] = session
+        self.stats.connections_opened += 1
+
+    def detach(self, session: Attached, high_water: int) -> None:
+        self.sessions.pop(session.id, None)
+        self.rooms_changed()
+        if self.stats.observe_high_water is not None:
+            self.stats.observe_high_water(high_water)
+
+    def tally(self, counter: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+
+    async def join(
+        self,
+        member: Participant,
+        channel: str,
+        since: int | None,
+        epoch: str | None,
+        greeting: tuple[bytes, ...] | None,
+    ) -> bool:
+        return await self.memberships.join(member, channel, since, epoch, greeting)
+
+    async def resync(
+        self, member: Participant, channel: str, since: int, epoch: str | None
+    ) -> None:
+        await self.memberships.resync(member, channel, since, epoch)
+
+    async def leave(self, member: Participant, channel: str) -> None:
+        await self.memberships.leave(member, channel)
+
+    async def user_wait(self, user_key: str) -> float:
+        limiter = self.user_limiter
+        return 0.0 if limiter is None else await limiter.take(user_key)
+
+    async def publish_chat(self, channel: str, body: bytes) -> None:
+        await self.publish_message(channel, body)
+
+    async def read_presence(self, channel: str) -> list[dict[str, object]]:
+        return [member.public() for member in await self.channel_members(channel)]
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -344,7 +380,7 @@ class Node:
             await asyncio.sleep(self.config.ping_interval)
             now = loop.time()
             for session in list(self.sessions.values()):
-                session.conn.keepalive(now, timeout)
+                session.keepalive(now, timeout)
 
     # -- health ----------------------------------------------------------------------------------
 

@@ -1,9 +1,12 @@
-"""One WebSocket connection from handshake to close: the per-connection protocol state machine.
+"""One client connection from open to close: the driver of its protocol state machine.
 
-A session gets whole client messages from its connection (``connection.py``), turns them into
-commands (``protocol.py``), and talks to the hub and the broker. Everything it sends to its
-client goes through its bounded ``Outbound`` buffer: on one connection only one writer may exist,
-or frames could be reordered.
+The protocol itself (which reply, which error, when to close) is decided by
+:class:`~sanic_feeds.session_state.SessionState`, pure code. This module moves things around it:
+whole client messages in from the connection (``connection.py`` for WebSocket, any transport
+implementing ``Connection``), the machine's actions out to the node (through the ``Host``
+interface: join, leave, publish, presence) and to the client. Everything sent to the client goes
+through its bounded ``Outbound`` buffer, framed by the connection's ``Wire``: on one connection
+only one writer may exist, or frames could be reordered.
 
 A session never closes the connection because of bad input: every invalid frame gets a documented
 ``error`` message and the loop goes on.
@@ -18,24 +21,29 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING
 
 from . import protocol
 from .auth import Identity, seconds_left
-from .channels import CHANNEL_RULES, is_valid_channel
-from .envelope import seal
-from .errors import BrokerUnavailable, ProtocolError
-from .hub import read_history
+from .connection import Connection
+from .errors import BrokerUnavailable
+from .host import Host
 from .outbound import Outbound
-from .protocol import CloseCode, ErrorCode
-from .ratelimit import TokenBucket
-from .replay import ReplayBuffer
+from .protocol import CloseCode
+from .session_state import (
+    REFUSING,
+    Action,
+    Close,
+    Join,
+    Leave,
+    Publish,
+    ReadPresence,
+    Resync,
+    Send,
+    SessionState,
+    Tally,
+)
 from .tasks import cancel_and_wait
 from .wire import WEBSOCKET, Wire
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .node import Node
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +52,7 @@ MAX_USER_LENGTH = 64
 INBOX_LIMIT = 32
 """Client messages waiting to be handled before the connection stops reading."""
 
-REFUSING = frozenset(
-    {
-        CloseCode.POLICY_VIOLATION,
-        CloseCode.INVALID_CHANNEL,
-        CloseCode.BROKER_UNAVAILABLE,
-        CloseCode.TOKEN_EXPIRED,
-        CloseCode.RATE_LIMITED,
-        CloseCode.INTERNAL_ERROR,
-    }
-)
-"""Closes after which the client's queued messages are dropped: it was refused, its credential
-ran out, or it abused the rate limit. After others (a shutdown, a slow consumer) what it sent
-before the close is still handled."""
+__all__ = ["INBOX_LIMIT", "REFUSING", "Session", "clean_user_name"]
 
 
 def clean_user_name(raw: str | None) -> str:
@@ -72,7 +68,7 @@ def clean_user_name(raw: str | None) -> str:
 
 
 class Session:
-    """State of one client connection: identity, joined channels, outbound buffer.
+    """One client connection: its state machine, its outbound buffer, its connection.
 
     Driven by its connection: :meth:`receive` for each client message and
     :meth:`connection_lost` at the end. Messages are handled one at a time, in order, by a task
@@ -80,7 +76,6 @@ class Session:
     """
 
     __slots__ = (
-        "_bucket",
         "_done",
         "_ended",
         "_expiry",
@@ -88,23 +83,19 @@ class Session:
         "_inbox",
         "_paused",
         "_task",
-        "_violations",
-        "channels",
         "close_code",
         "conn",
+        "host",
         "id",
-        "identity",
-        "node",
         "outbound",
         "peer",
-        "primary",
-        "user",
+        "state",
         "wire",
     )
 
     def __init__(
         self,
-        node: Node,
+        host: Host,
         conn: Connection,
         *,
         user: str,
@@ -112,26 +103,18 @@ class Session:
         identity: Identity | None = None,
         wire: Wire = WEBSOCKET,
     ) -> None:
-        self.node = node
+        self.host = host
         self.wire = wire
         """How this connection's messages are framed (its transport's codec)."""
-        self.identity = identity or Identity(user=user)
-        rate = node.message_rate
-        self._bucket = TokenBucket(rate, time.monotonic()) if rate else None
-        self._violations = 0
-        self._expiry: asyncio.TimerHandle | None = None
         self.conn = conn
         self.id = secrets.token_hex(8)
-        self.user = user
         self.peer = peer
-        self.channels: dict[str, None] = {}
-        """Joined channels, in join order (a dict is an ordered set)."""
-        self.primary = ""
-        """The channel named in the URL."""
-        self.outbound = Outbound(
-            conn.transport, node.flusher, node.config.client_buffer, self._overflow
+        self.state = SessionState(
+            self.id, user, identity or Identity(user=user), limits=host.limits
         )
+        self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
         self.close_code: int | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._inbox: deque[str | bytes] | None = None
         """Client messages waiting for the task; made when the first one comes (a deque is
         larger than the rest of an idle session)."""
@@ -142,6 +125,24 @@ class Session:
         self._done = False
         self._finished: asyncio.Future[None] | None = None
         """Made on demand (an Event per idle connection would cost more than the rest)."""
+
+    @property
+    def user(self) -> str:
+        return self.state.user
+
+    @property
+    def identity(self) -> Identity:
+        return self.state.identity
+
+    @property
+    def channels(self) -> dict[str, None]:
+        """Joined channels, in join order."""
+        return self.state.channels
+
+    @property
+    def primary(self) -> str:
+        """The channel named when the connection opened."""
+        return self.state.primary
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -159,9 +160,7 @@ class Session:
         (``since``, ``epoch``), each acknowledged with ``subscribed`` (transports that name
         several channels at connect, such as Server-Sent Events).
         """
-        node = self.node
-        node.sessions[self.id] = self
-        node.stats.connections_opened += 1
+        self.host.attach(self)
         log.info(
             "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
         )
@@ -175,30 +174,23 @@ class Session:
         epoch: object,
         also: Sequence[tuple[str, int | None, str | None]],
     ) -> None:
-        if self.node.draining:
-            self.close(CloseCode.GOING_AWAY, "server shutting down")
-            return
-        if not is_valid_channel(channel):
-            self.close(
-                CloseCode.INVALID_CHANNEL, f"invalid channel name; names are {CHANNEL_RULES}"
-            )
-            return
-        if not self.identity.may_join(channel):
-            self.close(CloseCode.POLICY_VIOLATION, "forbidden: this channel")
-            return
-        self.primary = channel
-        self._watch_expiry()
-        greeting = [protocol.welcome(channel, self.id, self.user)]
-        try:
-            recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
-        except ProtocolError as exc:
-            greeting.append(protocol.error(exc.code, exc.message, channel))
-            recovery = (None, None)
-        if not await self._join(channel, *recovery, greeting=greeting):
-            self.close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
-            return
+        actions = self.state.open(
+            channel,
+            since,
+            epoch,
+            now=time.monotonic(),
+            draining=self.host.draining,
+            expires_in=seconds_left(self.identity),
+        )
+        await self._run(actions)
+        if self.state.expires_at is not None:
+            delay = self.state.expires_at - time.monotonic()
+            self._expiry = asyncio.get_running_loop().call_later(max(delay, 0.0), self._tick)
         for other, other_since, other_epoch in also:
-            await self._dispatch(protocol.Subscribe(other, other_since, other_epoch))
+            if self.close_code is not None:
+                break
+            command = protocol.Subscribe(other, other_since, other_epoch)
+            await self._run(self.state.command(command))
 
     def receive(self, message: str | bytes) -> None:
         """A client message: handle it after those before it."""
@@ -226,7 +218,8 @@ class Session:
                 if self._paused and len(inbox) <= INBOX_LIMIT // 2:
                     self._paused = False
                     self.conn.resume_reading()
-                await self._handle(message)
+                self.host.tally("client_messages")
+                await self._run(self.state.receive(message, time.monotonic()))
         except Exception:
             log.exception("client=%s: handling a message failed; closing", self.id)
             self.close(CloseCode.INTERNAL_ERROR, "internal error")
@@ -252,24 +245,25 @@ class Session:
         # do not try to write to a closed transport.
         self.outbound.flush()
         self.outbound.close()
-        self.node.track(asyncio.ensure_future(self._cleanup()))
+        self.host.track(asyncio.ensure_future(self._cleanup()))
 
     async def _cleanup(self) -> None:
         try:
             task = self._task
             if task is not None:
-                _, pending = await asyncio.wait({task}, timeout=self.node.config.close_timeout)
+                _, pending = await asyncio.wait({task}, timeout=self.host.close_timeout)
                 if pending:
                     log.info("client=%s: gave up on its last messages", self.id)
                     await cancel_and_wait(task)
             self._inbox = None
-            await self._leave_all()
+            for channel in list(self.channels):
+                del self.channels[channel]
+                try:
+                    await self.host.leave(self, channel)
+                except Exception:  # leaving must finish for every channel, whatever one does
+                    log.exception("client=%s: leaving %s failed", self.id, channel)
         finally:
-            self.node.sessions.pop(self.id, None)
-            self.node.rooms_changed()
-            observe = self.node.stats.observe_high_water
-            if observe is not None:
-                observe(self.outbound.high_water)
+            self.host.detach(self, self.outbound.high_water)
             code = self.close_code or self.conn.close_received
             log.info("close client=%s user=%r code=%s", self.id, self.user, code)
             self._done = True
@@ -295,245 +289,76 @@ class Session:
         """Queue one server message (encoded JSON) for this client."""
         self.outbound.send(self.wire.frame(body))
 
-    # -- reading ---------------------------------------------------------------------------------
+    def keepalive(self, now: float, timeout: float) -> None:
+        """Called by the node's keepalive sweep, every ping interval."""
+        self.conn.keepalive(now, timeout)
 
-    async def _handle(self, raw: str | bytes) -> None:
-        self.node.stats.client_messages += 1
-        if self._bucket is not None and not self._within_rate(self._bucket):
-            return
-        if not isinstance(raw, str):
-            self._error(
-                ErrorCode.BINARY_NOT_SUPPORTED,
-                "Binary frames are not supported; send JSON text frames",
-            )
-            return
+    # -- carrying out the machine's actions ------------------------------------------------------
+
+    async def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(body=body):
+                    self.send(body)
+                case Publish(channel=channel, body=body, user_key=user_key):
+                    await self._publish(channel, body, user_key)
+                case Join(channel=channel, since=since, epoch=epoch, greeting=greeting):
+                    if not await self.host.join(self, channel, since, epoch, greeting):
+                        await self._run(self.state.join_failed(channel))
+                case Resync(channel=channel, since=since, epoch=epoch):
+                    await self.host.resync(self, channel, since, epoch)
+                case Leave(channel=channel):
+                    await self.host.leave(self, channel)
+                case ReadPresence(channel=channel):
+                    try:
+                        members: list[dict[str, object]] | None = await self.host.read_presence(
+                            channel
+                        )
+                    except BrokerUnavailable:
+                        members = None
+                    await self._run(self.state.presence_read(channel, members))
+                case Close(code=code, reason=reason):
+                    if code == CloseCode.RATE_LIMITED:
+                        log.info("client=%s closed after repeated rate-limit violations", self.id)
+                    self.close(code, reason)
+                case Tally(counter=counter):
+                    self.host.tally(counter)
+
+    async def _members(self, channel: str) -> list[dict[str, object]] | None:
         try:
-            command = protocol.parse_frame(raw)
-        except ProtocolError as exc:
-            self._error(exc.code, exc.message, exc.channel)
-            return
-        await self._dispatch(command)
-
-    async def _dispatch(self, command: protocol.Command) -> None:
-        match command:
-            case protocol.Chat():
-                await self._chat(command)
-            case protocol.Subscribe(channel=channel) if (
-                channel not in self.channels and not self.identity.may_join(channel)
-            ):
-                self._error(ErrorCode.FORBIDDEN, "You may not join this channel", channel)
-            case protocol.Subscribe(channel=channel) if (
-                channel not in self.channels and len(self.channels) >= self.node.config.max_channels
-            ):
-                self._error(
-                    ErrorCode.TOO_MANY_CHANNELS,
-                    f"A connection may follow at most {self.node.config.max_channels} channels",
-                    channel,
-                )
-            case protocol.Subscribe(channel=channel, since=since, epoch=epoch):
-                if channel in self.channels:
-                    if since is not None:  # a resync, typically after a "gap" notice
-                        await self._resync(channel, since, epoch)
-                    else:
-                        self.send(protocol.subscribed(channel))
-                elif not await self._join(channel, since, epoch):
-                    self._error(
-                        ErrorCode.BROKER_UNAVAILABLE, "Could not subscribe; try again", channel
-                    )
-            case protocol.Unsubscribe(channel=channel):
-                if channel not in self.channels:
-                    self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
-                else:
-                    await self._leave(channel)
-                    self.send(protocol.unsubscribed(channel))
-            case protocol.Ping():
-                self.send(protocol.PONG)
-            case protocol.Presence(channel=asked):
-                await self._presence(asked or self.primary, asked is None)
-
-    async def _chat(self, command: protocol.Chat) -> None:
-        channel = command.channel or self.primary
-        if channel not in self.channels:
-            if command.channel is None:
-                self._error(ErrorCode.MISSING_FIELD, "Missing field: channel")
-            else:
-                self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
-            return
-        if not self.identity.may_publish(channel):
-            self._error(ErrorCode.FORBIDDEN, "You may not publish to this channel", channel)
-            return
-        limiter = self.node.user_limiter
-        if limiter is not None:
-            wait = await limiter.take(self.identity.subject or self.user)
-            if wait > 0:
-                self.node.stats.rate_limited += 1
-                self._error(
-                    ErrorCode.RATE_LIMITED,
-                    "Too many messages from this user; not delivered",
-                    channel,
-                    retry_after=round(wait, 2),
-                )
-                return
-        body = protocol.chat(channel, self.id, self.user, command.message)
-        try:
-            await self.node.publish_message(channel, body)
+            return await self.host.read_presence(channel)
         except BrokerUnavailable:
-            self._error(
-                ErrorCode.BROKER_UNAVAILABLE, "Message not delivered: broker unavailable", channel
-            )
+            return None
 
-    async def _presence(self, channel: str, implicit: bool) -> None:
-        if channel not in self.channels:
-            if implicit:
-                self._error(ErrorCode.MISSING_FIELD, "Missing field: channel")
-            else:
-                self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
+    async def _publish(self, channel: str, body: bytes, user_key: str) -> None:
+        wait = await self.host.user_wait(user_key)
+        if wait > 0:
+            await self._run(self.state.user_limited(channel, wait))
             return
         try:
-            members = await self.node.channel_members(channel)
+            await self.host.publish_chat(channel, body)
         except BrokerUnavailable:
-            self._error(ErrorCode.BROKER_UNAVAILABLE, "Presence unavailable: broker down", channel)
-            return
-        self.send(protocol.presence(channel, [m.public() for m in members]))
+            await self._run(self.state.publish_refused(channel))
 
-    def _error(self, code: str, message: str, channel: str | None = None, **extra: object) -> None:
-        self.send(protocol.error(code, message, channel, **extra))
-
-    def _within_rate(self, bucket: TokenBucket) -> bool:
-        """Take a token from the connection's bucket; answer (and maybe close) when empty."""
-        wait = bucket.take(time.monotonic())
-        if wait <= 0:
-            return True
-        self.node.stats.rate_limited += 1
-        self._violations += 1
-        limit = self.node.config.rate_limit_violations
-        if limit and self._violations >= limit:
-            log.info("client=%s closed after %d rate-limit violations", self.id, self._violations)
-            self.close(CloseCode.RATE_LIMITED, "rate limit exceeded repeatedly")
-            return False
-        self._error(
-            ErrorCode.RATE_LIMITED,
-            f"Rate limit {self.node.config.rate_limit}: message not delivered",
-            retry_after=round(wait, 2),
-        )
-        return False
-
-    def _watch_expiry(self) -> None:
-        left = seconds_left(self.identity)
-        if left is None:
-            return
-        self._expiry = asyncio.get_running_loop().call_later(max(left, 0.0), self._expired)
-
-    def _expired(self) -> None:
-        log.info("client=%s: credential expired", self.id)
-        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
-
-    # -- membership ------------------------------------------------------------------------------
-
-    async def _join(
-        self,
-        channel: str,
-        since: int | None = None,
-        epoch: str | None = None,
-        *,
-        greeting: list[bytes] | None = None,
-    ) -> bool:
-        """Join ``channel`` (idempotent), replaying from ``since`` first if given.
-
-        The acknowledgement (``greeting``, the welcome of the URL channel, or else
-        ``subscribed``) is sent only once the join holds: the broker confirmed the
-        subscription and this node's presence report lists the member. So receiving it means
-        that everything published from then on reaches the client and every instance lists it.
-        Live messages arriving meanwhile are parked and follow it (after the replay, if any).
-
-        False when the broker could not subscribe.
-        """
-        if channel in self.channels:
-            return True
-        self.channels[channel] = None
-        parked = ReplayBuffer(self.node.config.client_buffer, self.wire)
-        try:
-            await self.node.hub.join(channel, self.id, parked, self.wire)
-        except BrokerUnavailable as exc:
-            log.warning("client=%s could not join %s: %s", self.id, channel, exc)
-            del self.channels[channel]
-            return False
-        self.node.member_joined(channel, self.id, self.user)
-        await self.node.presence_reported()
-        for body in greeting or ():
-            self.send(body)
-        seen = None if since is None else await self._recover(channel, since, epoch)
-        if greeting is None:
-            self.send(protocol.subscribed(channel))
-        self._go_live(channel, parked, seen)
-        if self.node.notices_for(channel):
-            notice = protocol.user_joined(channel, self.id, self.user)
-            await self._announce(channel, seal(notice, exclude=self.id))
-        return True
-
-    async def _resync(self, channel: str, since: int, epoch: str | None) -> None:
-        """Replay a joined channel from ``since``, parking its live frames meanwhile."""
-        parked = ReplayBuffer(self.node.config.client_buffer, self.wire)
-        self.node.hub.swap(channel, self.id, parked)
-        seen = await self._recover(channel, since, epoch)
-        self.send(protocol.subscribed(channel))
-        self._go_live(channel, parked, seen)
-
-    async def _recover(self, channel: str, since: int, epoch: str | None) -> tuple[str, int]:
-        """Send the stored messages after ``since``, then ``recovered``.
-
-        Returns the position (epoch, id) the client now holds everything up to, so that the
-        parked live frames the history already contained can be dropped.
-        """
-        limit = max(self.node.config.history_size, 1)
-        page = await read_history(self.node.broker, channel, since, epoch, limit)
-        for body in page.messages:
-            self.send(body)
-        last = page.offsets[-1] if page.offsets else (since if page.complete else 0)
-        self.send(protocol.recovered(channel, page.complete, len(page.messages), page.epoch, last))
-        return page.epoch, last
-
-    def _go_live(self, channel: str, parked: ReplayBuffer, seen: tuple[str, int] | None) -> None:
-        """Forward the parked frames not already replayed, then switch the member to its real
-        buffer, with no await in between: nothing is lost or doubled."""
-        if parked.overflowed:
-            self._overflow()
-            return
-        frames = parked.frames if seen is None else parked.unseen(*seen)
-        for frame in frames:
-            self.outbound.send(frame)
-        self.node.hub.swap(channel, self.id, self.outbound)
-
-    async def _leave(self, channel: str) -> None:
-        del self.channels[channel]
-        self.node.member_left(channel, self.id)
-        await self.node.hub.leave(channel, self.id)
-        if self.node.notices_for(channel):
-            await self._announce(channel, seal(protocol.user_left(channel, self.id, self.user)))
-
-    async def _leave_all(self) -> None:
-        for channel in list(self.channels):
-            try:
-                await self._leave(channel)
-            except Exception:  # leaving must finish for every channel, whatever one of them does
-                log.exception("client=%s: leaving %s failed", self.id, channel)
-
-    async def _announce(self, channel: str, payload: bytes) -> None:
-        try:
-            await self.node.broker.publish(channel, payload)
-        except BrokerUnavailable as exc:
-            log.warning("join/leave notice on %s not sent: %s", channel, exc)
+    def _tick(self) -> None:
+        self._expiry = None
+        actions = self.state.tick(time.monotonic())
+        if actions:
+            log.info("client=%s: credential expired", self.id)
+        for action in actions:
+            if isinstance(action, Close):
+                self.close(action.code, action.reason)
 
     # -- slow clients ----------------------------------------------------------------------------
 
-    def _overflow(self) -> None:
+    def overflow(self) -> None:
         """The outbound buffer overflowed: send close 4001 and drop the socket if it stays stuck.
 
         Called from inside the fan-out loop, so it must not touch the hub's member tables; the
         session leaves its channels when the reader sees the connection end.
         """
         self.close_code = CloseCode.SLOW_CONSUMER
-        self.node.stats.slow_disconnects += 1
+        self.host.tally("slow_disconnects")
         log.warning(
             "client=%s user=%r is too slow (over %d bytes buffered); disconnecting",
             self.id,

@@ -1,0 +1,113 @@
+"""What a session needs of its node, and what the node needs of a session: two small Protocols.
+
+Sessions (per connection, above) and the node (per process, below) would otherwise import each
+other. The node implements :class:`Host`; a session implements :class:`Participant` and
+:class:`Attached`. Nothing here does anything: these are the seams that keep the dependencies
+pointing one way (glue -> drivers -> session -> node services -> backends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from .hub import Sink
+from .outbound import Flusher, Outbound
+from .session_state import Limits
+from .wire import Wire
+
+
+class Participant(Protocol):
+    """A connection as a channel member: who it is, how it is framed, where frames go."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def wire(self) -> Wire: ...
+
+    @property
+    def outbound(self) -> Sink: ...
+
+    def send(self, body: bytes) -> None:
+        """Queue one server message (a body) for the client."""
+
+    def overflow(self) -> None:
+        """Its buffer (or parked frames) overflowed: cut it off as a slow consumer."""
+
+
+class Attached(Participant, Protocol):
+    """A session as the node keeps it: closed on shutdown, pinged by the keepalive sweep."""
+
+    @property
+    def outbound(self) -> Outbound: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def keepalive(self, now: float, timeout: float) -> None: ...
+
+    async def wait_finished(self) -> None: ...
+
+
+class Host(Protocol):
+    """The node services a session uses: membership, publishing, presence, limits."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def flusher(self) -> Flusher: ...
+
+    @property
+    def client_buffer(self) -> int: ...
+
+    @property
+    def close_timeout(self) -> float: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def attach(self, session: Attached) -> None:
+        """The session opened: count it, close it on shutdown, ping it."""
+
+    def detach(self, session: Attached, high_water: int) -> None:
+        """The session ended and left every channel."""
+
+    def tally(self, counter: str) -> None:
+        """Count an event (``client_messages``, ``rate_limited``)."""
+
+    def track(self, cleanup: asyncio.Future[None]) -> asyncio.Future[None]:
+        """Keep a session's cleanup alive until it ends (the node waits for it at stop)."""
+
+    async def join(
+        self,
+        member: Participant,
+        channel: str,
+        since: int | None,
+        epoch: str | None,
+        greeting: tuple[bytes, ...] | None,
+    ) -> bool:
+        """Join; acknowledge once it holds (``greeting``, else ``subscribed``); replay from
+        ``since``. False when the broker could not subscribe."""
+
+    async def resync(
+        self, member: Participant, channel: str, since: int, epoch: str | None
+    ) -> None:
+        """Replay a joined channel from ``since``, then ``subscribed``."""
+
+    async def leave(self, member: Participant, channel: str) -> None: ...
+
+    async def user_wait(self, user_key: str) -> float:
+        """Seconds the per-user limit asks this user to wait (0: go ahead)."""
+
+    async def publish_chat(self, channel: str, body: bytes) -> None:
+        """Publish a client's message; raises ``BrokerUnavailable`` when it was not taken."""
+
+    async def read_presence(self, channel: str) -> list[dict[str, object]]:
+        """The channel's members on every node (public fields); raises ``BrokerUnavailable``."""

@@ -1,0 +1,132 @@
+"""Joining and leaving channels on behalf of a member: acknowledgement, replay, notices.
+
+A join is acknowledged only when it holds: the broker confirmed the subscription and this node's
+presence report lists the member. Live messages arriving meanwhile are parked in a
+:class:`~sanic_feeds.replay.ReplayBuffer` (bounded in bytes like the member's buffer) and follow
+the acknowledgement, after the replay if the member asked for one, without repeating it. The
+node owns one :class:`Memberships`; sessions reach it through the node's ``Host`` methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from . import protocol
+from .brokers import Broker
+from .envelope import seal
+from .errors import BrokerUnavailable
+from .host import Participant
+from .hub import Hub, read_history
+from .replay import ReplayBuffer
+
+log = logging.getLogger(__name__)
+
+
+class Memberships:
+    """The member-facing half of channel membership (the hub keeps the tables)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        broker: Broker,
+        *,
+        client_buffer: int,
+        history_size: int,
+        notices_for: Callable[[str], bool],
+        joined: Callable[[str, str, str], None],
+        left: Callable[[str, str], None],
+        reported: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._hub = hub
+        self._broker = broker
+        self._client_buffer = client_buffer
+        self._history_size = history_size
+        self._notices_for = notices_for
+        self._joined = joined
+        self._left = left
+        self._reported = reported
+
+    async def join(
+        self,
+        member: Participant,
+        channel: str,
+        since: int | None,
+        epoch: str | None,
+        greeting: tuple[bytes, ...] | None,
+    ) -> bool:
+        """Join ``channel``, acknowledge it once it holds (``greeting``, else ``subscribed``),
+        replay from ``since`` if given. False when the broker could not subscribe."""
+        parked = ReplayBuffer(self._client_buffer, member.wire)
+        try:
+            await self._hub.join(channel, member.id, parked, member.wire)
+        except BrokerUnavailable as exc:
+            log.warning("client=%s could not join %s: %s", member.id, channel, exc)
+            return False
+        self._joined(channel, member.id, member.user)
+        await self._reported()
+        for body in greeting or ():
+            member.send(body)
+        seen = None if since is None else await self._recover(member, channel, since, epoch)
+        if greeting is None:
+            member.send(protocol.subscribed(channel))
+        self._go_live(member, channel, parked, seen)
+        if self._notices_for(channel):
+            notice = protocol.user_joined(channel, member.id, member.user)
+            await self._announce(channel, seal(notice, exclude=member.id))
+        return True
+
+    async def resync(
+        self, member: Participant, channel: str, since: int, epoch: str | None
+    ) -> None:
+        """Replay a joined channel from ``since`` (then ``subscribed``), parking live frames."""
+        parked = ReplayBuffer(self._client_buffer, member.wire)
+        self._hub.swap(channel, member.id, parked)
+        seen = await self._recover(member, channel, since, epoch)
+        member.send(protocol.subscribed(channel))
+        self._go_live(member, channel, parked, seen)
+
+    async def leave(self, member: Participant, channel: str) -> None:
+        self._left(channel, member.id)
+        await self._hub.leave(channel, member.id)
+        if self._notices_for(channel):
+            notice = protocol.user_left(channel, member.id, member.user)
+            await self._announce(channel, seal(notice))
+
+    async def _recover(
+        self, member: Participant, channel: str, since: int, epoch: str | None
+    ) -> tuple[str, int]:
+        """Send the stored messages after ``since``, then ``recovered``.
+
+        Returns the position (epoch, id) the client now holds everything up to, so that the
+        parked live frames the history already contained can be dropped.
+        """
+        limit = max(self._history_size, 1)
+        page = await read_history(self._broker, channel, since, epoch, limit)
+        for body in page.messages:
+            member.send(body)
+        last = page.offsets[-1] if page.offsets else (since if page.complete else 0)
+        member.send(
+            protocol.recovered(channel, page.complete, len(page.messages), page.epoch, last)
+        )
+        return page.epoch, last
+
+    def _go_live(
+        self, member: Participant, channel: str, parked: ReplayBuffer, seen: tuple[str, int] | None
+    ) -> None:
+        """Forward the parked frames not already replayed, then switch the member to its real
+        buffer, with no await in between: nothing is lost or doubled."""
+        if parked.overflowed:
+            member.overflow()
+            return
+        frames = parked.frames if seen is None else parked.unseen(*seen)
+        outbound = member.outbound
+        for frame in frames:
+            outbound.send(frame)
+        self._hub.swap(channel, member.id, outbound)
+
+    async def _announce(self, channel: str, payload: bytes) -> None:
+        try:
+            await self._broker.publish(channel, payload)
+        except BrokerUnavailable as exc:
+            log.warning("join/leave notice on %s not sent: %s", channel, exc)
