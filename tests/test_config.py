@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import fields
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from sanic_feeds.config import (
     BROKER_SCHEMES,
     ENV_PREFIX,
+    BrokerAddress,
     FeedsConfig,
     load_config,
     parse_bool,
@@ -19,6 +22,7 @@ from sanic_feeds.config import (
     setting_names,
 )
 from sanic_feeds.errors import ConfigError, FeedsError
+from sanic_feeds.ratelimit import Rate
 
 REDIS = "redis://127.0.0.1:6379/0"
 NO_ENV: dict[str, str] = {}
@@ -130,11 +134,11 @@ ALL_TYPED = FeedsConfig(
     jwt_audience="aud",
     jwt_issuer="iss",
     allowed_origins=("https://a.example", "https://b.example"),
-    rate_limit="10/60",
+    rate_limit=Rate(10, 60),
     rate_limit_violations=3,
-    user_rate_limit="100/60",
+    user_rate_limit=Rate(100, 60),
     max_connections=5000,
-    connect_rate="200/1",
+    connect_rate=Rate(200, 1),
     max_channels=20,
     api_key="s3cret",
     max_publish_size=8192,
@@ -436,3 +440,107 @@ def test_patterns_given_as_a_string_from_python_are_split() -> None:
     notices = config.notices_for()
     assert notices("a-1") is False
     assert notices("x") is True
+
+
+# -- typed fields, parsed once ------------------------------------------------------------------
+
+
+def _matches(value: object, hint: object) -> bool:
+    """Does ``value`` have the (simple) type ``hint``: a class, ``X | None``, a Literal, or
+    ``tuple[str, ...]``?"""
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, tuple) and all(_matches(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    assert isinstance(hint, type), hint
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def test_every_field_has_a_precise_type() -> None:
+    """No field is typed Any, and every value, default or parsed from text, has its field's type
+    (so nothing downstream needs to parse a setting again)."""
+    hints = typing.get_type_hints(FeedsConfig)
+    parsed = load_config(ALL_TEXT, NO_ENV)
+    for f in fields(FeedsConfig):
+        hint = hints[f.name]
+        assert hint is not Any, f.name
+        assert _matches(f.default, hint), (f.name, f.default, hint)
+        assert _matches(getattr(parsed, f.name), hint), (f.name, getattr(parsed, f.name), hint)
+
+
+@pytest.mark.parametrize("name", ["rate_limit", "user_rate_limit", "connect_rate"])
+def test_rates_are_parsed_when_the_config_is_built(name: str) -> None:
+    """A rate is a Rate from an option, an environment variable or Python text, and None
+    (no limit) by default or for off; a Rate can be given as it is."""
+    env_var = ENV_PREFIX + name.upper()
+    assert getattr(FeedsConfig(), name) is None
+    assert getattr(load_config({name: "10/60"}, NO_ENV), name) == Rate(10, 60)
+    assert getattr(load_config(None, {env_var: " 3 / 1.5 "}), name) == Rate(3, 1.5)
+    assert getattr(load_config({name: "off"}, NO_ENV), name) is None
+    python: list[tuple[Any, Rate | None]] = [
+        ("5/1", Rate(5, 1)),
+        ("", None),
+        (Rate(2, 4), Rate(2, 4)),
+    ]
+    for value, expected in python:
+        given: dict[str, Any] = {name: value}  # a setting chosen by name, spread into FeedsConfig
+        assert getattr(FeedsConfig(**given), name) == expected
+
+
+@pytest.mark.parametrize("name", ["rate_limit", "user_rate_limit", "connect_rate"])
+@pytest.mark.parametrize("bad", ["fast", "10/0", "0/5", "10 per 60"])
+def test_bad_rate_names_the_setting(name: str, bad: str) -> None:
+    """A bad rate, as text or from Python, is a ConfigError naming the setting and the value."""
+    flag, env_var = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+    given: dict[str, Any] = {name: bad}
+    with pytest.raises(ConfigError) as from_text:
+        load_config(given, NO_ENV)
+    with pytest.raises(ConfigError) as from_python:
+        FeedsConfig(**given)
+    for info in (from_text, from_python):
+        assert info.value.key == f"{flag} / {env_var}"
+        assert bad in str(info.value)
+
+
+def test_rate_shows_as_its_text() -> None:
+    """A parsed rate reads back as COUNT/SECONDS (as in the rate-limit error message)."""
+    assert str(load_config({"rate_limit": "10/60"}, NO_ENV).rate_limit) == "10/60"
+    assert str(FeedsConfig(connect_rate=Rate(2, 0.5)).connect_rate) == "2/0.5"
+
+
+@pytest.mark.parametrize("bad", ["basic", "JWT", "", "token "])
+def test_unknown_auth_names_the_setting(bad: str) -> None:
+    """--auth takes none, token or jwt exactly; anything else names --auth, as text or Python."""
+    problem = "--auth / SANIC_FEEDS_AUTH: expected none, token or jwt"
+    with pytest.raises(ConfigError, match=problem):
+        load_config({"auth": bad}, NO_ENV)
+    settings: dict[str, Any] = {"auth": bad}  # not an AuthMode: the point of the test
+    with pytest.raises(ConfigError, match=problem):
+        FeedsConfig(**settings)
+
+
+def test_sizes_are_ints_from_text() -> None:
+    """Sizes are read once into bytes: the config holds ints, never the text."""
+    config = load_config({"client_buffer": "2MiB", "max_publish_size": "8k"}, NO_ENV)
+    assert (config.client_buffer, config.max_publish_size) == (2 * 1024 * 1024, 8192)
+
+
+def test_broker_address_is_parsed_with_the_config() -> None:
+    """The config's broker URL is read into a BrokerAddress when the config is built."""
+    config = load_config({"broker": "rediss://:pw@h:6380/1"}, NO_ENV)
+    assert config.broker_address == BrokerAddress.parse("rediss://:pw@h:6380/1")
+    assert config.broker_address.kind == "redis"
+    assert config.broker_address.redacted == "rediss://:***@h:6380/1"
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:abc/0", "rediss://h:70000/0"])
+def test_malformed_broker_url_names_the_setting(url: str) -> None:
+    """A broker URL with a bad port is refused when the config is built, naming --broker."""
+    with pytest.raises(ConfigError, match="--broker / SANIC_FEEDS_BROKER: invalid URL"):
+        FeedsConfig(broker=url)

@@ -68,7 +68,7 @@ def serve(config: FeedsConfig) -> None:
         "sanic-feeds listening on http://%s:%d (broker %s, %d worker%s)",
         config.host,
         config.port,
-        config.broker.split("@")[-1],
+        config.broker_address.redacted,
         config.workers,
         "" if config.workers == 1 else "s",
     )

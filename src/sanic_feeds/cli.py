@@ -17,7 +17,7 @@ from dataclasses import fields
 import orjson
 
 from . import __version__, protocol
-from .brokers import HistoryPolicy, create_broker
+from .backends import create_broker_for
 from .channels import CHANNEL_RULES, is_valid_channel
 from .client import Message
 from .config import ENV_PREFIX, FeedsConfig, load_config, setting_help
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show(value: object) -> str:
+    if value is None:  # a rate that is not set
+        return "off"
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
@@ -141,7 +143,7 @@ def _publish(args: argparse.Namespace) -> int:
     wanted = {ENV_PREFIX + name.upper() for name in given}
     environ = {k: v for k, v in os.environ.items() if k in wanted}
     config = load_config(given, environ)
-    if config.broker.startswith("memory:"):
+    if config.broker_address.kind == "memory":
         raise ConfigError(
             "--broker",
             "memory:// lives inside one server process; publish through a shared broker "
@@ -164,9 +166,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 async def _send(config: FeedsConfig, channel: str, body: bytes) -> None:
-    history = HistoryPolicy(config.history_size, config.history_ttl)
-    broker = create_broker(config.broker, prefix=config.redis_prefix, history=history)
-    await broker.open()
+    broker = create_broker_for(config)
+    await broker.open()  # publish-only: no subscriber, no liveness probe
     try:
         if config.history_size > 0:
             await broker.publish_stored(channel, body)

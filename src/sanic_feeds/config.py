@@ -4,6 +4,10 @@ Every setting is a field of :class:`FeedsConfig`. Each can be given as a command
 ``--<name>`` (underscores become dashes) or an environment variable ``SANIC_FEEDS_<NAME>``; the
 option wins. Library users build ``FeedsConfig(...)`` directly. Validation happens in one place,
 ``FeedsConfig.__post_init__``, and every error names the setting.
+
+Text is parsed once, when the config is built: every field holds its final type (a size is an
+``int``, a rate a :class:`~sanic_feeds.ratelimit.Rate`, the broker URL is also read into a
+:class:`BrokerAddress`), so nothing downstream parses a setting again.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import Field, dataclass, field, fields
+from functools import cached_property
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .channels import ChannelPatterns
 from .errors import ConfigError
+from .ratelimit import Rate
 
 ENV_PREFIX = "SANIC_FEEDS_"
 
@@ -53,16 +59,101 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def parse_rate(text: str) -> str:
-    """A rate such as ``10/60`` (checked here, kept as text), or ``off``."""
-    from .ratelimit import Rate
-
-    rate = Rate.parse(text)
-    return "" if rate is None else str(rate)
+AuthMode = Literal["none", "token", "jwt"]
+AUTH_MODES: tuple[AuthMode, ...] = ("none", "token", "jwt")
 
 
-def _setting(default: Any, parse: Callable[[str], Any], help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"parse": parse, "help": help}, **kw)
+def parse_auth(text: str) -> AuthMode:
+    """``none``, ``token`` or ``jwt`` (exactly)."""
+    for mode in AUTH_MODES:
+        if text == mode:
+            return mode
+    raise ValueError(f"expected none, token or jwt, got {text!r}")
+
+
+BrokerKind = Literal["memory", "redis"]
+"""Which family of backends a broker URL names: in-process, or a Redis server."""
+
+_BROKER_KINDS: dict[str, BrokerKind] = {
+    "memory": "memory",
+    "redis": "redis",
+    "rediss": "redis",
+    "unix": "redis",
+}
+BROKER_SCHEMES = tuple(_BROKER_KINDS)
+"""The URL schemes ``--broker`` accepts."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """A broker URL, read once: the backends it names, and how it may be shown.
+
+    Made by :meth:`parse` (``FeedsConfig.broker_address`` holds the config's); the backend
+    factories dispatch on ``kind`` and never look at the URL's text themselves.
+    """
+
+    url: str = field(repr=False)
+    """The URL as given, credentials included: only for connecting, never for logs."""
+    scheme: str
+    """``memory``, ``redis``, ``rediss`` (TLS) or ``unix`` (a Redis socket path)."""
+    kind: BrokerKind
+    redacted: str
+    """The URL with any password replaced by ``***``: what logs and ``/health`` show."""
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """Read a broker URL; ``ValueError`` for an unknown scheme or a malformed URL.
+
+        The messages never contain the URL itself, which may carry a password.
+        """
+        scheme = url.partition("://")[0]
+        kind = _BROKER_KINDS.get(scheme)
+        if kind is None:
+            raise ValueError(
+                f"unknown scheme {scheme!r}; expected one of {', '.join(BROKER_SCHEMES)}"
+            )
+        try:
+            parts = urlsplit(url)
+            if scheme in ("redis", "rediss"):
+                _ = parts.port  # raises ValueError for a port that is not a number or too big
+        except ValueError as exc:
+            raise ValueError(f"invalid URL: {exc}") from None
+        return cls(url, scheme, kind, _redact(url))
+
+
+def _redact(url: str) -> str:
+    """``url`` with the password (in the user part, or a ``password=`` query item) as ``***``."""
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    items = parse_qsl(query, keep_blank_values=True)
+    if any(name == "password" for name, _ in items):
+        safe = [(name, "***" if name == "password" else value) for name, value in items]
+        query = urlencode(safe, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    # Put together by hand: urlunsplit drops the empty host of unix:///path.
+    query = f"?{query}" if query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}{fragment}"
+
+
+T = TypeVar("T")
+
+
+def _setting(
+    default: T,
+    parse: Callable[[str], T],
+    help: str,
+    *,
+    repr: bool = True,
+    text: bool = False,
+) -> T:
+    """A field with its text parser and help. ``text``: Python callers may pass the text form
+    too (it is parsed when the config is built), as for patterns and rates."""
+    return field(default=default, metadata={"parse": parse, "help": help, "text": text}, repr=repr)
 
 
 @dataclass(frozen=True)
@@ -84,6 +175,7 @@ class FeedsConfig:
         (),
         parse_patterns,
         "Comma-separated channel patterns (globs) that get the opposite of --join-leave.",
+        text=True,
     )
     client_buffer: int = _setting(
         1024 * 1024,
@@ -134,14 +226,15 @@ class FeedsConfig:
         float,
         "Seconds a probe may take before the broker counts as down and is reconnected.",
     )
-    auth: str = _setting(
-        "none", str, "Authentication: none (development), token (static tokens) or jwt."
+    auth: AuthMode = _setting(
+        "none", parse_auth, "Authentication: none (development), token (static tokens) or jwt."
     )
     tokens: tuple[str, ...] = _setting(
         (),
         parse_list,
         "For --auth token: comma-separated TOKEN=USER pairs (prefer the environment variable).",
         repr=False,
+        text=True,
     )
     jwt_secret: str = _setting("", str, "For --auth jwt with HS256: the shared secret.", repr=False)
     jwt_public_key: str = _setting(
@@ -151,6 +244,7 @@ class FeedsConfig:
         (),
         parse_list,
         "Accepted JWT algorithms (default HS256 with a secret, RS256,ES256 with a public key).",
+        text=True,
     )
     jwt_audience: str = _setting("", str, "Required JWT 'aud' claim, if set.")
     jwt_issuer: str = _setting("", str, "Required JWT 'iss' claim, if set.")
@@ -159,23 +253,31 @@ class FeedsConfig:
         parse_list,
         "Comma-separated Origin values allowed to open sockets (empty: any). Browsers send it; "
         "refusing others stops cross-site WebSocket hijacking.",
+        text=True,
     )
-    rate_limit: str = _setting(
-        "", parse_rate, "Per-connection limit on client messages, COUNT/SECONDS (e.g. 10/60)."
+    rate_limit: Rate | None = _setting(
+        None,
+        Rate.parse,
+        "Per-connection limit on client messages, COUNT/SECONDS (e.g. 10/60).",
+        text=True,
     )
     rate_limit_violations: int = _setting(
         10, int, "Refused messages after which a connection is closed with 4429 (0: never)."
     )
-    user_rate_limit: str = _setting(
-        "",
-        parse_rate,
+    user_rate_limit: Rate | None = _setting(
+        None,
+        Rate.parse,
         "Per-user limit across all connections and instances, COUNT/SECONDS (off by default).",
+        text=True,
     )
     max_connections: int = _setting(
         0, int, "Most open connections on this instance; more are closed with 1013 (0: no cap)."
     )
-    connect_rate: str = _setting(
-        "", parse_rate, "Most new connections per instance, COUNT/SECONDS; more get 1013."
+    connect_rate: Rate | None = _setting(
+        None,
+        Rate.parse,
+        "Most new connections per instance, COUNT/SECONDS; more get 1013.",
+        text=True,
     )
     max_channels: int = _setting(100, int, "Most channels one connection may join.")
     api_key: str = _setting(
@@ -191,31 +293,18 @@ class FeedsConfig:
     log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
 
     def __post_init__(self) -> None:
-        if isinstance(self.join_leave_except, str):  # "a-*,b-*" from Python code, not a tuple
-            object.__setattr__(self, "join_leave_except", parse_patterns(self.join_leave_except))
-        for name in ("tokens", "jwt_algorithms", "allowed_origins"):
-            if isinstance(getattr(self, name), str):
-                object.__setattr__(self, name, parse_list(getattr(self, name)))
-        for name in ("rate_limit", "user_rate_limit", "connect_rate"):
-            try:
-                object.__setattr__(self, name, parse_rate(getattr(self, name)))
-            except ValueError as exc:
-                raise ConfigError(setting_names(name), str(exc)) from None
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["text"] and isinstance(value, str):  # "a-*,b-*" or "10/60" from Python
+                object.__setattr__(self, f.name, _parse(f, value))
         _check(0 <= self.port <= 65535, "port", f"must be 0-65535, got {self.port}")
         _check(self.workers >= 1, "workers", f"must be at least 1, got {self.workers}")
-        scheme = self.broker.partition("://")[0]
+        try:
+            address = self.broker_address  # read here, once; kept for the backend factories
+        except ValueError as exc:
+            raise ConfigError(setting_names("broker"), str(exc)) from None
         _check(
-            scheme in BROKER_SCHEMES,
-            "broker",
-            f"unknown scheme {scheme!r}; expected one of {', '.join(BROKER_SCHEMES)}",
-        )
-        if scheme in ("redis", "rediss"):
-            try:
-                _ = urlsplit(self.broker).port  # raises ValueError for a bad port
-            except ValueError as exc:
-                raise ConfigError(setting_names("broker"), f"invalid URL: {exc}") from None
-        _check(
-            not (self.workers > 1 and scheme == "memory"),
+            not (self.workers > 1 and address.kind == "memory"),
             "workers",
             "an in-memory broker cannot span processes; use --workers 1, or a shared broker "
             "such as --broker redis://127.0.0.1:6379/0",
@@ -224,11 +313,8 @@ class FeedsConfig:
         _check(0 <= self.flush_interval <= 0.1, "flush_interval", "must be 0-0.1 seconds")
         _check(self.history_size >= 0, "history_size", "must be 0 (off) or more")
         _check(0 <= self.drain_time <= 300, "drain_time", "must be 0-300 seconds")
-        _check(
-            self.auth in ("none", "token", "jwt"),
-            "auth",
-            f"expected none, token or jwt, got {self.auth!r}",
-        )
+        if self.auth not in AUTH_MODES:
+            _parse(_field("auth"), self.auth)  # raises the parser's ConfigError
         _check(
             self.auth != "token" or bool(self.tokens),
             "tokens",
@@ -264,6 +350,11 @@ class FeedsConfig:
             f"unknown level {self.log_level!r}",
         )
 
+    @cached_property
+    def broker_address(self) -> BrokerAddress:
+        """The broker URL, read (and checked) once when the config is built."""
+        return BrokerAddress.parse(self.broker)
+
     @property
     def join_leave_patterns(self) -> ChannelPatterns:
         return ChannelPatterns(self.join_leave_except)
@@ -277,7 +368,17 @@ class FeedsConfig:
         return lambda channel: default != patterns.matches(channel)
 
 
-BROKER_SCHEMES = ("memory", "redis", "rediss", "unix")
+def _field(name: str) -> Field[object]:
+    return next(f for f in fields(FeedsConfig) if f.name == name)
+
+
+def _parse(f: Field[object], text: str) -> object:
+    """A setting's text as its typed value; a ``ConfigError`` naming the setting if it is bad."""
+    try:
+        parsed: object = f.metadata["parse"](text)
+    except ValueError as exc:
+        raise ConfigError(setting_names(f.name), str(exc)) from None
+    return parsed
 
 
 def _check(ok: bool, key: str, problem: str) -> None:
@@ -315,10 +416,6 @@ def load_config(
         text = given.get(f.name)
         if text is None:
             text = env.get(ENV_PREFIX + f.name.upper())
-        if text is None:
-            continue
-        try:
-            typed[f.name] = f.metadata["parse"](text)
-        except ValueError as exc:
-            raise ConfigError(setting_names(f.name), str(exc)) from None
+        if text is not None:
+            typed[f.name] = _parse(f, text)
     return FeedsConfig(**typed)

@@ -2,7 +2,8 @@
 
 The bucket is pure (time is passed in). The per-user limiter counts in fixed windows, in memory
 for one process or in Redis (INCR with expiry) so that a user's connections on every instance
-share one budget.
+share one budget. This module must not import redis-py at import time: the settings (``Rate``)
+and memory-only servers use it too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 _RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*")
 
@@ -75,14 +77,30 @@ class UserLimiter(ABC):
         return number, (number + 1) * self.rate.seconds - now
 
     @abstractmethod
+    async def open(self) -> None:
+        """Connect to where the counts are kept."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abstractmethod
     async def take(self, user: str) -> float:
         """0.0 when allowed, else seconds until the user's next window."""
 
 
 class MemoryUserLimiter(UserLimiter):
+    """Counts in this process only: the limit is per instance."""
+
     def __init__(self, rate: Rate) -> None:
         super().__init__(rate)
         self._counts: dict[str, tuple[int, int]] = {}
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def aclose(self) -> None:
+        self._counts.clear()
 
     async def take(self, user: str) -> float:
         number, left = self.window(time.time())
@@ -96,21 +114,44 @@ class MemoryUserLimiter(UserLimiter):
 
 
 class RedisUserLimiter(UserLimiter):
-    """Fixed windows in Redis, shared by all instances. Fails open when Redis is down."""
+    """Fixed windows in Redis, shared by all instances. Fails open when Redis is down.
 
-    def __init__(self, rate: Rate, client: aioredis.Redis, prefix: str) -> None:
+    Holds its own redis-py client (a bounded, blocking pool) from ``open`` to ``aclose``.
+    """
+
+    def __init__(self, rate: Rate, url: str, prefix: str) -> None:
         super().__init__(rate)
-        self._client = client
+        self._url = url
         self._prefix = prefix
+        self._client: aioredis.Redis | None = None
+        self._errors: tuple[type[Exception], ...] = (OSError,)
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        from redis.exceptions import RedisError  # imported here: memory users never load redis-py
+
+        from .brokers.redis import open_client
+
+        self._errors = (RedisError, OSError)
+        self._client = open_client(self._url)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def take(self, user: str) -> float:
+        client = self._client
+        if client is None:
+            return 0.0  # not open (or closed): fail open, as when Redis is down
         number, left = self.window(time.time())
         key = f"{self._prefix}rate:{user}:{number}"
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=True) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, int(self.rate.seconds) + 2)
                 count, _ = await pipe.execute()
-        except (RedisError, OSError):
+        except self._errors:
             return 0.0  # the broker's own errors decide what happens to the message
         return 0.0 if int(count) <= self.rate.count else left

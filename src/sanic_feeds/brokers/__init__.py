@@ -1,7 +1,8 @@
-"""Brokers: how nodes exchange channel messages. The URL scheme picks the backend."""
+"""Brokers: how nodes exchange channel messages. The URL's kind picks the backend."""
 
 from __future__ import annotations
 
+from ..config import BrokerAddress
 from ..history import HistoryPage, HistoryPolicy, Stored
 from .base import Broker, DeliverFn
 from .memory import MemoryBroker, MemoryBus
@@ -19,7 +20,7 @@ __all__ = [
 
 
 def create_broker(
-    url: str,
+    url: str | BrokerAddress,
     *,
     prefix: str = "sanic-feeds:",
     node_id: str = "",
@@ -28,19 +29,21 @@ def create_broker(
     probe_timeout: float = 3.0,
     history: HistoryPolicy | None = None,
 ) -> Broker:
-    """Build the broker a URL names: ``memory://`` or ``redis://`` / ``rediss://`` / ``unix://``."""
-    scheme = url.partition("://")[0]
-    if scheme == "memory":
-        return MemoryBroker(bus, history)
-    if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBroker  # imported lazily: memory-only users never load redis-py
+    """Build the broker a URL names: ``memory://`` or ``redis://`` / ``rediss://`` / ``unix://``.
 
-        return RedisBroker(
-            url,
-            prefix=prefix,
-            node_id=node_id,
-            probe_interval=probe_interval,
-            probe_timeout=probe_timeout,
-            history=history,
-        )
-    raise ValueError(f"unknown broker scheme {scheme!r} in {url!r}")
+    ``ValueError`` for a URL :meth:`BrokerAddress.parse` refuses. Nothing is connected until
+    the broker's ``open``.
+    """
+    address = url if isinstance(url, BrokerAddress) else BrokerAddress.parse(url)
+    if address.kind == "memory":
+        return MemoryBroker(bus, history)
+    from .redis import RedisBroker  # imported lazily: memory-only users never load redis-py
+
+    return RedisBroker(
+        address.url,
+        prefix=prefix,
+        node_id=node_id,
+        probe_interval=probe_interval,
+        probe_timeout=probe_timeout,
+        history=history,
+    )

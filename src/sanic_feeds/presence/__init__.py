@@ -1,7 +1,8 @@
-"""Presence: cluster-wide view of who is where. The URL scheme picks the backend."""
+"""Presence: cluster-wide view of who is where. The broker URL's kind picks the backend."""
 
 from __future__ import annotations
 
+from ..config import BrokerAddress
 from .base import Member, Presence, RoomTotals
 from .memory import MemoryPresence
 
@@ -9,17 +10,19 @@ __all__ = ["Member", "MemoryPresence", "Presence", "RoomTotals", "create_presenc
 
 
 def create_presence(
-    url: str, *, prefix: str = "sanic-feeds:", shared: MemoryPresence | None = None
+    url: str | BrokerAddress,
+    *,
+    prefix: str = "sanic-feeds:",
+    shared: MemoryPresence | None = None,
 ) -> Presence:
     """Build the presence backend matching a broker URL.
 
     For ``memory://``, nodes that share a ``MemoryBus`` pass its presence as ``shared``.
+    ``ValueError`` for a URL :meth:`BrokerAddress.parse` refuses.
     """
-    scheme = url.partition("://")[0]
-    if scheme == "memory":
+    address = url if isinstance(url, BrokerAddress) else BrokerAddress.parse(url)
+    if address.kind == "memory":
         return shared if shared is not None else MemoryPresence()
-    if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisPresence
+    from .redis import RedisPresence  # imported lazily: memory-only users never load redis-py
 
-        return RedisPresence(url, prefix=prefix)
-    raise ValueError(f"unknown presence scheme {scheme!r} in {url!r}")
+    return RedisPresence(address.url, prefix=prefix)
