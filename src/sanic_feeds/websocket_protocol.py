@@ -33,16 +33,22 @@ standalone server does):
 
 :class:`SanicSocket` adapts Sanic's own WebSocket to the session's
 :class:`~sanic_feeds.connection.Connection`, for apps that keep Sanic's default protocol class.
+
+:func:`stream_transport` gives a Server-Sent Events stream the connection's TCP transport, and
+lifts Sanic's response timeout for it: its events are written to the transport directly
+(``event_stream.py``), so they never reset the timer Sanic keeps for ``RESPONSE_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from sanic import Request
 from sanic.exceptions import SanicException
+from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.exceptions import ConnectionClosed
@@ -52,6 +58,7 @@ from . import handshake
 from .auth import SUBPROTOCOL, offered_subprotocols
 from .config import FeedsConfig
 from .connection import FeedSocket, Handoff, Listener
+from .event_stream import RawTransport
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +198,30 @@ class SanicSocket:
 def _abort(transport: asyncio.WriteTransport) -> None:
     if not transport.is_closing():
         transport.abort()
+
+
+def stream_transport(request: Request) -> tuple[RawTransport | None, Callable[[], None]]:
+    """The TCP transport of ``request``'s connection, for writing a streamed response's body.
+
+    Also stops Sanic from timing the response out: Sanic cancels a handler whose connection
+    has not sent anything through Sanic for ``RESPONSE_TIMEOUT`` seconds (default 60),
+    streaming or not, and an event stream writes straight to the transport (the fan-out must
+    not await). Returns the transport (None when the connection is not Sanic's own HTTP
+    protocol, as under ASGI) and the function that puts the timeout back, for the next
+    request on the connection.
+    """
+    protocol = request.transport.get_protocol()
+    if not isinstance(protocol, HttpProtocol) or protocol.transport is None:
+        return None, _nothing
+    transport: RawTransport = protocol.transport
+    saved = protocol.response_timeout
+    protocol.response_timeout = float("inf")
+
+    def restore() -> None:
+        protocol.response_timeout = saved
+
+    return transport, restore
+
+
+def _nothing() -> None:
+    """Nothing to restore."""
