@@ -22,7 +22,6 @@ pool that refuses a burst while Redis is healthy.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 import time
@@ -34,36 +33,23 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from ..envelope import now_us
 from ..errors import BrokerUnavailable
 from ..history import (
     HistoryPage,
     HistoryPolicy,
     Stored,
-    new_epoch,
-    page_from_newest,
 )
-from ..tasks import cancel_and_wait
 from .base import Broker, DeliverFn, GapFn
-from .redis_commands import CommandPool, OutcomeUnknown
-from .redis_scripts import FIND_PUBLISH, PUBLISH_STORED, READ_HISTORY, Script
+from .redis_commands import CommandPool
+from .redis_history import StreamHistory
+from .redis_probe import LivenessProbe
 from .redis_subscriber import Subscriber
-from .resp import Endpoint, Reply, ReplyError, encode
+from .resp import Endpoint, ReplyError, encode
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
 """Seconds to wait for Redis to confirm a SUBSCRIBE before the join fails."""
-
-FIND_DEPTH = 1000
-"""Newest stream entries searched for a publish whose reply was lost. Not finding it there leads
-to one retry only when Redis itself closed the connection (so the command cannot still run): a
-message could then be stored twice only if over this many were stored on its channel between
-the lost reply and the lookup, milliseconds later."""
-
-PUBLISH_ATTEMPTS = 3
-"""Sends of one stored publish (each after Redis closed the connection with no trace of it),
-and lookups of a lost reply, before the publish is reported as failed."""
 
 POOL_CONNECTIONS = 16
 """Connections of the redis-py pools (presence, rate limits): callers wait for one when all are
@@ -128,7 +114,6 @@ class RedisBroker(Broker):
         # The node's own channel keeps the subscriber connection subscribed (and read) even when
         # no channel has members, and carries the liveness probe.
         self._node_key = f"{prefix}node:{node}".encode()
-        self._nonces = (b"%s-%d" % (node.encode(), n) for n in itertools.count(1))
         endpoint = Endpoint.from_url(url)
         name = f"sanic-feeds:{node}"
         self._commands = CommandPool(
@@ -140,23 +125,17 @@ class RedisBroker(Broker):
             client_name=name,
         )
         self._endpoint = endpoint
+        self._streams = StreamHistory(
+            self._commands, prefix, node, self.history_policy, self._channel_key
+        )
         self._client_name = name
         self._subscriber: Subscriber | None = None
         self._deliver: DeliverFn | None = None
         self._on_gap: GapFn | None = None
         self._channels: dict[bytes, str] = {}
         """Redis channel -> channel, for every subscribed channel (no decode per message)."""
-        self._prober: asyncio.Task[None] | None = None
-        self._probe_error: str | None = None
-        self._probe_seen = 0
-        self._probe_echo = asyncio.Event()
+        self._probe: LivenessProbe | None = None
         self._closing = False
-        self.refused_unknown = 0
-        """Publishes whose outcome stayed unknown (reported as unavailable, never retried)."""
-        self.resolved = 0
-        """Publishes whose lost reply was recovered by finding them in the stream."""
-        self.lost_replies = 0
-        """Stored publishes whose reply was lost (then looked up, and maybe sent again)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -165,6 +144,7 @@ class RedisBroker(Broker):
         self._closing = False
         self._deliver = deliver
         await self._commands.open()
+        await self._streams.open()
         if deliver is not None:
             self._subscriber = Subscriber(
                 self._endpoint,
@@ -178,12 +158,20 @@ class RedisBroker(Broker):
             except BrokerUnavailable:
                 await self.aclose()
                 raise
-            self._prober = asyncio.create_task(self._probe_loop(), name="sanic-feeds:broker-probe")
+            self._probe = LivenessProbe(
+                self._commands,
+                self._subscriber,
+                self._node_key,
+                interval=self._probe_interval,
+                timeout=self._probe_timeout,
+            )
+            self._probe.start()
 
     async def aclose(self) -> None:
         self._closing = True
-        await cancel_and_wait(self._prober)
-        self._prober = None
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None
         subscriber, self._subscriber = self._subscriber, None
         if subscriber is not None:
             await subscriber.aclose()
@@ -197,120 +185,37 @@ class RedisBroker(Broker):
     def statistics(self) -> dict[str, int]:
         """Counters for ``/metrics``: batching, the budget, refusals and lost replies."""
         stats = self._commands.statistics()
-        stats["unknown_outcomes"] = self.refused_unknown
-        stats["resolved"] = self.resolved
-        stats["lost_replies"] = self.lost_replies
+        stats["unknown_outcomes"] = self._streams.refused_unknown
+        stats["resolved"] = self._streams.resolved
+        stats["lost_replies"] = self._streams.lost_replies
         return stats
 
     # -- publish / subscribe ---------------------------------------------------------------------
 
+    def _channel_key(self, channel: str) -> bytes:
+        return self._channel_prefix + channel.encode()
+
+    @property
+    def lost_replies(self) -> int:
+        """Stored publishes whose reply was lost (then looked up, and maybe sent again)."""
+        return self._streams.lost_replies
+
     async def publish(self, channel: str, payload: bytes) -> None:
-        key = self._channel_prefix + channel.encode()
+        key = self._channel_key(channel)
         try:
             await self._commands.call(encode(b"PUBLISH", key, payload), route=channel)
         except ReplyError as exc:
             raise BrokerUnavailable(f"publish to {channel!r} refused: {exc}") from exc
 
-    def _history_keys(self, channel: str) -> tuple[str, str, str]:
-        # One hash tag per channel keeps the script's keys in one slot (Redis Cluster).
-        base = f"{self._prefix}hist:{{{channel}}}"
-        return base + ":seq", base, base + ":epoch"
-
     async def publish_stored(
         self, channel: str, body: bytes, idempotency_key: str | None = None
     ) -> Stored:
-        if not body.startswith(b"{") or body == b"{}":
-            raise ValueError("a stored message must be a non-empty JSON object")
-        policy = self.history_policy
-        seq_key, stream_key, epoch_key = self._history_keys(channel)
-        keys: list[bytes | str] = [
-            seq_key,
-            stream_key,
-            epoch_key,
-            self._channel_prefix + channel.encode(),
-        ]
-        if idempotency_key is not None:
-            keys.append(f"{stream_key}:pub:{idempotency_key}")
-        nonce = next(self._nonces)
-        args: list[bytes | str | int] = [
-            body,
-            max(policy.size, 1),
-            max(int(policy.ttl * 1000), 1),
-            new_epoch(),
-            b" %d" % now_us(),  # envelope header: no excluded client, the publish time
-            nonce,
-        ]
-        for attempt in range(PUBLISH_ATTEMPTS):
-            try:
-                reply = await self._run(PUBLISH_STORED, keys, args, route=channel)
-            except OutcomeUnknown as exc:
-                self.lost_replies += 1
-                found = await self._find(channel, nonce, exc)
-                if found is not None:
-                    self.resolved += 1
-                    return found
-                if exc.may_still_run or attempt == PUBLISH_ATTEMPTS - 1:
-                    self.refused_unknown += 1
-                    raise BrokerUnavailable(
-                        f"publish to {channel!r}: reply lost and outcome unknown; not retried"
-                    ) from exc
-                continue  # Redis closed the connection and has no trace of it: it never ran
-            return _stored(reply)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _find(self, channel: str, nonce: bytes, lost: OutcomeUnknown) -> Stored | None:
-        """Look a publish whose reply was lost up in the stream; None when it is not there (and
-        not finding it can be trusted)."""
-        _, stream_key, epoch_key = self._history_keys(channel)
-        delay = 0.05
-        for attempt in range(PUBLISH_ATTEMPTS):
-            try:
-                reply = await self._run(
-                    FIND_PUBLISH, [stream_key, epoch_key], [nonce, FIND_DEPTH], route=channel
-                )
-                return _stored(reply) if reply[0] else None
-            except BrokerUnavailable as exc:  # a read: trying again is safe
-                if attempt == PUBLISH_ATTEMPTS - 1:
-                    raise BrokerUnavailable(
-                        f"publish to {channel!r}: reply lost and Redis unreachable to check ({exc})"
-                    ) from lost
-            await asyncio.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _run(
-        self, script: Script, keys: list[bytes | str], args: list[bytes | str | int], route: str
-    ) -> Reply:
-        """EVALSHA, loading the script when Redis does not know it (a restart, SCRIPT FLUSH):
-        a NOSCRIPT reply means it did not run, so sending it again is safe."""
-        command = encode(b"EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await self._commands.call(command, route=route)
-        except ReplyError as exc:
-            if exc.code != "NOSCRIPT":
-                raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
-        try:
-            await self._commands.call(encode(b"SCRIPT", b"LOAD", script.source), route=route)
-            return await self._commands.call(command, route=route)
-        except ReplyError as exc:
-            raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
+        return await self._streams.publish_stored(channel, body, idempotency_key)
 
     async def history(
         self, channel: str, since: int | None, epoch: str | None, limit: int
     ) -> HistoryPage:
-        seq_key, stream_key, epoch_key = self._history_keys(channel)
-        reply = await self._run(
-            READ_HISTORY,
-            [seq_key, stream_key, epoch_key],
-            [-1 if since is None else since, epoch or "", limit],
-            route=channel,
-        )
-        top, current, entries = int(reply[0]), _text(reply[1]), reply[2]
-        # Entry ids are "0-<offset>"; the body is the first field ("d").
-        newest_first = [(int(entry_id[2:]), fields[1]) for entry_id, fields in entries]
-        return page_from_newest(
-            newest_first, since=since, wanted_epoch=epoch, epoch=current, top=top, limit=limit
-        )
+        return await self._streams.history(channel, since, epoch, limit)
 
     async def subscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()
@@ -332,8 +237,8 @@ class RedisBroker(Broker):
                 raise BrokerUnavailable("the broker is not open")
             if subscriber.error is not None:
                 raise BrokerUnavailable(f"subscriber connection lost: {subscriber.error}")
-        if self._probe_error is not None:
-            raise BrokerUnavailable(f"liveness probe failed: {self._probe_error}")
+        if self._probe is not None and self._probe.error is not None:
+            raise BrokerUnavailable(f"liveness probe failed: {self._probe.error}")
         started = time.perf_counter()
         try:
             async with asyncio.timeout(2.0):
@@ -366,11 +271,8 @@ class RedisBroker(Broker):
                 deliver(channel, data)
             except Exception:  # a bug in one delivery must not break the connection's callback
                 log.exception("delivery to channel %r failed", channel)
-        elif key == self._node_key:
-            _, _, number = data.partition(b" ")
-            if number.isdigit():
-                self._probe_seen = max(self._probe_seen, int(number))
-                self._probe_echo.set()
+        elif key == self._node_key and self._probe is not None:
+            self._probe.seen(data)
 
     def _on_resubscribed(self, key: bytes) -> None:
         channel = self._channels.get(key)
@@ -378,58 +280,10 @@ class RedisBroker(Broker):
             log.info("subscription of %r re-established; members may have a gap", channel)
             self._on_gap(channel)
 
-    # -- liveness --------------------------------------------------------------------------------
-
-    async def _probe_loop(self) -> None:
-        """Publish to this node's own channel and expect it back through the subscriber.
-
-        Socket errors are not enough to notice a dead subscriber: a frozen Redis (SIGSTOP, a
-        stuck failover) raises nothing, and a killed subscriber connection may be replaced
-        silently. Only a message that makes the round trip proves the node can still receive.
-        When one does not come back in time, the subscriber connection is dropped and rebuilt.
-        """
-        sent = 0
-        while not self._closing:
-            await asyncio.sleep(self._probe_interval)
-            sent += 1
-            published = False
-            try:
-                async with asyncio.timeout(self._probe_timeout):
-                    probe = encode(b"PUBLISH", self._node_key, b"probe %d" % sent)
-                    await self._commands.call(probe)
-                    published = True
-                    while self._probe_seen < sent:
-                        self._probe_echo.clear()
-                        await self._probe_echo.wait()
-            except (TimeoutError, BrokerUnavailable) as exc:
-                problem = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
-                if self._probe_error is None:
-                    log.warning("broker liveness probe failed (%s); reconnecting", problem)
-                self._probe_error = problem
-                if not published:
-                    # The command connection did not answer: drop the silent ones now instead
-                    # of after the command timeout. The subscriber is judged by the next probe
-                    # (a frozen Redis that resumes loses nothing on it).
-                    self._commands.drop_silent(self._probe_timeout)
-                elif self._subscriber is not None:
-                    self._subscriber.rebuild("liveness probe failed")
-                continue
-            if self._probe_error is not None:
-                log.info("broker liveness probe answered again")
-                self._probe_error = None
-
     def _require_subscriber(self) -> Subscriber:
         if self._subscriber is None:
             raise RuntimeError("broker opened publish-only; pass deliver to open() to subscribe")
         return self._subscriber
-
-
-def _text(value: Reply) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _stored(reply: Reply) -> Stored:
-    return Stored(int(reply[0]), _text(reply[1]))
 
 
 __all__ = ["RedisBroker", "open_client", "redact_url"]

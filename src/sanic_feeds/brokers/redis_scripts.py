@@ -83,3 +83,6 @@ for _, entry in ipairs(entries) do
 end
 return {0, #entries, redis.call('XLEN', KEYS[1])}
 """)
+
+SCRIPTS = (PUBLISH_STORED, READ_HISTORY, FIND_PUBLISH)
+"""Every script, loaded when the broker opens."""

@@ -1,0 +1,186 @@
+"""Each channel's history on Redis: a stream written and read by Lua scripts, one round trip each.
+
+A stored publish is one ``EVALSHA`` (``redis_scripts.PUBLISH_STORED``): numbered, appended to
+the stream and published in one atomic step, with no key of its own (an idempotency key only
+when the caller gives one). When its reply is lost, the publish is looked up in the stream by
+its nonce instead of sent blindly again: found, it succeeded; not found after Redis itself closed
+the connection, it never ran and is sent again (at most ``PUBLISH_ATTEMPTS`` sends); not found
+after this side gave up on a silent connection, it may still run, so it is reported as failed.
+History reads go from the newest end down to the reader's position and no further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+
+from ..envelope import now_us
+from ..errors import BrokerUnavailable
+from ..history import HistoryPage, HistoryPolicy, Stored, new_epoch, page_from_newest
+from .redis_commands import CommandPool, OutcomeUnknown
+from .redis_scripts import FIND_PUBLISH, PUBLISH_STORED, READ_HISTORY, SCRIPTS, Script
+from .resp import Reply, ReplyError, encode
+
+FIND_DEPTH = 1000
+"""Newest stream entries searched for a publish whose reply was lost. Not finding it there leads
+to one more send only when Redis itself closed the connection (so the command cannot still run):
+a message could then be stored twice only if over this many were stored on its channel between
+the lost reply and the lookup, milliseconds later."""
+
+PUBLISH_ATTEMPTS = 3
+"""Sends of one stored publish (each after Redis closed the connection with no trace of it),
+and lookups of a lost reply, before the publish is reported as failed."""
+
+
+class StreamHistory:
+    """Stored publishes and history reads of every channel, on the broker's command pool."""
+
+    def __init__(
+        self,
+        commands: CommandPool,
+        prefix: str,
+        node: str,
+        policy: HistoryPolicy,
+        channel_key: Callable[[str], bytes],
+    ) -> None:
+        self._commands = commands
+        self._prefix = prefix
+        self.policy = policy
+        self._channel_key = channel_key
+        self._nonces = (b"%s-%d" % (node.encode(), n) for n in itertools.count(1))
+        self.refused_unknown = 0
+        """Publishes whose outcome stayed unknown (reported as unavailable, never retried)."""
+        self.resolved = 0
+        """Publishes whose lost reply was recovered by finding them in the stream."""
+        self.lost_replies = 0
+        """Stored publishes whose reply was lost (then looked up, and maybe sent again)."""
+        self._loading: dict[bytes, asyncio.Future[Reply]] = {}
+
+    def _history_keys(self, channel: str) -> tuple[str, str, str]:
+        # One hash tag per channel keeps the script's keys in one slot (Redis Cluster).
+        base = f"{self._prefix}hist:{{{channel}}}"
+        return base + ":seq", base, base + ":epoch"
+
+    async def publish_stored(
+        self, channel: str, body: bytes, idempotency_key: str | None = None
+    ) -> Stored:
+        if not body.startswith(b"{") or body == b"{}":
+            raise ValueError("a stored message must be a non-empty JSON object")
+        policy = self.policy
+        seq_key, stream_key, epoch_key = self._history_keys(channel)
+        keys: list[bytes | str] = [
+            seq_key,
+            stream_key,
+            epoch_key,
+            self._channel_key(channel),
+        ]
+        if idempotency_key is not None:
+            keys.append(f"{stream_key}:pub:{idempotency_key}")
+        nonce = next(self._nonces)
+        args: list[bytes | str | int] = [
+            body,
+            max(policy.size, 1),
+            max(int(policy.ttl * 1000), 1),
+            new_epoch(),
+            b" %d" % now_us(),  # envelope header: no excluded client, the publish time
+            nonce,
+        ]
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                reply = await self._run(PUBLISH_STORED, keys, args, route=channel)
+            except OutcomeUnknown as exc:
+                self.lost_replies += 1
+                found = await self._find(channel, nonce, exc)
+                if found is not None:
+                    self.resolved += 1
+                    return found
+                if exc.may_still_run or attempt == PUBLISH_ATTEMPTS - 1:
+                    self.refused_unknown += 1
+                    raise BrokerUnavailable(
+                        f"publish to {channel!r}: reply lost and outcome unknown; not retried"
+                    ) from exc
+                continue  # Redis closed the connection and has no trace of it: it never ran
+            return _stored(reply)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _find(self, channel: str, nonce: bytes, lost: OutcomeUnknown) -> Stored | None:
+        """Look a publish whose reply was lost up in the stream; None when it is not there (and
+        not finding it can be trusted)."""
+        _, stream_key, epoch_key = self._history_keys(channel)
+        delay = 0.05
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                reply = await self._run(
+                    FIND_PUBLISH, [stream_key, epoch_key], [nonce, FIND_DEPTH], route=channel
+                )
+                return _stored(reply) if reply[0] else None
+            except BrokerUnavailable as exc:  # a read: trying again is safe
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    raise BrokerUnavailable(
+                        f"publish to {channel!r}: reply lost and Redis unreachable to check ({exc})"
+                    ) from lost
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def open(self) -> None:
+        """Load every script now, so the first burst does not meet NOSCRIPT."""
+        await asyncio.gather(*(self.load(script) for script in SCRIPTS))
+
+    async def _run(
+        self, script: Script, keys: list[bytes | str], args: list[bytes | str | int], route: str
+    ) -> Reply:
+        """EVALSHA, loading the script when Redis does not know it (a restart, SCRIPT FLUSH):
+        a NOSCRIPT reply means it did not run, so sending it again is safe. Callers that meet
+        NOSCRIPT together share one SCRIPT LOAD."""
+        command = encode(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await self._commands.call(command, route=route)
+        except ReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
+        await self.load(script)
+        try:
+            return await self._commands.call(command, route=route)
+        except ReplyError as exc:
+            raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
+
+    async def load(self, script: Script) -> None:
+        """SCRIPT LOAD, once however many callers ask at the same time."""
+        loading = self._loading.get(script.sha)
+        if loading is None:
+            loading = asyncio.ensure_future(
+                self._commands.call(encode(b"SCRIPT", b"LOAD", script.source))
+            )
+            self._loading[script.sha] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(script.sha, None))
+        try:
+            await asyncio.shield(loading)
+        except ReplyError as exc:
+            raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
+
+    async def history(
+        self, channel: str, since: int | None, epoch: str | None, limit: int
+    ) -> HistoryPage:
+        seq_key, stream_key, epoch_key = self._history_keys(channel)
+        reply = await self._run(
+            READ_HISTORY,
+            [seq_key, stream_key, epoch_key],
+            [-1 if since is None else since, epoch or "", limit],
+            route=channel,
+        )
+        top, current, entries = int(reply[0]), _text(reply[1]), reply[2]
+        # Entry ids are "0-<offset>"; the body is the first field ("d").
+        newest_first = [(int(entry_id[2:]), fields[1]) for entry_id, fields in entries]
+        return page_from_newest(
+            newest_first, since=since, wanted_epoch=epoch, epoch=current, top=top, limit=limit
+        )
+
+
+def _text(value: Reply) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stored(reply: Reply) -> Stored:
+    return Stored(int(reply[0]), _text(reply[1]))
