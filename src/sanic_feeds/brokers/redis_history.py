@@ -19,11 +19,12 @@ from ..envelope import now_us
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, Stored, new_epoch, page_from_newest
 from .redis_commands import CommandPool, OutcomeUnknown
-from .redis_scripts import FIND_PUBLISH, PUBLISH_STORED, READ_HISTORY, SCRIPTS, Script
+from .redis_scripts import FIND_PUBLISHES, PUBLISH_STORED, READ_HISTORY, SCRIPTS, Script
 from .resp import Reply, ReplyError, encode
 
 FIND_DEPTH = 1000
-"""Newest stream entries searched for a publish whose reply was lost. Not finding it there leads
+"""Newest stream entries searched (at least; twice the publishes looked up, if more) for
+publishes whose reply was lost. Not finding it there leads
 to one more send only when Redis itself closed the connection (so the command cannot still run):
 a message could then be stored twice only if over this many were stored on its channel between
 the lost reply and the lookup, milliseconds later."""
@@ -56,6 +57,9 @@ class StreamHistory:
         self.lost_replies = 0
         """Stored publishes whose reply was lost (then looked up, and maybe sent again)."""
         self._loading: dict[bytes, asyncio.Future[Reply]] = {}
+        self._lookups: dict[str, dict[bytes, asyncio.Future[Stored | None]]] = {}
+        """Channel -> nonces of lost replies waiting for the next scan of its stream."""
+        self._scans: set[asyncio.Future[None]] = set()
 
     def _history_keys(self, channel: str) -> tuple[str, str, str]:
         # One hash tag per channel keeps the script's keys in one slot (Redis Cluster).
@@ -105,16 +109,22 @@ class StreamHistory:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _find(self, channel: str, nonce: bytes, lost: OutcomeUnknown) -> Stored | None:
-        """Look a publish whose reply was lost up in the stream; None when it is not there (and
-        not finding it can be trusted)."""
-        _, stream_key, epoch_key = self._history_keys(channel)
+        """Look a publish whose reply was lost up in the stream; None when it is not there.
+
+        The lookups of one channel made in the same loop turn (a lost connection takes many
+        replies with it) share one scan of the stream's tail.
+        """
         delay = 0.05
         for attempt in range(PUBLISH_ATTEMPTS):
+            waiting = self._lookups.get(channel)
+            if waiting is None:
+                waiting = self._lookups[channel] = {}
+                asyncio.get_running_loop().call_soon(self._look_up, channel)
+            future = waiting.get(nonce)
+            if future is None:
+                future = waiting[nonce] = asyncio.get_running_loop().create_future()
             try:
-                reply = await self._run(
-                    FIND_PUBLISH, [stream_key, epoch_key], [nonce, FIND_DEPTH], route=channel
-                )
-                return _stored(reply) if reply[0] else None
+                return await future
             except BrokerUnavailable as exc:  # a read: trying again is safe
                 if attempt == PUBLISH_ATTEMPTS - 1:
                     raise BrokerUnavailable(
@@ -123,6 +133,34 @@ class StreamHistory:
             await asyncio.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _look_up(self, channel: str) -> None:
+        waiting = self._lookups.pop(channel, {})
+        if waiting:
+            task = asyncio.ensure_future(self._scan(channel, waiting))
+            self._scans.add(task)
+            task.add_done_callback(self._scans.discard)
+
+    async def _scan(
+        self, channel: str, waiting: dict[bytes, asyncio.Future[Stored | None]]
+    ) -> None:
+        _, stream_key, epoch_key = self._history_keys(channel)
+        depth = max(FIND_DEPTH, 2 * len(waiting))
+        try:
+            reply = await self._run(
+                FIND_PUBLISHES, [stream_key, epoch_key], [depth, *waiting], route=channel
+            )
+        except BrokerUnavailable as exc:
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        epoch = _text(reply[0])
+        found = {reply[i]: int(reply[i + 1]) for i in range(1, len(reply) - 1, 2)}
+        for nonce, future in waiting.items():
+            if not future.done():
+                offset = found.get(nonce)
+                future.set_result(None if offset is None else Stored(offset, epoch))
 
     async def open(self) -> None:
         """Load every script now, so the first burst does not meet NOSCRIPT."""

@@ -69,20 +69,26 @@ if (ARGV[2] ~= '' and ARGV[2] ~= epoch) or since > top then start = 0 end
 return {top, epoch, redis.call('XREVRANGE', KEYS[2], '+', '0-' .. (start + 1), 'COUNT', limit + 1)}
 """)
 
-# Was the publish with this nonce stored? KEYS: stream, epoch. ARGV: nonce, how many of the
-# newest entries to search. Returns {offset, epoch} or {0, searched, length}.
-FIND_PUBLISH = Script(b"""
-local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[2])
+# Which of these publishes were stored? KEYS: stream, epoch. ARGV: how many of the newest
+# entries to search, then the nonces. Returns the epoch, then {nonce, offset} pairs for those
+# found: one scan of the stream's tail answers every publish whose reply one lost connection
+# took with it.
+FIND_PUBLISHES = Script(b"""
+local wanted = {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+local found = {redis.call('GET', KEYS[2]) or ''}
+local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
 for _, entry in ipairs(entries) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
-    if fields[i] == 'n' and fields[i + 1] == ARGV[1] then
-      return {tonumber(string.sub(entry[1], 3)), redis.call('GET', KEYS[2]) or ''}
+    if fields[i] == 'n' and wanted[fields[i + 1]] then
+      table.insert(found, fields[i + 1])
+      table.insert(found, tonumber(string.sub(entry[1], 3)))
     end
   end
 end
-return {0, #entries, redis.call('XLEN', KEYS[1])}
+return found
 """)
 
-SCRIPTS = (PUBLISH_STORED, READ_HISTORY, FIND_PUBLISH)
+SCRIPTS = (PUBLISH_STORED, READ_HISTORY, FIND_PUBLISHES)
 """Every script, loaded when the broker opens."""
