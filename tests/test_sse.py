@@ -475,3 +475,68 @@ async def test_chromium_eventsource_reconnects_by_itself_and_recovers(redis_url:
     recovered = next(b for b in bodies if b["type"] == "recovered")
     assert recovered["recovered"] is True and recovered["count"] == 3
     assert all(m["id"] for m in got if m["body"]["type"] == "data")
+
+
+NO_WEBSOCKET = """
+window.WebSocket = class extends EventTarget {
+  static OPEN = 1;
+  constructor() {
+    super();
+    this.readyState = 3;
+    setTimeout(() => this.dispatchEvent(Object.assign(new Event("close"), {code: 1006})), 5);
+  }
+  send() {}
+  close() {}
+};
+"""
+
+
+@chromium
+async def test_page_falls_back_to_sse_when_websocket_cannot_connect(redis_url: str) -> None:
+    """The page at / whose WebSockets never open reads over SSE and sends over HTTP; it and a
+    WebSocket page on another instance hear each other."""
+    from playwright.async_api import Page, async_playwright, expect
+
+    async def join(page: Page, url: str, user: str) -> None:
+        await page.goto(url)
+        await page.fill("#channel", "lobby")
+        await page.fill("#user", user)
+        await page.click("#join")
+        await expect(page.locator("#state")).to_have_attribute(
+            "data-state", "connected", timeout=15_000
+        )
+
+    async def say(page: Page, text: str) -> None:
+        await page.fill("#message", text)
+        await page.keyboard.press("Enter")
+
+    args = ("--log-level", "warning")
+    with (
+        ServerProcess(redis_url, extra_args=args) as one,
+        ServerProcess(redis_url, extra_args=args) as two,
+    ):
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                sse_page = await browser.new_page()
+                await sse_page.add_init_script(NO_WEBSOCKET)
+                ws_page = await browser.new_page()
+                await join(sse_page, one.http_url + "/", "ann")
+                await expect(sse_page.locator("#state")).to_have_text("connected (SSE)")
+                await join(ws_page, two.http_url + "/", "bob")
+                await expect(sse_page.locator("#present")).to_contain_text("bob", timeout=10_000)
+                await say(ws_page, "hello over websocket")
+                await expect(
+                    sse_page.locator('#log [data-type="chat"]', has_text="hello over websocket")
+                ).to_have_count(1, timeout=10_000)
+                await say(sse_page, "hello over sse")
+                await expect(
+                    ws_page.locator('#log [data-type="data"]', has_text="hello over sse")
+                ).to_have_count(1, timeout=10_000)
+                forced = await browser.new_page()
+                await join(forced, two.http_url + "/?transport=sse", "cy")
+                await expect(forced.locator("#state")).to_have_text("connected (SSE)")
+            finally:
+                await browser.close()
