@@ -103,11 +103,17 @@ class Host(Protocol):
 
     async def leave(self, member: Participant, channel: str) -> None: ...
 
+    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+        """Leave each channel, whatever happens to one of them (the connection ended)."""
+
     async def user_wait(self, user_key: str) -> float:
         """Seconds the per-user limit asks this user to wait (0: go ahead)."""
 
-    async def publish_chat(self, channel: str, body: bytes) -> None:
-        """Publish a client's message; raises ``BrokerUnavailable`` when it was not taken."""
+    async def publish_message(
+        self, channel: str, body: bytes, idempotency_key: str | None = None
+    ) -> None:
+        """Publish a message (stored with an id unless history is off); raises
+        ``BrokerUnavailable`` when it was not taken."""
 
     async def read_presence(self, channel: str) -> list[dict[str, object]]:
         """The channel's members on every node (public fields); raises ``BrokerUnavailable``."""

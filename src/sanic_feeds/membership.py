@@ -93,6 +93,14 @@ class Memberships:
             notice = protocol.user_left(channel, member.id, member.user)
             await self._announce(channel, seal(notice))
 
+    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+        """Leave every channel of a member whose connection ended."""
+        for channel in channels:
+            try:
+                await self.leave(member, channel)
+            except Exception:  # leaving must finish for every channel, whatever one does
+                log.exception("client=%s: leaving %s failed", member.id, channel)
+
     async def _recover(
         self, member: Participant, channel: str, since: int, epoch: str | None
     ) -> tuple[str, int]:

@@ -8,7 +8,6 @@ can be started and stopped without Sanic, which is how the hub and broker are st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -30,17 +29,11 @@ from .membership import Memberships
 from .outbound import Flusher
 from .presence import Member, RoomTotals
 from .ratelimit import TokenBucket
+from .room_reports import RoomReporter
 from .session_state import Limits
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-
-REPORT_DEBOUNCE = 0.2
-"""Seconds to gather membership changes before reporting rooms to the cluster."""
-
-ACK_REPORT_TIMEOUT = 2.0
-"""Most seconds a join's acknowledgement waits for the presence report that lists the member;
-past it the join is acknowledged anyway (presence then catches up with the next report)."""
 
 REFUSAL_LOG_EVERY = 10.0
 """Seconds between two log lines about refused publishes (an outage must not flood the log)."""
@@ -86,14 +79,9 @@ class Node:
         self.notices_for: Callable[[str], bool] = config.notices_for()
         self.sessions: dict[str, Attached] = {}
         self._flusher: Flusher | None = None
-        self._rooms_changed = asyncio.Event()
-        self.local_members: dict[str, dict[str, Member]] = {}
-        """Channel -> client id -> membership, for this node's connections."""
-        self._changed_channels: set[str] = set()
-        self._report_waiters: list[asyncio.Future[None]] = []
-        self._report_wanted = asyncio.Event()
-        """Joins waiting for the next report (the one that will list them) to be written."""
-        self._reporter: asyncio.Task[None] | None = None
+        self.reporter = RoomReporter(
+            self.presence, self.id, config.node_ttl, self.hub.rooms, lambda: len(self.sessions)
+        )
         self._pinger: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
@@ -111,14 +99,16 @@ class Node:
             client_buffer=config.client_buffer,
             history_size=config.history_size,
             notices_for=self.notices_for,
-            joined=self.member_joined,
-            left=self.member_left,
-            reported=self.presence_reported,
+            joined=self.reporter.joined,
+            left=self.reporter.left,
+            reported=self.reporter.reported,
         )
         connect_rate = config.connect_rate
         self._connect_bucket = TokenBucket(connect_rate, time.monotonic()) if connect_rate else None
         self.draining = False
         self.started = False
+        self.client_buffer = config.client_buffer
+        self.close_timeout = config.close_timeout
         self._refusal_logged = -REFUSAL_LOG_EVERY
 
     @property
@@ -130,7 +120,7 @@ class Node:
     async def start(self) -> None:
         self._flusher = Flusher(asyncio.get_running_loop(), self.config.flush_interval)
         await self.backends.open(self.hub.deliver, self.hub.gap)
-        self._reporter = asyncio.create_task(self._report_rooms(), name="sanic-feeds:rooms")
+        self.reporter.start()
         if self.config.ping_interval > 0:
             self._pinger = asyncio.create_task(self._keepalive(), name="sanic-feeds:keepalive")
         self.started = True
@@ -147,12 +137,7 @@ class Node:
         if self._cleanups:
             await asyncio.wait(set(self._cleanups), timeout=self.config.close_timeout)
         self.started = False
-        reporter, self._reporter = self._reporter, None
-        await cancel_and_wait(reporter)
-        for waiter in self._report_waiters:  # nothing will be reported any more
-            if not waiter.done():
-                waiter.set_result(None)
-        self._report_waiters.clear()
+        await self.reporter.stop()
         pinger, self._pinger = self._pinger, None
         await cancel_and_wait(pinger)
         try:
@@ -206,14 +191,6 @@ class Node:
 
     # -- what sessions use (the Host interface) --------------------------------------------------
 
-    @property
-    def client_buffer(self) -> int:
-        return int(self.config.client_buffer)
-
-    @property
-    def close_timeout(self) -> float:
-        return float(self.config.close_timeout)
-
     def attach(self, session: Attached) -> None:
         self.sessions[session.id] = session
         self.stats.connections_opened += 1
@@ -245,12 +222,12 @@ class Node:
     async def leave(self, member: Participant, channel: str) -> None:
         await self.memberships.leave(member, channel)
 
+    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+        await self.memberships.leave_all(member, channels)
+
     async def user_wait(self, user_key: str) -> float:
         limiter = self.user_limiter
         return 0.0 if limiter is None else await limiter.take(user_key)
-
-    async def publish_chat(self, channel: str, body: bytes) -> None:
-        await self.publish_message(channel, body)
 
     async def read_presence(self, channel: str) -> list[dict[str, object]]:
         return [member.public() for member in await self.channel_members(channel)]
@@ -283,37 +260,12 @@ class Node:
     # -- rooms -----------------------------------------------------------------------------------
 
     def rooms_changed(self) -> None:
-        self._rooms_changed.set()
+        self.reporter.changed()
 
-    def member_joined(self, channel: str, client: str, user: str) -> None:
-        self.local_members.setdefault(channel, {})[client] = Member(
-            client, user, round(time.time(), 3), self.id
-        )
-        self._changed_channels.add(channel)
-        self._rooms_changed.set()
-
-    def member_left(self, channel: str, client: str) -> None:
-        members = self.local_members.get(channel)
-        if members is not None and members.pop(client, None) is not None:
-            if not members:
-                del self.local_members[channel]
-            self._changed_channels.add(channel)
-            self._rooms_changed.set()
-
-    async def presence_reported(self) -> None:
-        """Until a presence report made after this call is written (at most
-        ``ACK_REPORT_TIMEOUT``): from then on every node lists the changes made before it."""
-        if not self.started:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._report_waiters.append(waiter)
-        self._rooms_changed.set()
-        self._report_wanted.set()
-        try:
-            async with asyncio.timeout(ACK_REPORT_TIMEOUT):
-                await asyncio.shield(waiter)
-        except TimeoutError:
-            log.debug("acknowledging a join before its presence report was written")
+    @property
+    def local_members(self) -> dict[str, dict[str, Member]]:
+        """Channel -> client id -> membership, for this node's connections."""
+        return self.reporter.members
 
     async def channel_members(self, channel: str) -> list[Member]:
         """Who is in ``channel`` on every node: live here, reported by the others."""
@@ -328,45 +280,6 @@ class Node:
         totals = await self.presence.rooms(exclude_node=self.id)
         totals.add(self.hub.rooms(), len(self.sessions))
         return totals
-
-    async def _report_rooms(self) -> None:
-        """Keep this node's report fresh: soon after changes, and well before it expires.
-
-        After a change only the changed channels' member lists are rewritten; the periodic
-        report rewrites them all, which also repairs a Redis that lost its data.
-        """
-        interval = self.config.node_ttl / 3
-        while self.started:
-            full = False
-            try:
-                async with asyncio.timeout(interval):
-                    await self._rooms_changed.wait()
-                # Gather changes for a while, unless a join waits (or comes to wait) for its
-                # report: then one loop turn, so joins arriving together share one report.
-                if not self._report_waiters:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(REPORT_DEBOUNCE):
-                            await self._report_wanted.wait()
-                await asyncio.sleep(0)
-            except TimeoutError:
-                full = True
-            self._rooms_changed.clear()
-            self._report_wanted.clear()
-            waiters, self._report_waiters = self._report_waiters, []
-            changed = set(self.local_members) if full else set()
-            changed |= self._changed_channels
-            self._changed_channels = set()
-            members = {c: list(self.local_members.get(c, {}).values()) for c in changed}
-            try:
-                await self.presence.report_rooms(
-                    self.id, self.hub.rooms(), len(self.sessions), self.config.node_ttl, members
-                )
-            except BrokerUnavailable as exc:
-                self._changed_channels |= changed  # try these again next time
-                log.warning("room report failed: %s", exc)
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
 
     async def _keepalive(self) -> None:
         """Every ``ping_interval``: ping the connections silent since the last sweep, and close

@@ -25,23 +25,11 @@ from collections.abc import Coroutine, Sequence
 from . import protocol
 from .auth import Identity, seconds_left
 from .connection import Connection
-from .errors import BrokerUnavailable
 from .host import Host
 from .outbound import Outbound
 from .protocol import CloseCode
-from .session_state import (
-    REFUSING,
-    Action,
-    Close,
-    Join,
-    Leave,
-    Publish,
-    ReadPresence,
-    Resync,
-    Send,
-    SessionState,
-    Tally,
-)
+from .session_actions import ActionRunner
+from .session_state import REFUSING, Action, SessionState
 from .tasks import cancel_and_wait
 from .wire import WEBSOCKET, Wire
 
@@ -76,6 +64,7 @@ class Session:
     """
 
     __slots__ = (
+        "_actions",
         "_done",
         "_ended",
         "_expiry",
@@ -113,6 +102,7 @@ class Session:
             self.id, user, identity or Identity(user=user), limits=host.limits
         )
         self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
+        self._actions = ActionRunner(host, self.state, self)
         self.close_code: int | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._inbox: deque[str | bytes] | None = None
@@ -256,12 +246,9 @@ class Session:
                     log.info("client=%s: gave up on its last messages", self.id)
                     await cancel_and_wait(task)
             self._inbox = None
-            for channel in list(self.channels):
-                del self.channels[channel]
-                try:
-                    await self.host.leave(self, channel)
-                except Exception:  # leaving must finish for every channel, whatever one does
-                    log.exception("client=%s: leaving %s failed", self.id, channel)
+            channels = list(self.channels)
+            self.channels.clear()
+            await self.host.leave_all(self, channels)
         finally:
             self.host.detach(self, self.outbound.high_water)
             code = self.close_code or self.conn.close_received
@@ -293,61 +280,12 @@ class Session:
         """Called by the node's keepalive sweep, every ping interval."""
         self.conn.keepalive(now, timeout)
 
-    # -- carrying out the machine's actions ------------------------------------------------------
-
     async def _run(self, actions: list[Action]) -> None:
-        for action in actions:
-            match action:
-                case Send(body=body):
-                    self.send(body)
-                case Publish(channel=channel, body=body, user_key=user_key):
-                    await self._publish(channel, body, user_key)
-                case Join(channel=channel, since=since, epoch=epoch, greeting=greeting):
-                    if not await self.host.join(self, channel, since, epoch, greeting):
-                        await self._run(self.state.join_failed(channel))
-                case Resync(channel=channel, since=since, epoch=epoch):
-                    await self.host.resync(self, channel, since, epoch)
-                case Leave(channel=channel):
-                    await self.host.leave(self, channel)
-                case ReadPresence(channel=channel):
-                    try:
-                        members: list[dict[str, object]] | None = await self.host.read_presence(
-                            channel
-                        )
-                    except BrokerUnavailable:
-                        members = None
-                    await self._run(self.state.presence_read(channel, members))
-                case Close(code=code, reason=reason):
-                    if code == CloseCode.RATE_LIMITED:
-                        log.info("client=%s closed after repeated rate-limit violations", self.id)
-                    self.close(code, reason)
-                case Tally(counter=counter):
-                    self.host.tally(counter)
-
-    async def _members(self, channel: str) -> list[dict[str, object]] | None:
-        try:
-            return await self.host.read_presence(channel)
-        except BrokerUnavailable:
-            return None
-
-    async def _publish(self, channel: str, body: bytes, user_key: str) -> None:
-        wait = await self.host.user_wait(user_key)
-        if wait > 0:
-            await self._run(self.state.user_limited(channel, wait))
-            return
-        try:
-            await self.host.publish_chat(channel, body)
-        except BrokerUnavailable:
-            await self._run(self.state.publish_refused(channel))
+        await self._actions.run(actions)
 
     def _tick(self) -> None:
         self._expiry = None
-        actions = self.state.tick(time.monotonic())
-        if actions:
-            log.info("client=%s: credential expired", self.id)
-        for action in actions:
-            if isinstance(action, Close):
-                self.close(action.code, action.reason)
+        self._actions.tick(time.monotonic())
 
     # -- slow clients ----------------------------------------------------------------------------
 

@@ -1,0 +1,141 @@
+"""This node's members, reported to the cluster: who is here, and when every node knows it.
+
+The node's presence report (member counts per channel, the member list of each channel, its
+connection count) is written soon after membership changes and well before it expires. A join
+that must be acknowledged only once every node lists the member waits for the next report
+(:meth:`RoomReporter.reported`); the reporter then skips its usual gathering window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from .errors import BrokerUnavailable
+from .presence import Member, Presence
+from .tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+REPORT_DEBOUNCE = 0.2
+"""Seconds to gather membership changes before reporting rooms to the cluster."""
+
+ACK_REPORT_TIMEOUT = 2.0
+"""Most seconds a join's acknowledgement waits for the presence report that lists the member;
+past it the join is acknowledged anyway (presence then catches up with the next report)."""
+
+
+class RoomReporter:
+    """The one owner of this node's member records (the hub keeps only where frames go)."""
+
+    def __init__(
+        self,
+        presence: Presence,
+        node_id: str,
+        node_ttl: float,
+        rooms: Callable[[], dict[str, int]],
+        connections: Callable[[], int],
+    ) -> None:
+        self._presence = presence
+        self._node_id = node_id
+        self._node_ttl = node_ttl
+        self._rooms = rooms
+        self._connections = connections
+        self.members: dict[str, dict[str, Member]] = {}
+        """Channel -> client id -> membership, for this node's connections."""
+        self._changed = asyncio.Event()
+        self._changed_channels: set[str] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        """Joins waiting for the next report (the one that will list them) to be written."""
+        self._wanted = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+
+    def start(self) -> None:
+        self._running = True
+        self._task = asyncio.create_task(self._run(), name="sanic-feeds:rooms")
+
+    async def stop(self) -> None:
+        self._running = False
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        for waiter in self._waiters:  # nothing will be reported any more
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def changed(self) -> None:
+        """Something the report counts changed (a connection came or went)."""
+        self._changed.set()
+
+    def joined(self, channel: str, client: str, user: str) -> None:
+        self.members.setdefault(channel, {})[client] = Member(
+            client, user, round(time.time(), 3), self._node_id
+        )
+        self._changed_channels.add(channel)
+        self._changed.set()
+
+    def left(self, channel: str, client: str) -> None:
+        members = self.members.get(channel)
+        if members is not None and members.pop(client, None) is not None:
+            if not members:
+                del self.members[channel]
+            self._changed_channels.add(channel)
+            self._changed.set()
+
+    async def reported(self) -> None:
+        """Until a report made after this call is written (at most ``ACK_REPORT_TIMEOUT``):
+        from then on every node lists the changes made before it."""
+        if not self._running:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._changed.set()
+        self._wanted.set()
+        try:
+            async with asyncio.timeout(ACK_REPORT_TIMEOUT):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            log.debug("acknowledging a join before its presence report was written")
+
+    async def _run(self) -> None:
+        """Keep this node's report fresh: soon after changes, and well before it expires.
+
+        After a change only the changed channels' member lists are rewritten; the periodic
+        report rewrites them all, which also repairs a Redis that lost its data.
+        """
+        interval = self._node_ttl / 3
+        while self._running:
+            full = False
+            try:
+                async with asyncio.timeout(interval):
+                    await self._changed.wait()
+                # Gather changes for a while, unless a join waits (or comes to wait) for its
+                # report: then one loop turn, so joins arriving together share one report.
+                if not self._waiters:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(REPORT_DEBOUNCE):
+                            await self._wanted.wait()
+                await asyncio.sleep(0)
+            except TimeoutError:
+                full = True
+            self._changed.clear()
+            self._wanted.clear()
+            waiters, self._waiters = self._waiters, []
+            changed = set(self.members) if full else set()
+            changed |= self._changed_channels
+            self._changed_channels = set()
+            lists = {c: list(self.members.get(c, {}).values()) for c in changed}
+            try:
+                await self._presence.report_rooms(
+                    self._node_id, self._rooms(), self._connections(), self._node_ttl, lists
+                )
+            except BrokerUnavailable as exc:
+                self._changed_channels |= changed  # try these again next time
+                log.warning("room report failed: %s", exc)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
