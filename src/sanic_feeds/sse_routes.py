@@ -1,0 +1,171 @@
+"""Routes for Server-Sent Events: admission, then a session on an event stream.
+
+Everything that refuses the client for good (bad channel, credential, Last-Event-ID) is an HTTP
+error before the stream starts: EventSource does not retry those. What the client should retry
+later (server full, shutting down, broker down) is a stream that ends with a close event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from sanic import Blueprint, Request
+from sanic.exceptions import RequestCancelled
+from sanic.response import HTTPResponse
+
+from .auth import Authenticator, AuthError, Handshake, Identity
+from .channels import CHANNEL_RULES, is_valid_channel
+from .config import FeedsConfig
+from .event_stream import EventStream
+from .http_api import problem
+from .node import Node
+from .protocol import CloseCode
+from .session import Session, clean_user_name
+from .sse import SSE, BadEventId, Position, StreamCursor, parse_last_event_id, retry_event
+from .websocket_protocol import stream_transport
+
+log = logging.getLogger(__name__)
+
+SSE_RETRY_MS = 1000
+"""How long EventSource waits before reconnecting by itself after a stream ended."""
+
+
+class EventStreamRoutes:
+    """``GET /sse/<channel>`` and ``GET /sse?channel=a&channel=b``, for one ``Feeds``."""
+
+    def __init__(
+        self, config: FeedsConfig, authenticator: Authenticator, node: Callable[[], Node]
+    ) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self._node = node
+
+    def register(self, bp: Blueprint) -> None:
+        bp.add_route(self.stream, "/sse", methods=["GET"], name="sse")
+        bp.add_route(self.stream, "/sse/<channel:str>", methods=["GET"], name="sse_channel")
+
+    async def stream(self, request: Request, channel: str | None = None) -> None:
+        """A Server-Sent Events stream of one or more channels, on the same sessions as sockets.
+
+        Everything that refuses the client for good (bad channel, credential, Last-Event-ID)
+        is an HTTP error before the stream starts: EventSource does not retry those. What the
+        client should retry later (server full, shutting down, broker down) is a stream that
+        ends with a close event: EventSource reconnects by itself.
+        """
+        refusal, channels, identity, positions = await self._admit(request, channel)
+        if refusal is not None:
+            await request.respond(refusal)
+            return
+        raw, restore = stream_transport(request)
+        if raw is None or identity is None:  # identity: _admit_stream gives one when it admits
+            restore()
+            message = "event streams need Sanic's own server (not ASGI)"
+            await request.respond(problem(501, "not_supported", message))
+            return
+        response = await request.respond(
+            content_type="text/event-stream; charset=utf-8",
+            headers={
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",  # nginx: pass events on at once
+                **self._cors_headers(request),
+            },
+        )
+        # The head goes out with the first chunk (chunked: no length is known).
+        await response.send(retry_event(SSE_RETRY_MS))
+        node = self._node()
+        cursor = StreamCursor(channels, positions) if len(channels) > 1 else None
+        stream = EventStream(raw, close_timeout=self.config.close_timeout, cursor=cursor)
+        session: Session | None = None
+        try:
+            refused = node.admission_refused()
+            if refused is not None:
+                stream.close(CloseCode.TRY_AGAIN_LATER, refused)
+            else:
+                user = identity.user if self.authenticator.verifies_user else identity.user or None
+                session = Session(
+                    node,
+                    stream,
+                    user=clean_user_name(user),
+                    peer=request.client_ip,
+                    identity=identity,
+                    wire=SSE,
+                )
+                first, *others = channels
+                start = positions.get(first)
+                also = [
+                    (c, p.offset, p.epoch) if (p := positions.get(c)) else (c, None, None)
+                    for c in others
+                ]
+                session.start(
+                    first,
+                    None if start is None else start.offset,
+                    None if start is None else start.epoch,
+                    also=also,
+                )
+            await stream.serve()
+            with contextlib.suppress(RequestCancelled):  # the client went away first
+                await response.eof()
+        finally:
+            stream.finished()
+            restore()
+        if session is not None:
+            await session.wait_finished()
+
+    async def _admit(
+        self, request: Request, channel: str | None
+    ) -> tuple[HTTPResponse | None, list[str], Identity | None, dict[str, Position]]:
+        """Check an event-stream request: (refusal, channels, identity, recovery positions)."""
+        wanted = [unquote(channel)] if channel is not None else []
+        wanted += request.args.getlist("channel", [])
+        channels = list(dict.fromkeys(wanted))
+        none: tuple[None, list[str], None, dict[str, Position]] = (None, [], None, {})
+        if not channels:
+            return problem(
+                400, "missing_field", "name a channel: /sse/<channel> or ?channel="
+            ), *none[1:]
+        for name in channels:
+            if not is_valid_channel(name):
+                return problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}"), *none[
+                    1:
+                ]
+        if len(channels) > self.config.max_channels:
+            too_many = problem(
+                400,
+                "too_many_channels",
+                f"a stream may follow at most {self.config.max_channels} channels",
+            )
+            return too_many, *none[1:]
+        origin = request.headers.get("origin")
+        allowed = self.config.allowed_origins
+        if allowed and origin is not None and origin not in allowed:
+            log.info("refused a stream from origin %r (peer %s)", origin, request.client_ip)
+            return problem(403, "forbidden_origin", "this origin may not open streams here"), *none[
+                1:
+            ]
+        handshake = Handshake(
+            headers=request.headers, query={key: request.args.get(key) for key in request.args}
+        )
+        try:
+            identity = await self.authenticator.authenticate(handshake)
+        except AuthError as exc:
+            log.info("refused a stream: %s (peer %s)", exc.reason, request.client_ip)
+            return problem(401, "unauthorized", exc.reason), *none[1:]
+        for name in channels:
+            if not identity.may_join(name):
+                return problem(403, "forbidden", f"forbidden: channel {name}"), *none[1:]
+        last_id = request.headers.get("last-event-id") or request.args.get("lastEventId") or ""
+        try:
+            positions = parse_last_event_id(last_id, channels)
+        except BadEventId as exc:
+            return problem(400, "invalid_request", str(exc)), *none[1:]
+        return None, channels, identity, positions
+
+    def _cors_headers(self, request: Request) -> dict[str, str]:
+        """Let pages of the allowed origins read the stream (EventSource obeys CORS)."""
+        origin = request.headers.get("origin")
+        if origin is None or origin not in self.config.allowed_origins:
+            return {}
+        return {"access-control-allow-origin": origin, "vary": "Origin"}
