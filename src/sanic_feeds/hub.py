@@ -26,7 +26,8 @@ from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
 from .history import HistoryPage, position_of
-from .wire import WEBSOCKET, Wire
+from .replay import ReplayBuffer
+from .wire import BROKER_PAYLOADS, WEBSOCKET, Wire
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,13 @@ class Sink(Protocol):
 class Hub:
     """Local members per channel, kept in step with the broker's subscriptions."""
 
-    def __init__(self, broker: Broker, history_limit: int = 0) -> None:
+    def __init__(self, broker: Broker, history_limit: int = 0, park_limit: int = 0) -> None:
         self._broker = broker
+        self._park_limit = park_limit or MAX_PARKED_BYTES
         self._history_limit = history_limit
         self._last: dict[str, tuple[str, int]] = {}
         """Channel -> (epoch, id) of the newest stored message this node fanned out."""
-        self._parked: dict[str, list[bytes]] = {}
+        self._parked: dict[str, ReplayBuffer] = {}
         """Channels being recovered after a gap -> broker payloads held back meanwhile."""
         self._recoveries: set[asyncio.Task[None]] = set()
         self._members: dict[str, dict[str, Sink]] = {}
@@ -183,7 +185,7 @@ class Hub:
         if last is None or self._history_limit <= 0:
             self._notify_gap(channel)
             return
-        self._parked[channel] = []
+        self._parked[channel] = ReplayBuffer(self._park_limit, BROKER_PAYLOADS)
         task = asyncio.create_task(
             self._recover(channel, *last), name=f"sanic-feeds:recover:{channel}"
         )
@@ -192,24 +194,19 @@ class Hub:
 
     async def _recover(self, channel: str, epoch: str, offset: int) -> None:
         page = await read_history(self._broker, channel, offset, epoch, self._history_limit)
-        parked = self._parked.pop(channel, [])
-        if not self._members.get(channel):
+        parked = self._parked.pop(channel, None)
+        if not self._members.get(channel) or parked is None:
             return
         for body in page.messages:
             self._fan_out(channel, body, "")
         if page.offsets:
             self._last[channel] = (page.epoch, page.offsets[-1])
-        last = self._last.get(channel)
-        for payload in parked:
-            try:
-                position = position_of(open_envelope(payload).body)
-            except ValueError:
-                continue
-            if _already_sent(position, last):
-                continue  # fanned out from the history just now
-            self.deliver(channel, payload)
         self.recovered += len(page.messages)
-        if not page.complete:
+        last = self._last.get(channel, (epoch, offset))
+        # The same replay rule as a member's resync: what the history just gave is dropped.
+        for payload in parked.unseen(*last):
+            self.deliver(channel, payload)
+        if not page.complete or parked.overflowed:
             self._notify_gap(channel)
 
     def _notify_gap(self, channel: str) -> None:
@@ -223,8 +220,7 @@ class Hub:
             return
         parked = self._parked.get(channel)
         if parked is not None:
-            if len(parked) < MAX_PARKED:
-                parked.append(payload)
+            parked.send(payload)
             return
         try:
             body, exclude, sent_at = open_envelope(payload)
@@ -257,22 +253,12 @@ class Hub:
                 self.deliveries += len(members)
 
 
-def _already_sent(position: tuple[str, int] | None, last: tuple[str, int] | None) -> bool:
-    """Is a stored message at ``position`` covered by a replay that ended at ``last``?"""
-    return (
-        position is not None
-        and last is not None
-        and position[0] == last[0]
-        and position[1] <= last[1]
-    )
-
-
 HISTORY_ATTEMPTS = 8
 """Tries to read a history (about 5 s with backoff) before a replay gives up."""
 
-MAX_PARKED = 10_000
-"""Most messages held back per channel while the node fills a gap; more are dropped (and the
-history read that follows covers them)."""
+MAX_PARKED_BYTES = 8 * 1024 * 1024
+"""Most bytes of broker messages held back per channel while the node fills a gap; past it they
+are dropped and members get a ``gap`` notice (they resync with ``since``)."""
 
 
 async def read_history(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .envelope import open_envelope, seal
 from .frames import payload_of, text_frame
 
 
@@ -44,3 +45,23 @@ class WebSocketText:
 
 WEBSOCKET: Wire = WebSocketText()
 """The wire of ``/feed/`` sockets."""
+
+
+class BrokerPayloads:
+    """Broker messages as they arrive (envelopes), for holding them back during a gap refill:
+    the same replay rule then applies to them as to a member's frames."""
+
+    name = "broker"
+
+    def frame(self, body: bytes) -> bytes:
+        return seal(body)
+
+    def body_of(self, frame: bytes) -> bytes:
+        try:
+            return open_envelope(frame).body
+        except ValueError:
+            return b""  # malformed: not a stored message, so it is passed on (and dropped there)
+
+
+BROKER_PAYLOADS: Wire = BrokerPayloads()
+"""The wire of messages held back by the hub while it refills a gap."""
