@@ -26,6 +26,7 @@ from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
 from .history import HistoryPage, position_of
+from .presence import Member
 from .replay import ReplayBuffer
 from .wire import BROKER_PAYLOADS, WEBSOCKET, Wire
 
@@ -54,6 +55,11 @@ class Hub:
         """Channel -> client id -> where its frames go: every local member."""
         self._by_wire: dict[str, dict[Wire, dict[str, Sink]]] = {}
         """The same members grouped by wire: each message is framed once per wire."""
+        self._records: dict[str, dict[str, Member]] = {}
+        """The same members as presence shows them (who, since when), for the room reports.
+        The hub is the one owner of membership: all three tables change in one step."""
+        self.on_change: Callable[[str], None] | None = None
+        """Called with a channel whose membership changed (the room reporter listens)."""
         self._subscribed: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
@@ -71,7 +77,12 @@ class Hub:
     # -- membership ------------------------------------------------------------------------------
 
     async def join(
-        self, channel: str, client_id: str, outbound: Sink, wire: Wire = WEBSOCKET
+        self,
+        channel: str,
+        client_id: str,
+        outbound: Sink,
+        wire: Wire = WEBSOCKET,
+        record: Member | None = None,
     ) -> None:
         """Add a member whose frames are framed for ``wire``; return once the node receives
         the channel.
@@ -81,6 +92,10 @@ class Hub:
         """
         self._members.setdefault(channel, {})[client_id] = outbound
         self._by_wire.setdefault(channel, {}).setdefault(wire, {})[client_id] = outbound
+        if record is not None:
+            self._records.setdefault(channel, {})[client_id] = record
+            if self.on_change is not None:
+                self.on_change(channel)
         try:
             await self._reconcile(channel)
         except BaseException:
@@ -107,6 +122,15 @@ class Hub:
         members = self._members.get(channel)
         return len(members) if members else 0
 
+    def records(self, channel: str) -> list[Member]:
+        """This node's members of ``channel`` as presence lists them."""
+        found = self._records.get(channel)
+        return list(found.values()) if found else []
+
+    def record_channels(self) -> list[str]:
+        """Channels with members presence lists."""
+        return list(self._records)
+
     def rooms(self) -> dict[str, int]:
         """Local member count per channel."""
         return {channel: len(members) for channel, members in self._members.items()}
@@ -124,6 +148,12 @@ class Hub:
         for wire, group in list(groups.items()):
             if group.pop(client_id, None) is not None and not group:
                 del groups[wire]
+        records = self._records.get(channel)
+        if records is not None and records.pop(client_id, None) is not None:
+            if not records:
+                del self._records[channel]
+            if self.on_change is not None:
+                self.on_change(channel)
         if not members:
             del self._members[channel]
             del self._by_wire[channel]

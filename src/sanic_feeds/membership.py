@@ -10,6 +10,7 @@ node owns one :class:`Memberships`; sessions reach it through the node's ``Host`
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from . import protocol
@@ -18,6 +19,7 @@ from .envelope import seal
 from .errors import BrokerUnavailable
 from .host import Participant
 from .hub import Hub, read_history
+from .presence import Member
 from .replay import ReplayBuffer
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,7 @@ class Memberships:
         client_buffer: int,
         history_size: int,
         notices_for: Callable[[str], bool],
-        joined: Callable[[str, str, str], None],
-        left: Callable[[str, str], None],
+        node_id: str,
         reported: Callable[[], Awaitable[None]],
     ) -> None:
         self._hub = hub
@@ -43,8 +44,7 @@ class Memberships:
         self._client_buffer = client_buffer
         self._history_size = history_size
         self._notices_for = notices_for
-        self._joined = joined
-        self._left = left
+        self._node_id = node_id
         self._reported = reported
 
     async def join(
@@ -58,12 +58,12 @@ class Memberships:
         """Join ``channel``, acknowledge it once it holds (``greeting``, else ``subscribed``),
         replay from ``since`` if given. False when the broker could not subscribe."""
         parked = ReplayBuffer(self._client_buffer, member.wire)
+        record = Member(member.id, member.user, round(time.time(), 3), self._node_id)
         try:
-            await self._hub.join(channel, member.id, parked, member.wire)
+            await self._hub.join(channel, member.id, parked, member.wire, record)
         except BrokerUnavailable as exc:
             log.warning("client=%s could not join %s: %s", member.id, channel, exc)
             return False
-        self._joined(channel, member.id, member.user)
         await self._reported()
         for body in greeting or ():
             member.send(body)
@@ -87,7 +87,6 @@ class Memberships:
         self._go_live(member, channel, parked, seen)
 
     async def leave(self, member: Participant, channel: str) -> None:
-        self._left(channel, member.id)
         await self._hub.leave(channel, member.id)
         if self._notices_for(channel):
             notice = protocol.user_left(channel, member.id, member.user)

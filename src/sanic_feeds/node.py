@@ -80,8 +80,15 @@ class Node:
         self.sessions: dict[str, Attached] = {}
         self._flusher: Flusher | None = None
         self.reporter = RoomReporter(
-            self.presence, self.id, config.node_ttl, self.hub.rooms, lambda: len(self.sessions)
+            self.presence,
+            self.id,
+            config.node_ttl,
+            self.hub.rooms,
+            lambda: len(self.sessions),
+            self.hub.records,
+            self.hub.record_channels,
         )
+        self.hub.on_change = self.reporter.changed_channel
         self._pinger: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
@@ -99,8 +106,7 @@ class Node:
             client_buffer=config.client_buffer,
             history_size=config.history_size,
             notices_for=self.notices_for,
-            joined=self.reporter.joined,
-            left=self.reporter.left,
+            node_id=self.id,
             reported=self.reporter.reported,
         )
         connect_rate = config.connect_rate
@@ -197,7 +203,7 @@ class Node:
 
     def detach(self, session: Attached, high_water: int) -> None:
         self.sessions.pop(session.id, None)
-        self.rooms_changed()
+        self.reporter.changed()
         if self.stats.observe_high_water is not None:
             self.stats.observe_high_water(high_water)
 
@@ -259,18 +265,10 @@ class Node:
 
     # -- rooms -----------------------------------------------------------------------------------
 
-    def rooms_changed(self) -> None:
-        self.reporter.changed()
-
-    @property
-    def local_members(self) -> dict[str, dict[str, Member]]:
-        """Channel -> client id -> membership, for this node's connections."""
-        return self.reporter.members
-
     async def channel_members(self, channel: str) -> list[Member]:
         """Who is in ``channel`` on every node: live here, reported by the others."""
         others = await self.presence.members(channel, exclude_node=self.id)
-        return [*self.local_members.get(channel, {}).values(), *others]
+        return [*self.hub.records(channel), *others]
 
     async def cluster_rooms(self) -> RoomTotals:
         """Members per channel and connected clients over the whole cluster.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
 from .errors import BrokerUnavailable
@@ -29,7 +28,7 @@ past it the join is acknowledged anyway (presence then catches up with the next 
 
 
 class RoomReporter:
-    """The one owner of this node's member records (the hub keeps only where frames go)."""
+    """Writes this node's report from the hub's member records, soon after they change."""
 
     def __init__(
         self,
@@ -38,14 +37,16 @@ class RoomReporter:
         node_ttl: float,
         rooms: Callable[[], dict[str, int]],
         connections: Callable[[], int],
+        members: Callable[[str], list[Member]],
+        channels: Callable[[], list[str]],
     ) -> None:
         self._presence = presence
         self._node_id = node_id
         self._node_ttl = node_ttl
         self._rooms = rooms
         self._connections = connections
-        self.members: dict[str, dict[str, Member]] = {}
-        """Channel -> client id -> membership, for this node's connections."""
+        self._members = members
+        self._channels = channels
         self._changed = asyncio.Event()
         self._changed_channels: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
@@ -71,20 +72,10 @@ class RoomReporter:
         """Something the report counts changed (a connection came or went)."""
         self._changed.set()
 
-    def joined(self, channel: str, client: str, user: str) -> None:
-        self.members.setdefault(channel, {})[client] = Member(
-            client, user, round(time.time(), 3), self._node_id
-        )
+    def changed_channel(self, channel: str) -> None:
+        """A channel's members changed: rewrite its member list with the next report."""
         self._changed_channels.add(channel)
         self._changed.set()
-
-    def left(self, channel: str, client: str) -> None:
-        members = self.members.get(channel)
-        if members is not None and members.pop(client, None) is not None:
-            if not members:
-                del self.members[channel]
-            self._changed_channels.add(channel)
-            self._changed.set()
 
     async def reported(self) -> None:
         """Until a report made after this call is written (at most ``ACK_REPORT_TIMEOUT``):
@@ -125,10 +116,10 @@ class RoomReporter:
             self._changed.clear()
             self._wanted.clear()
             waiters, self._waiters = self._waiters, []
-            changed = set(self.members) if full else set()
+            changed = set(self._channels()) if full else set()
             changed |= self._changed_channels
             self._changed_channels = set()
-            lists = {c: list(self.members.get(c, {}).values()) for c in changed}
+            lists = {c: self._members(c) for c in changed}
             try:
                 await self._presence.report_rooms(
                     self._node_id, self._rooms(), self._connections(), self._node_ttl, lists
