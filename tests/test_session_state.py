@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sanic_feeds import protocol
 from sanic_feeds.auth import Identity
 from sanic_feeds.channels import ChannelPatterns
+from sanic_feeds.codec import FeedJson
 from sanic_feeds.protocol import CloseCode
 from sanic_feeds.ratelimit import Rate
 from sanic_feeds.session_state import (
@@ -184,3 +185,27 @@ def test_any_input_gets_only_documented_answers(raw: str | bytes) -> None:
         if isinstance(action, Send):
             message = orjson.loads(action.body)
             assert message["type"] in {"error", "pong", "subscribed", "unsubscribed"}
+
+
+class Shouting(FeedJson):
+    """Another protocol for the test: the same commands, other replies."""
+
+    name = "shouting"
+
+    def pong(self) -> bytes:
+        return b'{"type":"PONG"}'
+
+    def error(self, code: str, message: str, channel: str | None = None, **extra: object) -> bytes:
+        return orjson.dumps({"type": "ERROR", "code": code.upper()})
+
+
+def test_replies_come_from_the_connections_codec() -> None:
+    """The machine encodes no reply itself: another codec changes what the client reads and
+    nothing else (the same actions, the same published body)."""
+    state = SessionState("c1", "ann", Identity(user="ann"), codec=Shouting())
+    state.open("lobby", None, None, now=0.0)
+    assert sent(state.receive('{"type":"ping"}', 1.0)) == [{"type": "PONG"}]
+    assert sent(state.receive("not json", 1.0)) == [{"type": "ERROR", "code": "INVALID_JSON"}]
+    (publish,) = state.receive('{"type":"chat","message":"hi"}', 1.0)
+    assert isinstance(publish, Publish)
+    assert orjson.loads(publish.body) == protocol_chat("lobby", "hi")

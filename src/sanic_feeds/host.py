@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from .codec import Codec
 from .hub import Sink
 from .outbound import Flusher, Outbound
 from .session_state import Limits
@@ -28,6 +29,9 @@ class Participant(Protocol):
 
     @property
     def wire(self) -> Wire: ...
+
+    @property
+    def codec(self) -> Codec: ...
 
     @property
     def outbound(self) -> Sink: ...

@@ -69,7 +69,7 @@ class Memberships:
             member.send(body)
         seen = None if since is None else await self._recover(member, channel, since, epoch)
         if greeting is None:
-            member.send(protocol.subscribed(channel))
+            member.send(member.codec.subscribed(channel))
         self._go_live(member, channel, parked, seen)
         if self._notices_for(channel):
             notice = protocol.user_joined(channel, member.id, member.user)
@@ -83,7 +83,7 @@ class Memberships:
         parked = ReplayBuffer(self._client_buffer, member.wire)
         self._hub.swap(channel, member.id, parked)
         seen = await self._recover(member, channel, since, epoch)
-        member.send(protocol.subscribed(channel))
+        member.send(member.codec.subscribed(channel))
         self._go_live(member, channel, parked, seen)
 
     async def leave(self, member: Participant, channel: str) -> None:
@@ -114,7 +114,7 @@ class Memberships:
             member.send(body)
         last = page.offsets[-1] if page.offsets else (since if page.complete else 0)
         member.send(
-            protocol.recovered(channel, page.complete, len(page.messages), page.epoch, last)
+            member.codec.recovered(channel, page.complete, len(page.messages), page.epoch, last)
         )
         return page.epoch, last
 

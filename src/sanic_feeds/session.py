@@ -24,6 +24,7 @@ from collections.abc import Coroutine, Sequence
 
 from . import protocol
 from .auth import Identity, seconds_left
+from .codec import FEED_JSON, Codec
 from .connection import Connection
 from .host import Host
 from .outbound import Outbound
@@ -91,6 +92,7 @@ class Session:
         peer: str = "",
         identity: Identity | None = None,
         wire: Wire = WEBSOCKET,
+        codec: Codec = FEED_JSON,
     ) -> None:
         self.host = host
         self.wire = wire
@@ -99,7 +101,7 @@ class Session:
         self.id = secrets.token_hex(8)
         self.peer = peer
         self.state = SessionState(
-            self.id, user, identity or Identity(user=user), limits=host.limits
+            self.id, user, identity or Identity(user=user), limits=host.limits, codec=codec
         )
         self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
         self._actions = ActionRunner(host, self.state, self)
@@ -117,22 +119,17 @@ class Session:
         """Made on demand (an Event per idle connection would cost more than the rest)."""
 
     @property
-    def user(self) -> str:
-        return self.state.user
+    def codec(self) -> Codec:
+        return self.state.codec
 
     @property
-    def identity(self) -> Identity:
-        return self.state.identity
+    def user(self) -> str:
+        return self.state.user
 
     @property
     def channels(self) -> dict[str, None]:
         """Joined channels, in join order."""
         return self.state.channels
-
-    @property
-    def primary(self) -> str:
-        """The channel named when the connection opened."""
-        return self.state.primary
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -170,7 +167,7 @@ class Session:
             epoch,
             now=time.monotonic(),
             draining=self.host.draining,
-            expires_in=seconds_left(self.identity),
+            expires_in=seconds_left(self.state.identity),
         )
         await self._run(actions)
         if self.state.expires_at is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from . import protocol
 from .auth import Identity
 from .channels import CHANNEL_RULES, is_valid_channel
+from .codec import FEED_JSON, Codec
 from .errors import ProtocolError
 from .protocol import CloseCode, ErrorCode
 from .ratelimit import Rate, TokenBucket
@@ -129,6 +130,8 @@ class SessionState:
     user: str
     identity: Identity
     limits: Limits = field(default_factory=Limits)
+    codec: Codec = FEED_JSON
+    """The client protocol: how frames are parsed and replies encoded."""
     channels: dict[str, None] = field(default_factory=dict)
     """Joined (or joining) channels, in join order (a dict is an ordered set)."""
     primary: str = ""
@@ -169,11 +172,11 @@ class SessionState:
         if expires_in is not None:
             self.expires_at = now + max(expires_in, 0.0)
         self.primary = channel
-        greeting = [protocol.welcome(channel, self.client, self.user)]
+        greeting = [self.codec.welcome(channel, self.client, self.user)]
         try:
             recovery = (protocol.parse_since(since), protocol.parse_epoch(epoch))
         except ProtocolError as exc:
-            greeting.append(protocol.error(exc.code, exc.message, channel))
+            greeting.append(self.codec.error(exc.code, exc.message, channel))
             recovery = (None, None)
         self.channels[channel] = None
         return [Join(channel, *recovery, greeting=tuple(greeting))]
@@ -204,7 +207,7 @@ class SessionState:
                 )
             ]
         try:
-            command = protocol.parse_frame(raw)
+            command = self.codec.parse(raw)
         except ProtocolError as exc:
             return [self._error(exc.code, exc.message, exc.channel)]
         return self.command(command)
@@ -220,9 +223,9 @@ class SessionState:
                 if channel not in self.channels:
                     return [self._not_subscribed(channel)]
                 del self.channels[channel]
-                return [Leave(channel), Send(protocol.unsubscribed(channel))]
+                return [Leave(channel), Send(self.codec.unsubscribed(channel))]
             case protocol.Ping():
-                return [Send(protocol.PONG)]
+                return [Send(self.codec.pong())]
             case protocol.Presence(channel=asked):
                 channel = asked or self.primary
                 if channel not in self.channels:
@@ -234,7 +237,7 @@ class SessionState:
         if channel in self.channels:
             if since is not None:  # a resync, typically after a "gap" notice
                 return [Resync(channel, since, epoch)]
-            return [Send(protocol.subscribed(channel))]
+            return [Send(self.codec.subscribed(channel))]
         if not self.identity.may_join(channel):
             return [self._error(ErrorCode.FORBIDDEN, "You may not join this channel", channel)]
         most = self.limits.max_channels
@@ -278,7 +281,7 @@ class SessionState:
         if members is None:
             text = "Presence unavailable: broker down"
             return [self._error(ErrorCode.BROKER_UNAVAILABLE, text, channel)]
-        return [Send(protocol.presence(channel, members))]
+        return [Send(self.codec.presence(channel, members))]
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -314,9 +317,8 @@ class SessionState:
     def _not_subscribed(self, channel: str) -> Send:
         return self._error(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel", channel)
 
-    @staticmethod
-    def _error(code: str, message: str, channel: str | None = None, **extra: object) -> Send:
-        return Send(protocol.error(code, message, channel, **extra))
+    def _error(self, code: str, message: str, channel: str | None = None, **extra: object) -> Send:
+        return Send(self.codec.error(code, message, channel, **extra))
 
 
 REPEATED = "rate limit exceeded repeatedly"
