@@ -7,40 +7,24 @@ shows the page reconnecting and recovering what was said meanwhile, without dupl
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
+from support.browser import launched_chromium, needs_chromium
 from support.server_process import ServerProcess
 
-CHROMIUM = os.environ.get("SANIC_FEEDS_CHROMIUM") or shutil.which("chromium") or ""
 SCREENSHOT = os.environ.get("SANIC_FEEDS_SCREENSHOT")  # where to keep a picture of the page
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM, reason="no chromium on PATH (scripts/test.sh installs it on Debian)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+    async with launched_chromium() as chromium:
         yield chromium
-        await chromium.close()
 
 
 async def join(page: Page, url: str, user: str, channel: str = "lobby") -> None:

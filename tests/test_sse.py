@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,11 +20,11 @@ import pytest
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from sanic_feeds.sse import SSE, BadEventId, Position, StreamCursor, parse_last_event_id
+from support.browser import launched_chromium, needs_chromium
 from support.local_server import local_server
 from support.server_process import ServerProcess
 
 SECRET = "test-secret-please-change-0123456789"
-CHROMIUM = os.environ.get("SANIC_FEEDS_CHROMIUM") or shutil.which("chromium") or ""
 TIMEOUT = 10.0
 
 
@@ -419,7 +417,6 @@ async def test_two_instances_and_a_restart_with_last_event_id(redis_url: str) ->
 
 # -- Chromium's EventSource ------------------------------------------------------------------------
 
-chromium = pytest.mark.skipif(not CHROMIUM, reason="no chromium on PATH")
 
 COLLECT = """
 ([url]) => {
@@ -432,43 +429,35 @@ COLLECT = """
 """
 
 
-@chromium
+@needs_chromium
 async def test_chromium_eventsource_reconnects_by_itself_and_recovers(redis_url: str) -> None:
-    from playwright.async_api import async_playwright
-
     args = ("--log-level", "warning", "--drain-time", "0")
     with (
         ServerProcess(redis_url, extra_args=args) as one,
         ServerProcess(redis_url, extra_args=args) as two,
     ):
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        async with launched_chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(one.http_url + "/health")
+            await page.evaluate(COLLECT, [one.http_url + "/sse/tv"])
+            await page.wait_for_function("window.got.length >= 1", timeout=10_000)
+            await publish(two.http_url, "tv", 1)
+            await page.wait_for_function(
+                "window.got.some(m => m.body.type === 'data')", timeout=10_000
             )
-            try:
-                page = await browser.new_page()
-                await page.goto(one.http_url + "/health")
-                await page.evaluate(COLLECT, [one.http_url + "/sse/tv"])
-                await page.wait_for_function("window.got.length >= 1", timeout=10_000)
-                await publish(two.http_url, "tv", 1)
+            await asyncio.to_thread(one.stop)
+            for n in range(2, 5):
+                await publish(two.http_url, "tv", n)
+            again = ServerProcess(redis_url, port=one.port, extra_args=args)
+            with again:
                 await page.wait_for_function(
-                    "window.got.some(m => m.body.type === 'data')", timeout=10_000
+                    "window.got.some(m => m.body.type === 'recovered')", timeout=15_000
                 )
-                await asyncio.to_thread(one.stop)
-                for n in range(2, 5):
-                    await publish(two.http_url, "tv", n)
-                again = ServerProcess(redis_url, port=one.port, extra_args=args)
-                with again:
-                    await page.wait_for_function(
-                        "window.got.some(m => m.body.type === 'recovered')", timeout=15_000
-                    )
-                    await publish(two.http_url, "tv", 5)
-                    await page.wait_for_function(
-                        "window.got.some(m => m.body.data === 5)", timeout=10_000
-                    )
-                    got = await page.evaluate("window.got")
-            finally:
-                await browser.close()
+                await publish(two.http_url, "tv", 5)
+                await page.wait_for_function(
+                    "window.got.some(m => m.body.data === 5)", timeout=10_000
+                )
+                got = await page.evaluate("window.got")
     bodies = [m["body"] for m in got]
     assert [b["data"] for b in bodies if b["type"] == "data"] == [1, 2, 3, 4, 5]
     assert [b["code"] for b in bodies if b["type"] == "close"] == [1001]
@@ -491,11 +480,11 @@ window.WebSocket = class extends EventTarget {
 """
 
 
-@chromium
+@needs_chromium
 async def test_page_falls_back_to_sse_when_websocket_cannot_connect(redis_url: str) -> None:
     """The page at / whose WebSockets never open reads over SSE and sends over HTTP; it and a
     WebSocket page on another instance hear each other."""
-    from playwright.async_api import Page, async_playwright, expect
+    from playwright.async_api import Page, expect
 
     async def join(page: Page, url: str, user: str) -> None:
         await page.goto(url)
@@ -515,28 +504,22 @@ async def test_page_falls_back_to_sse_when_websocket_cannot_connect(redis_url: s
         ServerProcess(redis_url, extra_args=args) as one,
         ServerProcess(redis_url, extra_args=args) as two,
     ):
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-            )
-            try:
-                sse_page = await browser.new_page()
-                await sse_page.add_init_script(NO_WEBSOCKET)
-                ws_page = await browser.new_page()
-                await join(sse_page, one.http_url + "/", "ann")
-                await expect(sse_page.locator("#state")).to_have_text("connected (SSE)")
-                await join(ws_page, two.http_url + "/", "bob")
-                await expect(sse_page.locator("#present")).to_contain_text("bob", timeout=10_000)
-                await say(ws_page, "hello over websocket")
-                await expect(
-                    sse_page.locator('#log [data-type="chat"]', has_text="hello over websocket")
-                ).to_have_count(1, timeout=10_000)
-                await say(sse_page, "hello over sse")
-                await expect(
-                    ws_page.locator('#log [data-type="data"]', has_text="hello over sse")
-                ).to_have_count(1, timeout=10_000)
-                forced = await browser.new_page()
-                await join(forced, two.http_url + "/?transport=sse", "cy")
-                await expect(forced.locator("#state")).to_have_text("connected (SSE)")
-            finally:
-                await browser.close()
+        async with launched_chromium() as browser:
+            sse_page = await browser.new_page()
+            await sse_page.add_init_script(NO_WEBSOCKET)
+            ws_page = await browser.new_page()
+            await join(sse_page, one.http_url + "/", "ann")
+            await expect(sse_page.locator("#state")).to_have_text("connected (SSE)")
+            await join(ws_page, two.http_url + "/", "bob")
+            await expect(sse_page.locator("#present")).to_contain_text("bob", timeout=10_000)
+            await say(ws_page, "hello over websocket")
+            await expect(
+                sse_page.locator('#log [data-type="chat"]', has_text="hello over websocket")
+            ).to_have_count(1, timeout=10_000)
+            await say(sse_page, "hello over sse")
+            await expect(
+                ws_page.locator('#log [data-type="data"]', has_text="hello over sse")
+            ).to_have_count(1, timeout=10_000)
+            forced = await browser.new_page()
+            await join(forced, two.http_url + "/?transport=sse", "cy")
+            await expect(forced.locator("#state")).to_have_text("connected (SSE)")
