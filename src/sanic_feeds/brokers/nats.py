@@ -33,9 +33,9 @@ from nats.js import JetStreamContext
 from ..config import BrokerAddress, nats_servers
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, Stored
-from ..tasks import cancel_and_wait
 from .base import Broker, DeliverFn, GapFn
 from .nats_history import StreamHistory
+from .nats_probe import NatsProbe
 from .nats_subjects import to_token
 
 log = logging.getLogger(__name__)
@@ -78,14 +78,11 @@ class NatsBroker(Broker):
         self._subs: dict[str, Subscription] = {}
         self._channels: dict[str, str] = {}
         """Live subject -> channel, for every subscribed channel."""
-        self._probe: asyncio.Task[None] | None = None
-        self._probe_sub: Subscription | None = None
-        self._probe_seen = 0
-        self._echo = asyncio.Event()
+        self._probe: NatsProbe | None = None
         self._next_flush: asyncio.Task[None] | None = None
         self._reconnects = 0
         self.error: str | None = None
-        """Why the broker is not working now (connection lost, probe failed), or None."""
+        """Why the connection is down now, or None."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -113,16 +110,21 @@ class NatsBroker(Broker):
         try:
             await self._streams.open(self._js)
             if deliver is not None:
-                self._probe_sub = await self._nc.subscribe(self._node_subject, cb=self._probe_echo)
+                probe = NatsProbe(
+                    lambda: self._nc, self._node_subject, self._probe_interval, self._probe_timeout
+                )
+                await self._nc.subscribe(self._node_subject, cb=probe.echo)
                 await self._flush()
-                self._probe = asyncio.create_task(self._probe_loop(), name="sanic-feeds:nats-probe")
+                self._probe = probe
+                probe.start()
         except BaseException:
             await self.aclose()
             raise
 
     async def aclose(self) -> None:
-        await cancel_and_wait(self._probe)
-        self._probe = None
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None
         self._subs.clear()
         self._channels.clear()
         nc, self._nc = self._nc, None
@@ -232,8 +234,9 @@ class NatsBroker(Broker):
 
     async def check(self) -> dict[str, object]:
         self._require()
-        if self.error is not None:
-            raise BrokerUnavailable(self.error)
+        problem = self.error or (self._probe.error if self._probe is not None else None)
+        if problem is not None:
+            raise BrokerUnavailable(problem)
         started = time.perf_counter()
         await self._flush()
         return {
@@ -265,12 +268,6 @@ class NatsBroker(Broker):
         except Exception:  # a bug in one delivery must not stop the subscription
             log.exception("delivery to channel %r failed", channel)
 
-    async def _probe_echo(self, msg: Msg) -> None:
-        _, _, number = msg.data.partition(b" ")
-        if number.isdigit():
-            self._probe_seen = max(self._probe_seen, int(number))
-            self._echo.set()
-
     async def _disconnected(self) -> None:
         if self._nc is not None and self.error is None:
             log.warning("NATS connection lost; reconnecting")
@@ -278,8 +275,7 @@ class NatsBroker(Broker):
 
     async def _reconnected(self) -> None:
         self._reconnects += 1
-        if self._probe is None:
-            self.error = None  # publish-only: nothing else would clear it
+        self.error = None  # the probe (when subscribing) judges whether messages come back
         log.info("NATS connection restored (%d channels)", len(self._subs))
         if self._on_gap is not None:
             for channel in tuple(self._subs):
@@ -292,30 +288,6 @@ class NatsBroker(Broker):
                 self._on_gap(channel)
             return
         log.warning("NATS client error: %r", exc)
-
-    async def _probe_loop(self) -> None:
-        sent = 0
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            nc = self._nc
-            if nc is None:
-                return
-            sent += 1
-            try:
-                async with asyncio.timeout(self._probe_timeout):
-                    await nc.publish(self._node_subject, b"probe %d" % sent)
-                    while self._probe_seen < sent:
-                        self._echo.clear()
-                        await self._echo.wait()
-            except (TimeoutError, NatsError, OSError) as exc:
-                problem = "no answer in time" if isinstance(exc, TimeoutError) else repr(exc)
-                if self.error is None:
-                    log.warning("NATS liveness probe failed (%s)", problem)
-                self.error = f"liveness probe failed: {problem}"
-                continue
-            if self.error is not None and nc.is_connected:
-                log.info("NATS liveness probe answered again")
-                self.error = None
 
 
 __all__ = ["NatsBroker"]
