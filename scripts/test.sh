@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with the test extras and run every check: ruff, mypy --strict and
-# the whole pytest suite (which starts its own private redis-server). Works on a fresh machine
+# the whole pytest suite (which starts its own private
+# redis-server and nats-server). Works on a fresh machine
 # with only Python 3.11+; re-running reuses .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,15 @@ if ! command -v chromium >/dev/null 2>&1; then
         apt-get update -qq && apt-get install -y -qq chromium >/dev/null
     else
         echo "note: no chromium on PATH and cannot install it; the browser tests will be skipped" >&2
+    fi
+fi
+
+# The NATS tests start a private nats-server (JetStream) from PATH.
+if ! command -v nats-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
+    else
+        echo "note: no nats-server on PATH and cannot install it; the NATS tests will fail" >&2
     fi
 fi
 

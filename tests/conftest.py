@@ -18,3 +18,12 @@ def broker_url(request: pytest.FixtureRequest) -> str:
         return "memory://"
     url: str = request.getfixturevalue("redis_url")
     return url
+
+
+@pytest.fixture(params=["memory", "redis", "nats"])
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once per backend, NATS included (the contract suites)."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url

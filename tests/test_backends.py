@@ -34,6 +34,8 @@ from support.ws import eventually
         ("rediss://cache.example:6380/1", "rediss", "redis"),
         ("unix:///var/run/redis.sock", "unix", "redis"),
         ("unix:///var/run/redis.sock?db=2", "unix", "redis"),
+        ("nats://127.0.0.1:4222", "nats", "nats"),
+        ("nats://user:pw@a:4222,b:4223", "nats", "nats"),
     ],
 )
 def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
@@ -44,13 +46,13 @@ def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
 
 def test_every_documented_scheme_parses() -> None:
     """BROKER_SCHEMES, which error messages list, are exactly the schemes parse accepts."""
-    assert BROKER_SCHEMES == ("memory", "redis", "rediss", "unix")
+    assert BROKER_SCHEMES == ("memory", "redis", "rediss", "unix", "nats")
     for scheme in BROKER_SCHEMES:
         assert BrokerAddress.parse(f"{scheme}:///x").scheme == scheme
 
 
 @pytest.mark.parametrize(
-    "url", ["kafka://h:9092", "http://x", "", "REDIS://h", "redis:/x", "memory:", "nats://h"]
+    "url", ["kafka://h:9092", "http://x", "", "REDIS://h", "redis:/x", "memory:", "NATS://h"]
 )
 def test_address_unknown_scheme(url: str) -> None:
     """An unknown scheme (or no ``://``) is a ValueError listing the known schemes."""
@@ -68,6 +70,8 @@ def test_address_unknown_scheme(url: str) -> None:
         "rediss://h:-1/0",
         "redis://:secret@h:port/0",
         "redis://[::1/0",
+        "nats://a:4222,b:port",
+        "nats://a:4222,,b:1",
     ],
 )
 def test_address_malformed_url(url: str) -> None:

@@ -1,6 +1,7 @@
-"""The broker contract, run against every backend (memory and Redis).
+"""The broker contract, run against every backend (memory, Redis and NATS).
 
-Two brokers on one medium (a shared MemoryBus, or one private Redis) play two nodes of a cluster.
+Two brokers on one medium (a shared MemoryBus, one private Redis, or one private NATS server)
+play two nodes of a cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sanic_feeds.brokers import Broker, DeliverFn, HistoryPolicy, MemoryBus, cre
 from sanic_feeds.envelope import open_envelope
 from sanic_feeds.errors import BrokerUnavailable
 from support.collect import Deliveries
+from support.nats_server import NatsServer
 from support.redis_server import RedisServer
 from support.ws import eventually
 
@@ -28,14 +30,14 @@ class OpenBroker(Protocol):
 
 
 @pytest.fixture
-async def open_broker(broker_url: str) -> AsyncIterator[OpenBroker]:
+async def open_broker(backend_url: str) -> AsyncIterator[OpenBroker]:
     """Factory of opened brokers sharing one medium; all are closed after the test."""
     bus = MemoryBus()
     prefix = f"test-{secrets.token_hex(3)}:"
     opened: list[Broker] = []
 
     async def factory(deliver: DeliverFn | None, history: HistoryPolicy | None = None) -> Broker:
-        broker = create_broker(broker_url, prefix=prefix, bus=bus, history=history)
+        broker = create_broker(backend_url, prefix=prefix, bus=bus, history=history)
         await broker.open(deliver)
         opened.append(broker)
         return broker
@@ -148,7 +150,7 @@ async def test_check_reports_ok(open_broker: OpenBroker) -> None:
     node = await open_broker(Deliveries())
     details = await node.check()
     assert details["ok"] is True
-    assert details["backend"] in ("memory", "redis")
+    assert details["backend"] in ("memory", "redis", "nats")
     assert "://" in node.url
 
 
@@ -213,6 +215,70 @@ async def test_redis_restart_resubscribes_and_resumes(redis_server: RedisServer)
     finally:
         await node.aclose()
         await publisher.aclose()
+
+
+async def test_nats_down_raises_broker_unavailable(nats_server: NatsServer) -> None:
+    """Publishing or checking with NATS gone raises BrokerUnavailable, not a raw error."""
+    broker = create_broker(nats_server.url, prefix=f"test-{secrets.token_hex(3)}:")
+    await broker.open(Deliveries())
+    try:
+        nats_server.kill()
+        await eventually(lambda: _refuses(broker.publish("x", b"1")), timeout=10, interval=0.05)
+        with pytest.raises(BrokerUnavailable):
+            await broker.check()
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish_stored("x", b'{"type":"data"}')
+    finally:
+        nats_server.start()
+        await broker.aclose()
+
+
+async def _refuses(call: Awaitable[object]) -> bool:
+    try:
+        await call
+    except BrokerUnavailable:
+        return True
+    return False
+
+
+async def test_nats_restart_resubscribes_and_resumes(nats_server: NatsServer) -> None:
+    """After NATS restarts, the node reconnects, subscribes again and reports the gap."""
+    got, gaps = Deliveries(), list[str]()
+    prefix = f"test-{secrets.token_hex(3)}:"
+    node = create_broker(nats_server.url, prefix=prefix)
+    publisher = create_broker(nats_server.url, prefix=prefix)
+    await node.open(got, gaps.append)
+    await publisher.open(None)
+    try:
+        await node.subscribe("a.1")
+        await node.subscribe("b:2@x")
+        before = await publisher.publish_stored("a.1", b'{"type":"data"}')
+        nats_server.restart()
+
+        async def both_delivered() -> bool:
+            try:
+                await publisher.publish("a.1", b"A")
+                await publisher.publish("b:2@x", b"B")
+            except BrokerUnavailable:
+                return False
+            await asyncio.sleep(0.05)
+            return bool(got.payloads("a.1")) and bool(got.payloads("b:2@x"))
+
+        await eventually(both_delivered, timeout=20, interval=0.2)
+        await node.check()
+        assert set(gaps) >= {"a.1", "b:2@x"}
+        after = await publisher.publish_stored("a.1", b'{"type":"data"}')
+        assert (after.offset, after.epoch) == (before.offset + 1, before.epoch)  # kept on disk
+    finally:
+        await node.aclose()
+        await publisher.aclose()
+
+
+async def test_nats_url_password_is_redacted() -> None:
+    """NATS URLs, with several servers, are shown without the password."""
+    broker = create_broker("nats://user:secret@a.invalid:4222,b.invalid:4223")
+    assert "secret" not in broker.url
+    assert broker.url == "nats://user:***@a.invalid:4222,b.invalid:4223"
 
 
 # -- history ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The presence contract (node room reports), run against memory and Redis.
+"""The presence contract (node room reports), run against memory, Redis and NATS.
 
 Expiry is tested without sleeping: the memory backend runs on a clock the test advances, and
 Redis, which expires keys on its own clock, is polled until the expiry shows, with a deadline.
@@ -57,17 +57,17 @@ Clock = ManualClock | RedisClock
 
 
 @pytest.fixture
-def clock(broker_url: str) -> Clock:
-    return ManualClock() if broker_url == "memory://" else RedisClock()
+def clock(backend_url: str) -> Clock:
+    return ManualClock() if backend_url == "memory://" else RedisClock()
 
 
 @pytest.fixture
-async def presence(broker_url: str, clock: Clock) -> AsyncIterator[Presence]:
+async def presence(backend_url: str, clock: Clock) -> AsyncIterator[Presence]:
     backend: Presence
     if isinstance(clock, ManualClock):
         backend = MemoryPresence(clock=clock)
     else:
-        backend = create_presence(broker_url, prefix=f"test-{secrets.token_hex(3)}:")
+        backend = create_presence(backend_url, prefix=f"test-{secrets.token_hex(3)}:")
     await backend.open()
     yield backend
     await backend.aclose()

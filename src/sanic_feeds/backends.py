@@ -87,16 +87,19 @@ def create_backends(config: FeedsConfig, *, node_id: str, bus: MemoryBus | None 
 
     For ``memory://`` the broker and presence live on ``bus`` (a new one if not given): nodes of
     one process that share a bus see each other as one cluster. The per-user limiter counts in
-    this process for ``memory://`` and in Redis otherwise.
+    this process for ``memory://`` and ``nats://``, and in Redis otherwise.
     """
     bus = bus if bus is not None else MemoryBus()
     address = config.broker_address
     broker = create_broker_for(config, node_id=node_id, bus=bus)
-    presence = create_presence(address, prefix=config.redis_prefix, shared=bus.presence)
+    presence = create_presence(
+        address, prefix=config.redis_prefix, shared=bus.presence, max_age=config.node_ttl
+    )
     user_limiter: UserLimiter | None = None
     rate = config.user_rate_limit
     if rate is not None:
-        if address.kind == "memory":
+        if address.kind in ("memory", "nats"):
+            # NATS has no atomic counters to share: the limit then holds per node.
             user_limiter = MemoryUserLimiter(rate)
         else:
             user_limiter = RedisUserLimiter(rate, address.url, config.redis_prefix)

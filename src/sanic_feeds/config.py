@@ -71,14 +71,15 @@ def parse_auth(text: str) -> AuthMode:
     raise ValueError(f"expected none, token or jwt, got {text!r}")
 
 
-BrokerKind = Literal["memory", "redis"]
-"""Which family of backends a broker URL names: in-process, or a Redis server."""
+BrokerKind = Literal["memory", "redis", "nats"]
+"""Which family of backends a broker URL names: in-process, a Redis server, or NATS."""
 
 _BROKER_KINDS: dict[str, BrokerKind] = {
     "memory": "memory",
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "nats": "nats",
 }
 BROKER_SCHEMES = tuple(_BROKER_KINDS)
 """The URL schemes ``--broker`` accepts."""
@@ -95,7 +96,8 @@ class BrokerAddress:
     url: str = field(repr=False)
     """The URL as given, credentials included: only for connecting, never for logs."""
     scheme: str
-    """``memory``, ``redis``, ``rediss`` (TLS) or ``unix`` (a Redis socket path)."""
+    """``memory``, ``redis``, ``rediss`` (TLS), ``unix`` (a Redis socket path) or ``nats``
+    (``nats://HOST:PORT[,HOST:PORT...]``, several servers of one NATS cluster)."""
     kind: BrokerKind
     redacted: str
     """The URL with any password replaced by ``***``: what logs and ``/health`` show."""
@@ -116,9 +118,25 @@ class BrokerAddress:
             parts = urlsplit(url)
             if scheme in ("redis", "rediss"):
                 _ = parts.port  # raises ValueError for a port that is not a number or too big
+            if kind == "nats":
+                nats_servers(url)  # raises ValueError for a malformed server list
         except ValueError as exc:
             raise ValueError(f"invalid URL: {exc}") from None
         return cls(url, scheme, kind, _redact(url))
+
+
+def nats_servers(url: str) -> list[str]:
+    """``nats://a:1,b:2`` -> ``["nats://a:1", "nats://b:2"]`` (credentials kept on each)."""
+    rest = url.partition("://")[2]
+    credentials, at, hosts = rest.rpartition("@")
+    servers = []
+    for host in hosts.rstrip("/").split(","):
+        if not host:
+            raise ValueError("a nats:// URL needs at least one HOST:PORT")
+        server = f"nats://{credentials}{at}{host}"
+        _ = urlsplit(server).port  # ValueError for a port that is not a number or too big
+        servers.append(server)
+    return servers
 
 
 def _redact(url: str) -> str:

@@ -1,4 +1,4 @@
-"""pytest fixtures for the private Redis used by the test suite.
+"""pytest fixtures for the private Redis and NATS servers used by the test suite.
 
 Kept apart from ``redis_server.py`` so that module stays importable without pytest. Enable the
 fixtures from ``tests/conftest.py`` with ``pytest_plugins = ["support.fixtures"]`` (or the dotted
@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from .nats_server import NatsServer
 from .redis_server import RedisServer
 
-__all__ = ["redis_server", "redis_url", "running"]
+__all__ = ["nats_server", "nats_url", "redis_server", "redis_url", "running"]
 
 
 def running(server: RedisServer) -> Iterator[RedisServer]:
@@ -55,3 +56,29 @@ def redis_url(redis_server: RedisServer) -> str:
     if reply != b"+OK\r\n":
         raise RuntimeError(f"FLUSHALL on the private Redis failed: {reply!r}")
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """One private ``nats-server -js`` for the whole session (tests use their own prefixes).
+
+    Tests may kill, restart or pause it; ``nats_url`` brings it back for the next test.
+    """
+    server = NatsServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.is_paused:
+            server.resume()
+        server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    """URL of the private NATS server, running and answering."""
+    if nats_server.is_paused:
+        nats_server.resume()
+    if not nats_server.is_running:
+        nats_server.start()
+    return nats_server.url

@@ -29,7 +29,8 @@ def create_broker(
     probe_timeout: float = 3.0,
     history: HistoryPolicy | None = None,
 ) -> Broker:
-    """Build the broker a URL names: ``memory://`` or ``redis://`` / ``rediss://`` / ``unix://``.
+    """Build the broker a URL names: ``memory://``, ``redis://`` / ``rediss://`` / ``unix://``,
+    or ``nats://``.
 
     ``ValueError`` for a URL :meth:`BrokerAddress.parse` refuses. Nothing is connected until
     the broker's ``open``.
@@ -37,6 +38,17 @@ def create_broker(
     address = url if isinstance(url, BrokerAddress) else BrokerAddress.parse(url)
     if address.kind == "memory":
         return MemoryBroker(bus, history)
+    if address.kind == "nats":
+        from .nats import NatsBroker  # imported lazily: only NATS users load nats-py
+
+        return NatsBroker(
+            address.url,
+            prefix=prefix,
+            node_id=node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+            history=history,
+        )
     from .redis import RedisBroker  # imported lazily: memory-only users never load redis-py
 
     return RedisBroker(

@@ -1,0 +1,244 @@
+"""Each channel's history on NATS JetStream: one stream per prefix, one subject per channel.
+
+The stream ``<prefix>_history`` holds the subjects ``<prefix>.hist.<channel token>``, at most
+``size`` messages per subject (``max_msgs_per_subject``), each kept ``ttl`` seconds
+(``max_age``). Stream sequences are global, so each channel numbers its own messages: a stored
+publish carries ``Feeds-Offset`` (the previous message's plus one) and ``Feeds-Epoch``, and is
+sent with ``Nats-Expected-Last-Subject-Sequence`` set to the stream sequence of the channel's
+newest message. The server refuses it if another node stored one meanwhile; the publisher then
+reads the channel's newest message again and retries. So offsets are assigned without gaps or
+duplicates by the server's own check, with one round trip in the common case (each node caches
+every channel's newest position). An empty subject (never written, or every message expired)
+starts a new epoch at offset 1.
+
+Every stored publish carries a ``Nats-Msg-Id`` (the caller's idempotency key, else a nonce of
+this node), so a publish whose acknowledgement was lost is simply sent again: the server's
+duplicate window answers with the first one's sequence instead of storing it twice.
+
+History reads walk from the newest message back through the previous-sequence header, so they
+cost what the reader missed, not the size of the history.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RawStreamMsg, StorageType
+from nats.js.errors import BadRequestError, NotFoundError
+
+from ..envelope import seal
+from ..errors import BrokerUnavailable
+from ..history import (
+    HistoryPage,
+    HistoryPolicy,
+    Stored,
+    new_epoch,
+    page_from_newest,
+    read_start,
+    stamp,
+)
+
+EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+MSG_ID = "Nats-Msg-Id"
+OFFSET = "Feeds-Offset"
+EPOCH = "Feeds-Epoch"
+
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a failed ``Nats-Expected-Last-Subject-Sequence`` check."""
+STREAM_NAME_IN_USE = 10058
+
+ATTEMPTS = 20
+"""Sends of one stored publish (other nodes storing to the channel meanwhile, lost acks)."""
+
+CACHED_CHANNELS = 10_000
+"""Channels whose newest position a node remembers (least recently stored dropped first)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    seq: int
+    """Stream sequence."""
+    offset: int
+    epoch: str
+    previous: int
+    """Stream sequence of the channel's message before it (0: none)."""
+    msg_id: str
+    data: bytes
+
+
+def _entry(raw: RawStreamMsg) -> _Entry:
+    headers = raw.headers or {}
+    try:
+        return _Entry(
+            raw.seq or 0,
+            int(headers[OFFSET]),
+            headers[EPOCH],
+            int(headers.get(EXPECTED_LAST, "0")),
+            headers.get(MSG_ID, ""),
+            raw.data or b"",
+        )
+    except (KeyError, ValueError) as exc:
+        raise BrokerUnavailable(f"a history message without its offset headers: {exc}") from exc
+
+
+class StreamHistory:
+    """Stored publishes and history reads of every channel of one prefix."""
+
+    def __init__(self, prefix_token: str, node: str, policy: HistoryPolicy) -> None:
+        self.policy = policy
+        self.stream = f"{prefix_token}_history"
+        self._subject_prefix = f"{prefix_token}.hist."
+        self._nonces = (f"{node}-{n}" for n in itertools.count(1))
+        self._newest: OrderedDict[str, _Entry | None] = OrderedDict()
+        self.conflicts = 0
+        """Stored publishes refused because another node stored first (then sent again)."""
+        self.lost_acks = 0
+
+    def subject(self, channel_token: str) -> str:
+        return self._subject_prefix + channel_token
+
+    async def open(self, js: JetStreamContext) -> None:
+        """Create the stream, or bring its limits to this node's policy."""
+        ttl = max(self.policy.ttl, 0.001)
+        config = {
+            "name": self.stream,
+            "subjects": [self._subject_prefix + ">"],
+            "max_msgs_per_subject": max(self.policy.size, 1),
+            "max_age": ttl,
+            # The server refuses a duplicate window longer than the age limit.
+            "duplicate_window": min(120.0, ttl),
+            "storage": StorageType.FILE,
+            "discard": DiscardPolicy.OLD,
+            "num_replicas": 1,
+        }
+        try:
+            try:
+                await js.add_stream(**config)  # type: ignore[arg-type]  # nats-py takes **params
+            except BadRequestError as exc:
+                if exc.err_code != STREAM_NAME_IN_USE:
+                    raise
+                await js.update_stream(**config)  # type: ignore[arg-type]
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"JetStream stream {self.stream!r}: {exc!r}") from exc
+
+    async def publish_stored(
+        self,
+        js: JetStreamContext,
+        channel: str,
+        subject: str,
+        body: bytes,
+        idempotency_key: str | None,
+    ) -> tuple[Stored, bytes | None]:
+        """Store; return where it landed and the envelope to publish live (None: a duplicate)."""
+        if not body.startswith(b"{") or body == b"{}":
+            raise ValueError("a stored message must be a non-empty JSON object")
+        msg_id = f"{subject}:{idempotency_key}" if idempotency_key else next(self._nonces)
+        sent = False
+        for _ in range(ATTEMPTS):
+            if channel in self._newest:
+                newest = self._newest[channel]
+            else:
+                newest = await self._read_newest(js, subject)
+                if newest is not None and newest.msg_id == msg_id:
+                    # Our own earlier send was stored (its ack was lost, or refused after it).
+                    return Stored(newest.offset, newest.epoch), None if idempotency_key else seal(
+                        newest.data
+                    )
+            offset = 1 if newest is None else newest.offset + 1
+            epoch = new_epoch() if newest is None else newest.epoch
+            stamped = stamp(body, offset, epoch)
+            headers = {
+                EXPECTED_LAST: str(0 if newest is None else newest.seq),
+                MSG_ID: msg_id,
+                OFFSET: str(offset),
+                EPOCH: epoch,
+            }
+            try:
+                ack = await js.publish(
+                    subject, stamped, timeout=5.0, stream=self.stream, headers=headers
+                )
+            except BadRequestError as exc:
+                self._newest.pop(channel, None)
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    self.conflicts += 1
+                    continue
+                raise BrokerUnavailable(f"JetStream refused a stored publish: {exc!r}") from exc
+            except TimeoutError:
+                # The message may be stored: sending it again is safe (the same Nats-Msg-Id).
+                self.lost_acks += 1
+                self._newest.pop(channel, None)
+                sent = True
+                continue
+            except (NatsError, OSError) as exc:
+                self._newest.pop(channel, None)
+                raise BrokerUnavailable(f"stored publish to {channel!r} failed: {exc!r}") from exc
+            if ack.duplicate:
+                self._newest.pop(channel, None)
+                first = _entry(await self._get(js, ack.seq))
+                replay = sent and not idempotency_key
+                return Stored(first.offset, first.epoch), seal(first.data) if replay else None
+            self._remember(channel, _Entry(ack.seq, offset, epoch, 0, msg_id, b""))
+            return Stored(offset, epoch), seal(stamped)
+        raise BrokerUnavailable(f"stored publish to {channel!r}: {ATTEMPTS} attempts failed")
+
+    def _remember(self, channel: str, entry: _Entry) -> None:
+        self._newest[channel] = entry
+        self._newest.move_to_end(channel)
+        if len(self._newest) > CACHED_CHANNELS:
+            self._newest.popitem(last=False)
+
+    async def _get(self, js: JetStreamContext, seq: int) -> RawStreamMsg:
+        try:
+            return await js.get_msg(self.stream, seq=seq)
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"history read failed: {exc!r}") from exc
+
+    async def _read_newest(self, js: JetStreamContext, subject: str) -> _Entry | None:
+        try:
+            return _entry(await js.get_last_msg(self.stream, subject))
+        except NotFoundError:
+            return None
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"history read failed: {exc!r}") from exc
+
+    async def history(
+        self,
+        js: JetStreamContext,
+        subject: str,
+        since: int | None,
+        epoch: str | None,
+        limit: int,
+    ) -> HistoryPage:
+        newest = await self._read_newest(js, subject)
+        if newest is None:
+            return page_from_newest(
+                [], since=since, wanted_epoch=epoch, epoch="", top=0, limit=limit
+            )
+        start = read_start(since, epoch, newest.epoch, newest.offset)
+        count = limit if since is None else limit + 1
+        newest_first: list[tuple[int, bytes]] = []
+        entry: _Entry | None = newest
+        while entry is not None and len(newest_first) < count and entry.offset > start:
+            newest_first.append((entry.offset, entry.data))
+            if entry.previous == 0:
+                break
+            try:
+                entry = _entry(await js.get_msg(self.stream, seq=entry.previous))
+                if entry.epoch != newest.epoch:
+                    entry = None
+            except NotFoundError:  # dropped by the count or age limit: history ends here
+                entry = None
+            except (NatsError, OSError) as exc:
+                raise BrokerUnavailable(f"history read failed: {exc!r}") from exc
+        return page_from_newest(
+            newest_first,
+            since=since,
+            wanted_epoch=epoch,
+            epoch=newest.epoch,
+            top=newest.offset,
+            limit=limit,
+        )

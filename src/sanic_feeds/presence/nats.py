@@ -1,0 +1,171 @@
+"""NATS presence: node reports in a JetStream key-value bucket whose entries expire.
+
+Bucket ``<prefix>_presence`` (``T(x)`` is ``x`` as a subject token, see
+``brokers/nats_subjects.py``)::
+
+    node.<T(node id)>                       {"expires": unix s, "rooms": {...}, "clients": n}
+    members.<T(node id)>.<T(channel)>       {"expires": unix s, "members": [member, ...]}
+
+The bucket's max age (``max_age``, the node ttl) removes what a crashed node left behind; the
+server here (2.9) has no per-key ttl, so each value carries its own expiry too and readers skip
+expired ones: a report counts exactly until its ttl, whatever the bucket's age limit.
+Keeping an unchanged member list alive rewrites it with a new expiry (a key-value entry cannot
+be extended in place), from the copy this node wrote last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from ..brokers.nats_subjects import from_token, to_token
+from ..config import nats_servers
+from ..errors import BrokerUnavailable
+from .base import Member, Presence, RoomTotals
+
+
+class NatsPresence(Presence):
+    def __init__(self, url: str, prefix: str = "sanic-feeds:", *, max_age: float = 60.0) -> None:
+        self._servers = nats_servers(url)
+        self._bucket = f"{to_token(prefix.rstrip(':.') or 'feeds')}_presence"
+        self._max_age = max_age
+        self._nc: Client | None = None
+        self._kv: KeyValue | None = None
+        self._written: dict[tuple[str, str], bytes] = {}
+        """(node, channel) -> the member list JSON this process wrote last."""
+
+    async def open(self) -> None:
+        try:
+            self._nc = await nats.connect(
+                servers=self._servers, connect_timeout=2, max_reconnect_attempts=-1
+            )
+            js = self._nc.jetstream()
+            try:
+                self._kv = await js.key_value(self._bucket)
+            except NatsError:
+                self._kv = await js.create_key_value(
+                    bucket=self._bucket, ttl=self._max_age, history=1
+                )
+        except (NatsError, OSError) as exc:
+            await self.aclose()
+            raise BrokerUnavailable(f"presence bucket {self._bucket!r}: {exc!r}") from exc
+
+    async def aclose(self) -> None:
+        nc, self._nc = self._nc, None
+        self._kv = None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+    def _require(self) -> KeyValue:
+        if self._kv is None:
+            raise BrokerUnavailable("presence is not open")
+        return self._kv
+
+    async def report_rooms(
+        self,
+        node_id: str,
+        rooms: Mapping[str, int],
+        clients: int,
+        ttl: float,
+        members: Mapping[str, Sequence[Member]] | None = None,
+    ) -> None:
+        kv = self._require()
+        expires = time.time() + ttl
+        node = to_token(node_id)
+        report = {
+            "expires": expires,
+            "rooms": {c: n for c, n in rooms.items() if n > 0},
+            "clients": clients,
+        }
+        members = members or {}
+        try:
+            for channel, listed in members.items():
+                key = f"members.{node}.{to_token(channel)}"
+                if listed:
+                    text = b"[" + b",".join(m.to_json() for m in listed) + b"]"
+                    self._written[(node_id, channel)] = text
+                    await kv.put(key, _with_expiry(expires, text))
+                else:
+                    self._written.pop((node_id, channel), None)
+                    await kv.purge(key)
+            for channel in rooms:
+                kept = self._written.get((node_id, channel))
+                if channel not in members and kept is not None:
+                    await kv.put(f"members.{node}.{to_token(channel)}", _with_expiry(expires, kept))
+            # The node's report last: readers find members only through a live report.
+            await kv.put(f"node.{node}", orjson.dumps(report))
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"presence report failed: {exc!r}") from exc
+
+    async def withdraw(self, node_id: str) -> None:
+        kv = self._require()
+        try:
+            await kv.purge(f"node.{to_token(node_id)}")
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"presence withdraw failed: {exc!r}") from exc
+        for key in [k for k in self._written if k[0] == node_id]:
+            del self._written[key]
+
+    async def _reports(self) -> dict[str, dict[str, object]]:
+        """Node id -> its live report."""
+        kv = self._require()
+        found: dict[str, dict[str, object]] = {}
+        now = time.time()
+        try:
+            watcher = await kv.watch("node.*", ignore_deletes=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        break
+                    if entry.value:
+                        report = orjson.loads(entry.value)
+                        if float(report["expires"]) > now:
+                            found[from_token(entry.key.partition(".")[2])] = report
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]  # untyped in nats-py
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc!r}") from exc
+        return found
+
+    async def nodes(self) -> list[str]:
+        return sorted(await self._reports())
+
+    async def rooms(self, exclude_node: str = "") -> RoomTotals:
+        totals = RoomTotals()
+        for node_id, report in (await self._reports()).items():
+            if node_id != exclude_node:
+                counts = report["rooms"]
+                clients = report["clients"]
+                if isinstance(counts, dict) and isinstance(clients, int):
+                    totals.add(counts, clients)
+        return totals
+
+    async def members(self, channel: str, exclude_node: str = "") -> list[Member]:
+        kv = self._require()
+        found: list[Member] = []
+        now = time.time()
+        for node_id in await self.nodes():
+            if node_id == exclude_node:
+                continue
+            try:
+                entry = await kv.get(f"members.{to_token(node_id)}.{to_token(channel)}")
+            except KeyNotFoundError:
+                continue
+            except (NatsError, OSError) as exc:
+                raise BrokerUnavailable(f"presence read failed: {exc!r}") from exc
+            if entry.value:
+                listed = orjson.loads(entry.value)
+                if float(listed["expires"]) > now:
+                    found.extend(Member.from_json(orjson.dumps(m)) for m in listed["members"])
+        return found
+
+
+def _with_expiry(expires: float, members_json: bytes) -> bytes:
+    return b'{"expires":%s,"members":%s}' % (repr(expires).encode(), members_json)
