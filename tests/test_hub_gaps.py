@@ -9,6 +9,7 @@ import orjson
 
 from sanic_feeds.brokers import HistoryPolicy, MemoryBroker
 from sanic_feeds.envelope import seal
+from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.frames import payload_of
 from sanic_feeds.hub import Hub
 
@@ -63,3 +64,35 @@ async def test_too_much_held_back_ends_in_a_gap_notice() -> None:
     replayed = [b["data"] for b in member.bodies if b["type"] == "data"]
     assert replayed == list(range(1, 12))
     assert member.bodies[-1]["type"] == "gap"
+
+
+class FailsOnce(MemoryBroker):
+    """A broker whose first SUBSCRIBE fails after a while (as a refused or lost one would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def subscribe(self, channel: str) -> None:
+        self.attempts += 1
+        await asyncio.sleep(0.05)
+        if self.attempts == 1:
+            raise BrokerUnavailable("refused")
+        await super().subscribe(channel)
+
+
+async def test_a_join_waiting_behind_a_failed_subscribe_subscribes_again() -> None:
+    """Two joins at once, the first SUBSCRIBE fails: the second join does not take the failed
+    attempt for a subscription; it subscribes again and then really receives."""
+    broker = FailsOnce()
+    hub = Hub(broker)
+    await broker.open(hub.deliver, hub.gap)
+    first, second = Collect(), Collect()
+    results = await asyncio.gather(
+        hub.join("c", "a", first), hub.join("c", "b", second), return_exceptions=True
+    )
+    assert isinstance(results[0], BrokerUnavailable) and results[1] is None
+    assert broker.attempts == 2
+    assert "c" in broker.subscriptions
+    await broker.publish("c", seal(data(1)))
+    assert [b["data"] for b in second.bodies] == [1]

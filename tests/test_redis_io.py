@@ -8,6 +8,7 @@ All against a private redis-server (see conftest.py) and real servers on free po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.brokers import HistoryPolicy, create_broker
 from sanic_feeds.brokers.redis import RedisBroker
-from sanic_feeds.brokers.redis_commands import CommandPool
+from sanic_feeds.brokers.redis_commands import CommandPool, NotSent
 from sanic_feeds.brokers.resp import Endpoint, encode
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.history import newest_after
@@ -27,7 +28,7 @@ from support.collect import Deliveries
 from support.local_server import local_server
 from support.redis_server import RedisServer
 from support.server_process import ServerProcess
-from support.ws import is_data, recv_json, recv_until
+from support.ws import eventually, is_data, recv_json, recv_until
 
 
 @pytest.fixture
@@ -320,3 +321,82 @@ def test_endpoint_reads_credentials_and_database() -> None:
     unix = Endpoint.from_url("unix:///tmp/redis.sock?db=2")
     assert (unix.path, unix.db) == ("/tmp/redis.sock", 2)
     assert Endpoint.from_url("rediss://h:1/0?ssl_cert_reqs=none").tls is not None
+
+
+async def test_an_error_reply_to_the_probe_is_a_failed_probe_not_the_end_of_probing(
+    redis_server: RedisServer, redis_url: str, redis: Redis
+) -> None:
+    """While Redis runs a long script it answers BUSY: health turns unavailable, and once the
+    script is over the probe (which keeps running) clears it."""
+    broker = create_broker(redis_url, probe_interval=0.1, probe_timeout=1.0)
+    await broker.open(Deliveries())
+    await redis.config_set("lua-time-limit", 100)
+    other = Redis.from_url(redis_url)
+    spin = "local t = redis.call('TIME')[1] while redis.call('TIME')[1] - t < 2 do end"
+    busy = asyncio.ensure_future(other.eval(spin, 0))
+    try:
+        await asyncio.sleep(0.5)
+
+        async def unhealthy() -> bool:
+            try:
+                await broker.check()
+            except BrokerUnavailable:
+                return True
+            return False
+
+        await eventually(unhealthy, timeout=5)
+        assert isinstance(broker, RedisBroker)
+        probe = broker._probe
+        assert probe is not None
+
+        def probe_saw_it() -> bool:
+            return probe.error is not None and "BUSY" in probe.error
+
+        await eventually(probe_saw_it, timeout=5)
+        await busy
+
+        async def healthy() -> bool:
+            return not await unhealthy()
+
+        await eventually(healthy, timeout=5)
+        assert probe.error is None  # the probe kept running and cleared it
+    finally:
+        with contextlib.suppress(Exception):  # whatever happened, let the script end first
+            await busy
+        await redis.config_set("lua-time-limit", 5000)
+        await other.aclose()
+        await broker.aclose()
+
+
+async def test_closing_the_pool_fails_the_callers_waiting_for_room(redis_url: str) -> None:
+    """A caller waiting for room when the pool closes gets NotSent at once, never hangs."""
+    pool = CommandPool(Endpoint.from_url(redis_url), max_in_flight=1)
+    await pool.open()
+    holder = asyncio.ensure_future(pool.call(encode(b"BLPOP", b"nothing", b"2")))
+    await asyncio.sleep(0.05)
+    waiting = asyncio.ensure_future(pool.call(encode(b"PING")))
+    await asyncio.sleep(0.05)
+    await pool.aclose()
+    async with asyncio.timeout(1):
+        with pytest.raises(NotSent):
+            await waiting
+        with pytest.raises(BrokerUnavailable):
+            await holder
+
+
+async def test_a_lost_offset_counter_starts_the_history_anew(redis_url: str, redis: Redis) -> None:
+    """If the counter key is lost (evicted) while the stream survives, the next publish starts
+    a new history (new epoch) instead of failing until the counter passes the stream's top."""
+    broker = create_broker(redis_url)
+    await broker.open(None)
+    try:
+        for n in range(5):
+            old = await broker.publish_stored("evicted", data_body("evicted", n))
+        (seq_key,) = await redis.keys("*hist:{evicted}:seq")
+        await redis.delete(seq_key)
+        new = await broker.publish_stored("evicted", data_body("evicted", 5))
+        assert new.epoch != old.epoch and new.offset == 1
+        page = await broker.history("evicted", None, None, 100)
+        assert page.offsets == [1] and page.epoch == new.epoch
+    finally:
+        await broker.aclose()

@@ -125,7 +125,10 @@ def test_a_failed_join_of_the_url_channel_closes_4503_and_of_another_is_an_error
     state.command(protocol.Subscribe("news"))
     assert sent(state.join_failed("news"))[0]["code"] == "broker_unavailable"
     assert "news" not in state.channels
-    assert state.join_failed("lobby") == [
+    # Joined again after an unsubscribe, the URL channel is like any other: an error.
+    assert sent(state.join_failed("lobby"))[0]["code"] == "broker_unavailable"
+    assert state.closed is None
+    assert state.join_failed("lobby", opening=True) == [
         Close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
     ]
 

@@ -61,6 +61,8 @@ class Hub:
         self.on_change: Callable[[str], None] | None = None
         """Called with a channel whose membership changed (the room reporter listens)."""
         self._subscribed: set[str] = set()
+        self._unsure: set[str] = set()
+        """Channels whose last SUBSCRIBE failed: it may or may not hold at the broker."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self.messages_in = 0
@@ -137,8 +139,8 @@ class Hub:
 
     @property
     def subscribed(self) -> frozenset[str]:
-        """Channels the hub believes the broker is subscribed to."""
-        return frozenset(self._subscribed)
+        """Channels the hub believes the broker is (or may be) subscribed to."""
+        return frozenset(self._subscribed | self._unsure)
 
     def _remove(self, channel: str, client_id: str) -> bool:
         members = self._members.get(channel)
@@ -175,19 +177,24 @@ class Hub:
             async with lock:
                 while True:
                     wanted = channel in self._members
-                    if wanted == (channel in self._subscribed):
+                    unsure = channel in self._unsure
+                    if wanted == (channel in self._subscribed) and not unsure:
                         return
                     if wanted:
                         try:
                             await self._broker.subscribe(channel)
                         except BaseException:
                             # The subscription may exist now (the request can have reached the
-                            # broker): count it, so the next reconcile removes it if unwanted.
-                            self._subscribed.add(channel)
+                            # broker), or not: the next reconcile subscribes again if the
+                            # channel is still wanted, or unsubscribes it if not.
+                            self._subscribed.discard(channel)
+                            self._unsure.add(channel)
                             raise
+                        self._unsure.discard(channel)
                         self._subscribed.add(channel)
                     else:
                         self._subscribed.discard(channel)
+                        self._unsure.discard(channel)
                         await self._broker.unsubscribe(channel)
         finally:
             users = self._lock_users[channel] - 1

@@ -169,10 +169,10 @@ class Session:
             draining=self.host.draining,
             expires_in=seconds_left(self.state.identity),
         )
-        await self._run(actions)
-        if self.state.expires_at is not None:
+        if self.state.expires_at is not None and not self._ended:
             delay = self.state.expires_at - time.monotonic()
             self._expiry = asyncio.get_running_loop().call_later(max(delay, 0.0), self._tick)
+        await self._run(actions)
         for other, other_since, other_epoch in also:
             if self.close_code is not None:
                 break

@@ -54,7 +54,7 @@ class ActionRunner:
                     await self._publish(channel, body, user_key)
                 case Join(channel=channel, since=since, epoch=epoch, greeting=greeting):
                     if not await host.join(session, channel, since, epoch, greeting):
-                        await self.run(state.join_failed(channel))
+                        await self.run(state.join_failed(channel, greeting is not None))
                 case Resync(channel=channel, since=since, epoch=epoch):
                     await host.resync(session, channel, since, epoch)
                 case Leave(channel=channel):

@@ -181,10 +181,10 @@ class SessionState:
         self.channels[channel] = None
         return [Join(channel, *recovery, greeting=tuple(greeting))]
 
-    def join_failed(self, channel: str) -> list[Action]:
-        """The broker could not subscribe ``channel``."""
+    def join_failed(self, channel: str, opening: bool = False) -> list[Action]:
+        """The broker could not subscribe ``channel`` (``opening``: the join at connect)."""
         self.channels.pop(channel, None)
-        if channel == self.primary and self.closed is None:
+        if opening and self.closed is None:
             return self._close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
         return [
             self._error(ErrorCode.BROKER_UNAVAILABLE, "Could not subscribe; try again", channel)

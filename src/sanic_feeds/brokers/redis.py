@@ -245,6 +245,8 @@ class RedisBroker(Broker):
                 await self._commands.call(encode(b"PING"))
         except TimeoutError as exc:
             raise BrokerUnavailable("PING: no answer in 2 s") from exc
+        except ReplyError as exc:  # BUSY (a long script), LOADING, NOPERM
+            raise BrokerUnavailable(f"PING refused: {exc}") from exc
         return {
             "ok": True,
             "backend": "redis",

@@ -176,7 +176,7 @@ class _Lane:
             self.pool.endpoint, self.on_reply, self.on_lost, name=self.pool.client_name
         )
         if conn.closed:
-            return
+            raise ConnectionError("closed right after connecting")
         self.conn = conn
         self.down_since = None
         self.flush()
@@ -250,7 +250,9 @@ class CommandPool:
                 lane.conn.close()
                 lane.on_lost("broker closed")
         while self._room:
-            self._room.popleft().cancel()
+            waiter = self._room.popleft()
+            if not waiter.done():
+                waiter.set_exception(NotSent("broker closed"))
 
     @property
     def connected(self) -> int:
@@ -267,6 +269,8 @@ class CommandPool:
             raise NotSent("broker closed")
         if self.in_flight >= self.max_in_flight:
             await self._wait_for_room()
+            if self.closing:
+                raise NotSent("broker closed")
         if route is None:
             self._next = (self._next + 1) % len(self._lanes)
             lane = self._lanes[self._next]

@@ -34,6 +34,14 @@ PUBLISH_ATTEMPTS = 3
 and lookups of a lost reply, before the publish is reported as failed."""
 
 
+class Untraceable:
+    """A lookup that cannot tell: the publish is not in the stream, but it may have been
+    trimmed away. The publish is then reported failed, never sent again."""
+
+
+UNTRACEABLE = Untraceable()
+
+
 class StreamHistory:
     """Stored publishes and history reads of every channel, on the broker's command pool."""
 
@@ -57,7 +65,7 @@ class StreamHistory:
         self.lost_replies = 0
         """Stored publishes whose reply was lost (then looked up, and maybe sent again)."""
         self._loading: dict[bytes, asyncio.Future[Reply]] = {}
-        self._lookups: dict[str, dict[bytes, asyncio.Future[Stored | None]]] = {}
+        self._lookups: dict[str, dict[bytes, asyncio.Future[Stored | Untraceable | None]]] = {}
         """Channel -> nonces of lost replies waiting for the next scan of its stream."""
         self._scans: set[asyncio.Future[None]] = set()
 
@@ -96,10 +104,10 @@ class StreamHistory:
             except OutcomeUnknown as exc:
                 self.lost_replies += 1
                 found = await self._find(channel, nonce, exc)
-                if found is not None:
+                if isinstance(found, Stored):
                     self.resolved += 1
                     return found
-                if exc.may_still_run or attempt == PUBLISH_ATTEMPTS - 1:
+                if found is UNTRACEABLE or exc.may_still_run or attempt == PUBLISH_ATTEMPTS - 1:
                     self.refused_unknown += 1
                     raise BrokerUnavailable(
                         f"publish to {channel!r}: reply lost and outcome unknown; not retried"
@@ -108,8 +116,11 @@ class StreamHistory:
             return _stored(reply)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _find(self, channel: str, nonce: bytes, lost: OutcomeUnknown) -> Stored | None:
-        """Look a publish whose reply was lost up in the stream; None when it is not there.
+    async def _find(
+        self, channel: str, nonce: bytes, lost: OutcomeUnknown
+    ) -> Stored | Untraceable | None:
+        """Look a publish whose reply was lost up in the stream; None when it is not there,
+        ``UNTRACEABLE`` when its absence proves nothing (the history was trimmed).
 
         The lookups of one channel made in the same loop turn (a lost connection takes many
         replies with it) share one scan of the stream's tail.
@@ -142,7 +153,7 @@ class StreamHistory:
             task.add_done_callback(self._scans.discard)
 
     async def _scan(
-        self, channel: str, waiting: dict[bytes, asyncio.Future[Stored | None]]
+        self, channel: str, waiting: dict[bytes, asyncio.Future[Stored | Untraceable | None]]
     ) -> None:
         _, stream_key, epoch_key = self._history_keys(channel)
         depth = max(FIND_DEPTH, 2 * len(waiting))
@@ -155,12 +166,15 @@ class StreamHistory:
                 if not future.done():
                     future.set_exception(exc)
             return
-        epoch = _text(reply[0])
-        found = {reply[i]: int(reply[i + 1]) for i in range(1, len(reply) - 1, 2)}
+        epoch, oldest = _text(reply[0]), int(reply[1])
+        found = {reply[i]: int(reply[i + 1]) for i in range(2, len(reply) - 1, 2)}
+        # Once the history has been trimmed, a publish that ran may have been trimmed away
+        # before the lookup: not finding it then proves nothing.
+        absent: Stored | Untraceable | None = None if oldest <= 1 else UNTRACEABLE
         for nonce, future in waiting.items():
             if not future.done():
                 offset = found.get(nonce)
-                future.set_result(None if offset is None else Stored(offset, epoch))
+                future.set_result(absent if offset is None else Stored(offset, epoch))
 
     async def open(self) -> None:
         """Load every script now, so the first burst does not meet NOSCRIPT."""

@@ -18,7 +18,7 @@ from ..errors import BrokerUnavailable
 from ..tasks import cancel_and_wait
 from .redis_commands import CommandPool
 from .redis_subscriber import Subscriber
-from .resp import encode
+from .resp import ReplyError, encode
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,18 @@ class LivenessProbe:
                     while self._seen < sent:
                         self._echo.clear()
                         await self._echo.wait()
-            except (TimeoutError, BrokerUnavailable) as exc:
+            except (TimeoutError, BrokerUnavailable, ReplyError) as exc:
+                # An error reply (BUSY, NOPERM) is an answer: the connection works, the probe
+                # did not; it counts as failed and the loop goes on.
                 problem = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+                if isinstance(exc, ReplyError):
+                    published = False
                 if self.error is None:
                     log.warning("broker liveness probe failed (%s); reconnecting", problem)
                 self.error = problem
-                if not published:
+                if isinstance(exc, ReplyError):
+                    pass
+                elif not published:
                     # The command connection did not answer: drop the silent ones now instead
                     # of after the command timeout. The subscriber is judged by the next probe
                     # (a frozen Redis that resumes loses nothing on it).

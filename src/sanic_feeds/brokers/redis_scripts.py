@@ -37,8 +37,11 @@ local offset = redis.call('INCR', KEYS[1])
 local epoch = false
 if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
 if not epoch then
+  -- A new history (or its counter or epoch was lost, e.g. evicted): drop what is left of the
+  -- old one, so no entry is ever labelled with an epoch it was not stored in.
   epoch = ARGV[4]
   redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[2])
 end
 local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset, 'd', body, 'n', ARGV[6])
@@ -70,13 +73,14 @@ return {top, epoch, redis.call('XREVRANGE', KEYS[2], '+', '0-' .. (start + 1), '
 """)
 
 # Which of these publishes were stored? KEYS: stream, epoch. ARGV: how many of the newest
-# entries to search, then the nonces. Returns the epoch, then {nonce, offset} pairs for those
-# found: one scan of the stream's tail answers every publish whose reply one lost connection
-# took with it.
+# entries to search, then the nonces. Returns the epoch, the oldest offset still kept (0: none),
+# then {nonce, offset} pairs for those found: one scan of the stream's tail answers every
+# publish whose reply one lost connection took with it.
 FIND_PUBLISHES = Script(b"""
 local wanted = {}
 for i = 2, #ARGV do wanted[ARGV[i]] = true end
-local found = {redis.call('GET', KEYS[2]) or ''}
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+local found = {redis.call('GET', KEYS[2]) or '', oldest and tonumber(string.sub(oldest[1], 3)) or 0}
 local entries = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
 for _, entry in ipairs(entries) do
   local fields = entry[2]
