@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 
 from ..errors import BrokerUnavailable
 from ..tasks import cancel_and_wait
+from .backoff import Backoff
 from .resp import Endpoint, Reply, ReplyError, RespConnection, open_connection
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class _Lane:
     """One connection, the commands waiting for its next write, and those awaiting replies."""
 
     __slots__ = (
+        "backoff",
         "conn",
         "down_since",
         "flush_scheduled",
@@ -90,6 +91,7 @@ class _Lane:
         self.gave_up = False
         """Set when this side aborted a silent connection: what it sent may still run."""
         self.reconnecting: asyncio.Task[None] | None = None
+        self.backoff = Backoff()
 
     def queue(self, command: bytes, future: asyncio.Future[Reply]) -> None:
         self.unsent.append((command, future))
@@ -136,6 +138,7 @@ class _Lane:
 
     def on_lost(self, reason: str) -> None:
         self.conn = None
+        self.backoff.lost(time.monotonic())
         self.down_since = time.monotonic()
         sent, self.sent = self.sent, deque()
         may_still_run, self.gave_up = self.gave_up, False
@@ -160,16 +163,14 @@ class _Lane:
             )
 
     async def _reconnect(self) -> None:
-        delay = 0.05
         while not self.pool.closing:
+            await asyncio.sleep(self.backoff.delay())
             try:
                 await self.connect()
                 log.info("Redis command connection %d restored", self.index)
                 return
             except (OSError, ConnectionError, TimeoutError) as exc:
                 log.debug("Redis command connection %d: %r", self.index, exc)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 2.0)
 
     async def connect(self) -> None:
         conn = await open_connection(
@@ -178,6 +179,7 @@ class _Lane:
         if conn.closed:
             raise ConnectionError("closed right after connecting")
         self.conn = conn
+        self.backoff.up(time.monotonic())
         self.down_since = None
         self.flush()
 

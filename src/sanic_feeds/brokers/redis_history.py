@@ -192,18 +192,19 @@ class StreamHistory:
         except ReplyError as exc:
             if exc.code != "NOSCRIPT":
                 raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
-        await self.load(script)
+        await self.load(script, route)
         try:
             return await self._commands.call(command, route=route)
         except ReplyError as exc:
             raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
 
-    async def load(self, script: Script) -> None:
-        """SCRIPT LOAD, once however many callers ask at the same time."""
+    async def load(self, script: Script, route: str | None = None) -> None:
+        """SCRIPT LOAD, once however many callers ask at the same time; on the connection of
+        ``route`` (the one whose command met NOSCRIPT), so the retry follows the load there."""
         loading = self._loading.get(script.sha)
         if loading is None:
             loading = asyncio.ensure_future(
-                self._commands.call(encode(b"SCRIPT", b"LOAD", script.source))
+                self._commands.call(encode(b"SCRIPT", b"LOAD", script.source), route=route)
             )
             self._loading[script.sha] = loading
             loading.add_done_callback(lambda _: self._loading.pop(script.sha, None))

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import time
 from collections.abc import Callable
 
 from ..errors import BrokerUnavailable
 from ..tasks import cancel_and_wait
+from .backoff import Backoff
 from .resp import Endpoint, Reply, ReplyError, RespConnection, encode, open_connection
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,14 @@ class Subscriber:
         self.error: str | None = None
         """Why the connection is down, or None while it is up."""
         self.reconnects = 0
+        self._backoff = Backoff()
 
     async def open(self, first: bytes) -> None:
         """Connect and subscribe ``first`` (the node's own channel)."""
         self._closing = False
         try:
             self._conn = await self._connect()
+            self._backoff.up(time.monotonic())
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise BrokerUnavailable(f"cannot connect the subscriber: {exc!r}") from exc
         await self.subscribe(first)
@@ -158,6 +161,7 @@ class Subscriber:
 
     def _on_lost(self, reason: str) -> None:
         self._conn = None
+        self._backoff.lost(time.monotonic())
         if self._closing:
             return
         if self.error is None:
@@ -172,10 +176,8 @@ class Subscriber:
             )
 
     async def _reconnect(self) -> None:
-        delay = 0.05
         while not self._closing:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 2.0)
+            await asyncio.sleep(self._backoff.delay())
             try:
                 conn = await self._connect()
             except (OSError, ConnectionError, TimeoutError) as exc:
@@ -188,6 +190,7 @@ class Subscriber:
             for start in range(0, len(keys), RESUBSCRIBE_CHUNK):
                 conn.write(encode(b"SUBSCRIBE", *keys[start : start + RESUBSCRIBE_CHUNK]))
             self.reconnects += 1
+            self._backoff.up(time.monotonic())
             self.error = None
             log.info("broker subscriber connection restored (%d channels)", len(keys))
             return
