@@ -400,3 +400,28 @@ async def test_a_lost_offset_counter_starts_the_history_anew(redis_url: str, red
         assert page.offsets == [1] and page.epoch == new.epoch
     finally:
         await broker.aclose()
+
+
+async def test_waiting_callers_get_the_room_in_their_order(redis_url: str) -> None:
+    """With the budget full, callers are served first come, first served: a freed slot is
+    reserved for the longest waiter, and a newcomer queues behind the waiters."""
+    pool = CommandPool(Endpoint.from_url(redis_url), max_in_flight=1)
+    await pool.open()
+    order: list[int] = []
+
+    async def one(n: int) -> None:
+        await pool.call(encode(b"PING"))
+        order.append(n)
+
+    try:
+        holder = asyncio.ensure_future(pool.call(encode(b"BLPOP", b"nothing", b"0.3")))
+        await asyncio.sleep(0.05)
+        waiters = [asyncio.ensure_future(one(n)) for n in range(5)]
+        await asyncio.sleep(0.05)
+        await holder
+        late = asyncio.ensure_future(one(99))  # arrives while the waiters are being served
+        await asyncio.gather(*waiters, late)
+        assert order == [0, 1, 2, 3, 4, 99]
+        assert pool.in_flight == 0
+    finally:
+        await pool.aclose()

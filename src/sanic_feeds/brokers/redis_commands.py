@@ -269,9 +269,14 @@ class CommandPool:
         """
         if self.closing:
             raise NotSent("broker closed")
-        if self.in_flight >= self.max_in_flight:
+        # First come, first served: with callers already waiting, a newcomer waits behind them
+        # even if a slot is free this instant (it is theirs).
+        reserved = False
+        if self.in_flight >= self.max_in_flight or self._room:
             await self._wait_for_room()
+            reserved = True
             if self.closing:
+                self.finished()
                 raise NotSent("broker closed")
         if route is None:
             self._next = (self._next + 1) % len(self._lanes)
@@ -280,40 +285,48 @@ class CommandPool:
             lane = self._lanes[hash(route) % len(self._lanes)]
         down = lane.down_since
         if down is not None and time.monotonic() - down > self.command_timeout:
+            if reserved:
+                self.finished()
             self._refuse("no connection to Redis")
             raise NotSent(f"no connection to Redis for {self.command_timeout:g} s")
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.in_flight += 1
+        if not reserved:
+            self.in_flight += 1
         lane.queue(command, future)
         return await future
 
     def finished(self) -> None:
-        """A command left the books (answered, failed or abandoned): room for a waiter."""
+        """A command left the books (answered, failed or abandoned): its slot goes to the
+        longest waiter, reserved for it, so no newcomer can take it first."""
         self.in_flight -= 1
         room = self._room
         while room and self.in_flight < self.max_in_flight:
             waiter = room.popleft()
             if not waiter.done():
+                self.in_flight += 1  # the waiter's slot, counted from now
                 waiter.set_result(None)
-                break
 
     async def _wait_for_room(self) -> None:
+        """Until a slot is reserved for this caller (at most ``queue_timeout``)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._room.append(waiter)
         try:
             async with asyncio.timeout(self.queue_timeout):
-                await waiter
+                await asyncio.shield(waiter)
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                return  # the slot came with the deadline: take it
+            waiter.cancel()
             self._refuse("too many commands in flight")
             raise BrokerBusy(
                 f"{self.in_flight} Redis commands in flight for {self.queue_timeout:g} s"
             ) from None
-        finally:
-            if not waiter.done():
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.finished()  # reserved, but the caller is gone: pass the slot on
+            else:
                 waiter.cancel()
-        if self.in_flight >= self.max_in_flight:
-            # Woken, but a newcomer took the room first: queue again (still bounded overall).
-            await self._wait_for_room()
+            raise
 
     def _refuse(self, why: str) -> None:
         self.refused += 1
