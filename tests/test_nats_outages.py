@@ -8,6 +8,7 @@ liveness probe runs every ``PROBE_INTERVAL`` and fails after ``PROBE_TIMEOUT``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -197,12 +198,16 @@ async def test_frozen_nats_is_noticed_and_delivery_resumes(
 
 
 async def test_chat_while_nats_is_down_gets_broker_unavailable(
-    nats: NatsServer, feeds_server: LocalServer
+    nats: NatsServer, feeds_server: LocalServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A chat the broker cannot take is answered with a ``broker_unavailable`` error frame (see
     docs/protocol.md), never silently dropped, and the connection stays open: once NATS is back
-    the same socket chats again."""
+    the same socket chats again. A ``presence`` request meanwhile is refused at once (not after
+    the key-value timeout), and answered again once NATS is back. The reconnect attempts (every
+    0.2 s on both connections) are logged at debug level: one warning per outage, not one per
+    attempt, and no traceback from nats-py's default error handler."""
     server = feeds_server
+    caplog.set_level(logging.DEBUG, logger="sanic_feeds")
     async with connect(server.ws_url("lobby", user="ann")) as ws:
         await joined(ws)
         nats.kill()
@@ -212,11 +217,32 @@ async def test_chat_while_nats_is_down_gets_broker_unavailable(
         assert reply["code"] == "broker_unavailable"
         assert reply["channel"] == "lobby"
 
+        await ws.send(orjson.dumps({"type": "presence"}).decode())
+        refused = await recv_until(ws, lambda m: m["type"] != "gap", timeout=2)
+        assert (refused["type"], refused["code"]) == ("error", "broker_unavailable")
+
+        def failed_attempts(logger: str) -> int:
+            return sum(
+                r.name == logger and "reconnect" in r.getMessage() and r.levelno == logging.DEBUG
+                for r in caplog.records
+            )
+
+        await eventually(
+            lambda: (
+                failed_attempts("sanic_feeds.brokers.nats") >= 3
+                and failed_attempts("sanic_feeds.presence.nats") >= 3
+            ),
+            timeout=5,
+        )
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r for r in loud if "Connect call failed" in r.getMessage()], loud
+        assert not [r for r in caplog.records if r.name == "nats.aio.client"], loud
+
         nats.start()
 
         async def chat_echoed() -> bool:
             await ws.send(orjson.dumps({"type": "chat", "message": "back"}).decode())
-            message = await recv_json(ws, timeout=10)
+            message = await recv_until(ws, lambda m: m["type"] != "gap", timeout=10)
             if message["type"] == "error":
                 assert message["code"] == "broker_unavailable"
                 return False
@@ -224,3 +250,37 @@ async def test_chat_while_nats_is_down_gets_broker_unavailable(
             return bool(message["message"] == "back")
 
         await eventually(chat_echoed, timeout=15, interval=0.2)
+
+        async def presence_answered() -> bool:
+            await ws.send(orjson.dumps({"type": "presence"}).decode())
+            message = await recv_until(ws, lambda m: m["type"] != "gap", timeout=5)
+            if message["type"] == "error":
+                assert message["code"] == "broker_unavailable"
+                return False
+            assert message["type"] == "presence", message
+            return [c["user"] for c in message["clients"]] == ["ann"]
+
+        await eventually(presence_answered, timeout=5, interval=0.1)
+
+
+async def test_server_stops_cleanly_while_nats_is_down(nats: NatsServer) -> None:
+    """A node stopped while NATS is gone closes its connections without raising (the presence
+    connection's close would fail on its flush) and closes its members with 1001."""
+    async with local_server(
+        broker=nats.url,
+        join_leave=False,
+        broker_probe_interval=PROBE_INTERVAL,
+        broker_probe_timeout=PROBE_TIMEOUT,
+    ) as server:
+        ws = await connect(server.ws_url("lobby", user="ann"))
+        await joined(ws)
+        nats.kill()
+
+        async def broker_down() -> bool:
+            ok, _ = await server.node.health()
+            return not ok
+
+        await eventually(broker_down, timeout=DETECTED_WITHIN)
+    async with asyncio.timeout(5):
+        await ws.wait_closed()
+    assert ws.close_code == 1001

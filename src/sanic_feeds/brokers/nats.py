@@ -296,6 +296,12 @@ class NatsBroker(Broker):
             if channel is not None and self._on_gap is not None:
                 self._on_gap(channel)
             return
+        nc = self._nc
+        if nc is not None and not nc.is_connected:
+            # A failed reconnect attempt, every 0.2 s while NATS is down: the outage was
+            # logged once when the connection was lost.
+            log.debug("NATS reconnect attempt failed: %r", exc)
+            return
         log.warning("NATS client error: %r", exc)
 
 
