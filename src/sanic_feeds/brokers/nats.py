@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 CONFIRM_TIMEOUT = 5.0
 """Seconds the server has to confirm a subscription or a publish (one PING/PONG)."""
 
+HEALTH_TIMEOUT = 2.0
+"""Seconds ``check()`` waits for the server's PONG (as the Redis broker waits for its PING)."""
+
 PENDING_MESSAGES = 100_000
 """Messages one subscription may hold before nats-py drops them (then: a gap)."""
 
@@ -238,7 +241,13 @@ class NatsBroker(Broker):
         if problem is not None:
             raise BrokerUnavailable(problem)
         started = time.perf_counter()
-        await self._flush()
+        try:
+            # A frozen server answers nothing: /health must not wait the whole CONFIRM_TIMEOUT
+            # for the flush (which goes on, shielded, for the publishers sharing it).
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                await self._flush()
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"NATS did not answer a PING in {HEALTH_TIMEOUT:g} s") from exc
         return {
             "ok": True,
             "backend": "nats",
@@ -286,6 +295,12 @@ class NatsBroker(Broker):
             channel = self._channels.get(exc.subject)
             if channel is not None and self._on_gap is not None:
                 self._on_gap(channel)
+            return
+        nc = self._nc
+        if nc is not None and not nc.is_connected:
+            # A failed reconnect attempt, every 0.2 s while NATS is down: the outage was
+            # logged once when the connection was lost.
+            log.debug("NATS reconnect attempt failed: %r", exc)
             return
         log.warning("NATS client error: %r", exc)
 

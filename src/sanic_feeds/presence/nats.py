@@ -15,6 +15,8 @@ be extended in place), from the copy this node wrote last.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -30,6 +32,8 @@ from ..config import nats_servers
 from ..errors import BrokerUnavailable
 from .base import Member, Presence, RoomTotals
 
+log = logging.getLogger(__name__)
+
 
 class NatsPresence(Presence):
     def __init__(self, url: str, prefix: str = "sanic-feeds:", *, max_age: float = 60.0) -> None:
@@ -44,7 +48,11 @@ class NatsPresence(Presence):
     async def open(self) -> None:
         try:
             self._nc = await nats.connect(
-                servers=self._servers, connect_timeout=2, max_reconnect_attempts=-1
+                servers=self._servers,
+                connect_timeout=2,
+                reconnect_time_wait=0.2,  # back with the broker's connection, not 2 s later
+                max_reconnect_attempts=-1,
+                error_cb=self._error,
             )
             js = self._nc.jetstream()
             try:
@@ -61,12 +69,31 @@ class NatsPresence(Presence):
         nc, self._nc = self._nc, None
         self._kv = None
         if nc is not None and not nc.is_closed:
-            await nc.close()
+            # With NATS down, nats-py's flush of the closing connection raises
+            # (ConnectionResetError): stopping the node must not fail for it.
+            with contextlib.suppress(NatsError, OSError):
+                await nc.close()
 
-    def _require(self) -> KeyValue:
-        if self._kv is None:
+    def _require(self, connected: bool = False) -> KeyValue:
+        """The bucket; with ``connected``, only while the connection is up.
+
+        Reports are buffered by nats-py through a reconnect (they time out after 5 s); a read,
+        or the withdrawal of a stopping node, while NATS is out of reach is refused at once.
+        """
+        if self._kv is None or self._nc is None:
             raise BrokerUnavailable("presence is not open")
+        if connected and not self._nc.is_connected:
+            raise BrokerUnavailable("presence unavailable: not connected to NATS")
         return self._kv
+
+    async def _error(self, exc: Exception) -> None:
+        nc = self._nc
+        if nc is not None and not nc.is_connected:
+            # A failed reconnect attempt (every 0.2 s while NATS is down): the broker's own
+            # connection already reports the outage.
+            log.debug("NATS presence connection: reconnect failed: %r", exc)
+            return
+        log.warning("NATS presence connection error: %r", exc)
 
     async def report_rooms(
         self,
@@ -105,7 +132,8 @@ class NatsPresence(Presence):
             raise BrokerUnavailable(f"presence report failed: {exc!r}") from exc
 
     async def withdraw(self, node_id: str) -> None:
-        kv = self._require()
+        # A stopping node does not wait out a reconnect: its report expires by itself.
+        kv = self._require(connected=True)
         try:
             await kv.purge(f"node.{to_token(node_id)}")
         except (NatsError, OSError) as exc:
@@ -115,7 +143,7 @@ class NatsPresence(Presence):
 
     async def _reports(self) -> dict[str, dict[str, object]]:
         """Node id -> its live report."""
-        kv = self._require()
+        kv = self._require(connected=True)
         found: dict[str, dict[str, object]] = {}
         now = time.time()
         try:
@@ -148,7 +176,7 @@ class NatsPresence(Presence):
         return totals
 
     async def members(self, channel: str, exclude_node: str = "") -> list[Member]:
-        kv = self._require()
+        kv = self._require(connected=True)
         found: list[Member] = []
         now = time.time()
         for node_id in await self.nodes():
