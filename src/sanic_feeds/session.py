@@ -200,7 +200,11 @@ class Session:
             # Messages received before the connection ended are still handled (a chat sent
             # just before a close, or before a shutdown, is published), unless the server
             # closed the connection to refuse this client.
+            handled = 0
             while inbox and self.close_code not in REFUSING:
+                handled += 1
+                if handled % INBOX_LIMIT == 0:
+                    await asyncio.sleep(0)  # a flood read at once must not stall the others
                 message = inbox.popleft()
                 if self._paused and len(inbox) <= INBOX_LIMIT // 2:
                     self._paused = False

@@ -102,7 +102,6 @@ class NatsBroker(Broker):
                 max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
                 ping_interval=max(1, round(self._probe_interval)),
                 max_outstanding_pings=2,
-                allow_reconnect=True,
                 disconnected_cb=self._disconnected,
                 reconnected_cb=self._reconnected,
                 error_cb=self._error,
@@ -166,11 +165,8 @@ class NatsBroker(Broker):
         await self._flush()
 
     async def _flush(self) -> None:
-        """Wait until the server has read everything written so far.
-
-        The callers of one loop turn share one PING: the flush starts in the next turn, after
-        all of their writes.
-        """
+        """Wait until the server has read everything written so far (the callers of one loop
+        turn share one PING: the flush starts in the next turn, after all of their writes)."""
         pending = self._next_flush
         if pending is None:
             pending = self._next_flush = asyncio.ensure_future(self._flush_once())
