@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.brokers import Broker, create_broker
 from sanic_feeds.errors import BrokerUnavailable
+from support.fixtures import running
 from support.local_server import LocalServer, local_server
 from support.nats_server import NatsServer
 from support.ws import eventually, recv_json, recv_until
@@ -32,14 +33,8 @@ probe's bound, then a /health already waiting for its PONG (2 s at most), with s
 
 @pytest.fixture
 def nats() -> Iterator[NatsServer]:
-    server = NatsServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_paused:
-            server.resume()
-        server.stop()
+    """A server of its own: these tests kill and pause it."""
+    yield from running(NatsServer())
 
 
 @pytest.fixture

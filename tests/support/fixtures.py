@@ -9,6 +9,7 @@ into the conftest namespace.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -18,7 +19,23 @@ from .redis_server import RedisServer
 __all__ = ["nats_server", "nats_url", "redis_server", "redis_url", "running"]
 
 
-def running(server: RedisServer) -> Iterator[RedisServer]:
+class Controlled(Protocol):
+    """A private server process a test can start, stop and pause."""
+
+    @property
+    def is_paused(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+Server = TypeVar("Server", bound=Controlled)
+
+
+def running(server: Server) -> Iterator[Server]:
     """Start ``server`` for the body of a fixture; stop it after, resuming it first if a test
     left it paused (so the graceful stop is not left waiting on a stopped process)."""
     server.start()
@@ -64,14 +81,7 @@ def nats_server() -> Iterator[NatsServer]:
 
     Tests may kill, restart or pause it; ``nats_url`` brings it back for the next test.
     """
-    server = NatsServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.is_paused:
-            server.resume()
-        server.stop()
+    yield from running(NatsServer())
 
 
 @pytest.fixture
