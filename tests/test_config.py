@@ -22,6 +22,7 @@ from sanic_feeds.config import (
     setting_names,
 )
 from sanic_feeds.errors import ConfigError, FeedsError
+from sanic_feeds.namespaces import ChannelOptions, Namespace
 from sanic_feeds.ratelimit import Rate
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -110,6 +111,26 @@ ALL_TEXT = {
     "broker_probe_timeout": "2",
     "page": "no",
     "log_level": "debug",
+    "presence": "off",
+    "force_recovery": "on",
+    "force_push_join_leave": "on",
+    "allow_subscribe_for_client": "on",
+    "allow_subscribe_for_anonymous": "off",
+    "allow_publish_for_subscriber": "off",
+    "allow_publish_for_client": "on",
+    "allow_publish_for_anonymous": "off",
+    "allow_presence_for_subscriber": "off",
+    "allow_presence_for_client": "on",
+    "allow_presence_for_anonymous": "off",
+    "allow_history_for_subscriber": "off",
+    "allow_history_for_client": "on",
+    "allow_history_for_anonymous": "off",
+    "channel_regex": "^[a-z]+$",
+    "max_members": "500",
+    "namespaces": '[{"name": "chat", "history_size": 10, "history_ttl": 60, "presence": true,'
+    ' "rate_limit": "5/1"}]',
+    "insecure": "on",
+    "user_connection_limit": "3",
 }
 
 ALL_TYPED = FeedsConfig(
@@ -150,6 +171,30 @@ ALL_TYPED = FeedsConfig(
     broker_probe_timeout=2.0,
     page=False,
     log_level="debug",
+    presence=False,
+    force_recovery=True,
+    force_push_join_leave=True,
+    allow_subscribe_for_client=True,
+    allow_subscribe_for_anonymous=False,
+    allow_publish_for_subscriber=False,
+    allow_publish_for_client=True,
+    allow_publish_for_anonymous=False,
+    allow_presence_for_subscriber=False,
+    allow_presence_for_client=True,
+    allow_presence_for_anonymous=False,
+    allow_history_for_subscriber=False,
+    allow_history_for_client=True,
+    allow_history_for_anonymous=False,
+    channel_regex="^[a-z]+$",
+    max_members=500,
+    namespaces=(
+        Namespace(
+            "chat",
+            ChannelOptions(history_size=10, history_ttl=60.0, presence=True, rate_limit=Rate(5, 1)),
+        ),
+    ),
+    insecure=True,
+    user_connection_limit=3,
 )
 
 

@@ -39,7 +39,9 @@ async def setup(park_limit: int = 0) -> tuple[MemoryBroker, Hub, Collect]:
 async def test_held_back_messages_follow_the_refill_without_repeats() -> None:
     """During a refill, live messages wait; those the history already gave are dropped."""
     broker, hub, member = await setup()
-    stored = [broker.bus.store("c", data(n), broker.history_policy)[1] for n in (2, 3)]
+    stored = [
+        broker.bus.store("c", data(n), broker.history_rules.for_channel("c"))[1] for n in (2, 3)
+    ]
     hub.gap("c")  # the node missed 2 and 3 ...
     for body in stored:  # ... which arrive late, as a re-subscription would hand them over
         hub.deliver("c", seal(body))
@@ -56,7 +58,9 @@ async def test_too_much_held_back_ends_in_a_gap_notice() -> None:
     broker, hub, member = await setup(park_limit=2000)
     hub.gap("c")
     for n in range(2, 12):
-        hub.deliver("c", seal(broker.bus.store("c", data(n, 500), broker.history_policy)[1]))
+        hub.deliver(
+            "c", seal(broker.bus.store("c", data(n, 500), broker.history_rules.for_channel("c"))[1])
+        )
     async with asyncio.timeout(5):
         while not any(b["type"] == "gap" for b in member.bodies):
             await asyncio.sleep(0.01)

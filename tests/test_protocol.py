@@ -247,6 +247,10 @@ def test_error_codes_are_their_documented_strings() -> None:
         "rate_limited",
         "too_many_channels",
         "internal_error",
+        "unknown_namespace",
+        "not_available",
+        "message_too_large",
+        "channel_full",
     }
 
 

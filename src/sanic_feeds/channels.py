@@ -28,6 +28,12 @@ def is_valid_channel(name: object) -> TypeGuard[str]:
     return isinstance(name, str) and _CHANNEL_RE.fullmatch(name) is not None
 
 
+def namespace_of(channel: str) -> str | None:
+    """``"chat:42"`` -> ``"chat"``; None for a channel without a namespace (no ``:``)."""
+    namespace, colon, _ = channel.partition(":")
+    return namespace if colon else None
+
+
 class ChannelPatterns:
     """A set of shell-style glob patterns (``ticker.*``, ``room-?``) matched against channel names.
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .channels import ChannelPatterns
 from .errors import ConfigError
+from .namespaces import ChannelOptions, Namespace, Namespaces
 from .ratelimit import Rate
 
 ENV_PREFIX = "SANIC_FEEDS_"
@@ -57,6 +58,35 @@ def parse_patterns(text: str) -> tuple[str, ...]:
 def parse_list(text: str) -> tuple[str, ...]:
     """Comma-separated values, blanks dropped."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def parse_namespaces(text: str) -> tuple[Namespace, ...]:
+    """A JSON list of namespaces: ``[{"name": "chat", "history_size": 100, ...}, ...]``.
+
+    The form a configuration file's ``channel.namespaces`` takes, for the environment or the
+    command line. Option values are typed as in JSON (``rate_limit`` as ``"COUNT/SECONDS"``).
+    """
+    import orjson
+
+    try:
+        entries = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise ValueError("expected a JSON list of namespaces")
+    return tuple(namespace_from_json(entry) for entry in entries)
+
+
+def namespace_from_json(entry: object) -> Namespace:
+    """One namespace from JSON-like values (``rate_limit`` as text, ttl as seconds)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"each namespace must be an object, got {entry!r}")
+    values = dict(entry)
+    if isinstance(values.get("rate_limit"), str):
+        values["rate_limit"] = Rate.parse(values["rate_limit"])
+    if isinstance(values.get("history_ttl"), int) and not isinstance(values["history_ttl"], bool):
+        values["history_ttl"] = float(values["history_ttl"])
+    return Namespace.from_mapping(values)
 
 
 AuthMode = Literal["none", "token", "jwt"]
@@ -189,6 +219,76 @@ class FeedsConfig:
     join_leave: bool = _setting(
         True, parse_bool, "Send user_joined/user_left notices (on/off). Costs members x joins."
     )
+    presence: bool = _setting(
+        True,
+        parse_bool,
+        "Top-level channels: members can see who is in them (presence frames, presence API).",
+    )
+    force_recovery: bool = _setting(
+        False,
+        parse_bool,
+        "Top-level channels: Centrifugo-protocol subscriptions recover without being asked.",
+    )
+    force_push_join_leave: bool = _setting(
+        False,
+        parse_bool,
+        "Top-level channels: Centrifugo-protocol subscribers all get join/leave pushes.",
+    )
+    allow_subscribe_for_client: bool = _setting(
+        True, parse_bool, "Top-level channels: authenticated connections may join them."
+    )
+    allow_subscribe_for_anonymous: bool = _setting(
+        True, parse_bool, "Top-level channels: anonymous connections may join them too."
+    )
+    allow_publish_for_subscriber: bool = _setting(
+        True, parse_bool, "Top-level channels: members may publish (chat) to them."
+    )
+    allow_publish_for_client: bool = _setting(
+        False, parse_bool, "Top-level channels: any connection may publish, member or not."
+    )
+    allow_publish_for_anonymous: bool = _setting(
+        True, parse_bool, "Top-level channels: anonymous connections may publish where allowed."
+    )
+    allow_presence_for_subscriber: bool = _setting(
+        True, parse_bool, "Top-level channels: members may read presence."
+    )
+    allow_presence_for_client: bool = _setting(
+        False, parse_bool, "Top-level channels: any connection may read presence."
+    )
+    allow_presence_for_anonymous: bool = _setting(
+        True, parse_bool, "Top-level channels: anonymous connections may read presence."
+    )
+    allow_history_for_subscriber: bool = _setting(
+        True, parse_bool, "Top-level channels: members may read history."
+    )
+    allow_history_for_client: bool = _setting(
+        False, parse_bool, "Top-level channels: any connection may read history."
+    )
+    allow_history_for_anonymous: bool = _setting(
+        True, parse_bool, "Top-level channels: anonymous connections may read history."
+    )
+    channel_regex: str = _setting(
+        "", str, "Top-level channels: clients may join only names this regular expression finds."
+    )
+    max_members: int = _setting(
+        0, int, "Top-level channels: most members per channel over the cluster (0: no cap)."
+    )
+    namespaces: tuple[Namespace, ...] = _setting(
+        (),
+        parse_namespaces,
+        "Channel namespaces as a JSON list, e.g. "
+        '[{"name": "chat", "history_size": 100, "history_ttl": 300}]; a channel "chat:x" '
+        "takes the options of namespace chat. Usually set in the --config file.",
+        text=True,
+    )
+    insecure: bool = _setting(
+        False,
+        parse_bool,
+        "Skip every channel permission check (development only; Centrifugo's client.insecure).",
+    )
+    user_connection_limit: int = _setting(
+        0, int, "Most connections one user may hold over the cluster (0: no cap); more get 4409."
+    )
     join_leave_except: tuple[str, ...] = _setting(
         (),
         parse_patterns,
@@ -315,58 +415,7 @@ class FeedsConfig:
             value = getattr(self, f.name)
             if f.metadata["text"] and isinstance(value, str):  # "a-*,b-*" or "10/60" from Python
                 object.__setattr__(self, f.name, _parse(f, value))
-        _check(0 <= self.port <= 65535, "port", f"must be 0-65535, got {self.port}")
-        _check(self.workers >= 1, "workers", f"must be at least 1, got {self.workers}")
-        try:
-            address = self.broker_address  # read here, once; kept for the backend factories
-        except ValueError as exc:
-            raise ConfigError(setting_names("broker"), str(exc)) from None
-        _check(
-            not (self.workers > 1 and address.kind == "memory"),
-            "workers",
-            "an in-memory broker cannot span processes; use --workers 1, or a shared broker "
-            "such as --broker redis://127.0.0.1:6379/0",
-        )
-        _check(self.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
-        _check(0 <= self.flush_interval <= 0.1, "flush_interval", "must be 0-0.1 seconds")
-        _check(self.history_size >= 0, "history_size", "must be 0 (off) or more")
-        _check(0 <= self.drain_time <= 300, "drain_time", "must be 0-300 seconds")
-        if self.auth not in AUTH_MODES:
-            _parse(_field("auth"), self.auth)  # raises the parser's ConfigError
-        _check(
-            self.auth != "token" or bool(self.tokens),
-            "tokens",
-            "--auth token needs at least one TOKEN=USER pair",
-        )
-        _check(
-            all("=" in t and t.split("=", 1)[0] and t.split("=", 1)[1] for t in self.tokens),
-            "tokens",
-            "each entry must be TOKEN=USER",
-        )
-        _check(
-            self.auth != "jwt" or bool(self.jwt_secret or self.jwt_public_key),
-            "jwt_secret",
-            "--auth jwt needs --jwt-secret (HS256) or --jwt-public-key (RS256/ES256)",
-        )
-        _check(self.max_channels >= 1, "max_channels", "must be at least 1")
-        _check(self.max_connections >= 0, "max_connections", "must be 0 (no cap) or more")
-        _check(self.rate_limit_violations >= 0, "rate_limit_violations", "must be 0 or more")
-        _check(self.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
-        for name in (
-            "ping_interval",
-            "ping_timeout",
-            "close_timeout",
-            "node_ttl",
-            "history_ttl",
-            "broker_probe_interval",
-            "broker_probe_timeout",
-        ):
-            _check(getattr(self, name) > 0, name, "must be greater than 0")
-        _check(
-            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-            "log_level",
-            f"unknown level {self.log_level!r}",
-        )
+        _validate(self)
 
     @cached_property
     def broker_address(self) -> BrokerAddress:
@@ -374,16 +423,116 @@ class FeedsConfig:
         return BrokerAddress.parse(self.broker)
 
     @property
+    def top_level_options(self) -> ChannelOptions:
+        """The options of channels without a namespace, from the settings above."""
+        return ChannelOptions(
+            history_size=self.history_size,
+            history_ttl=self.history_ttl,
+            force_recovery=self.force_recovery,
+            presence=self.presence,
+            join_leave=self.join_leave,
+            force_push_join_leave=self.force_push_join_leave,
+            allow_subscribe_for_client=self.allow_subscribe_for_client,
+            allow_subscribe_for_anonymous=self.allow_subscribe_for_anonymous,
+            allow_publish_for_subscriber=self.allow_publish_for_subscriber,
+            allow_publish_for_client=self.allow_publish_for_client,
+            allow_publish_for_anonymous=self.allow_publish_for_anonymous,
+            allow_presence_for_subscriber=self.allow_presence_for_subscriber,
+            allow_presence_for_client=self.allow_presence_for_client,
+            allow_presence_for_anonymous=self.allow_presence_for_anonymous,
+            allow_history_for_subscriber=self.allow_history_for_subscriber,
+            allow_history_for_client=self.allow_history_for_client,
+            allow_history_for_anonymous=self.allow_history_for_anonymous,
+            channel_regex=self.channel_regex,
+            max_members=self.max_members,
+        )
+
+    @cached_property
+    def channel_namespaces(self) -> Namespaces:
+        """The options of every channel: the top-level ones and the named namespaces."""
+        return Namespaces(self.top_level_options, self.namespaces)
+
+    @property
     def join_leave_patterns(self) -> ChannelPatterns:
         return ChannelPatterns(self.join_leave_except)
 
     def notices_for(self) -> Callable[[str], bool]:
-        """Return a predicate: does this channel get join/leave notices?"""
-        default = self.join_leave
+        """Return a predicate: does this channel get join/leave notices?
+
+        The channel's namespace decides (``join_leave``); ``--join-leave-except`` patterns turn
+        that around for the channels they match. Channels of unknown namespaces never get here.
+        """
+        namespaces = self.channel_namespaces
         patterns = self.join_leave_patterns
-        if not patterns:
-            return lambda channel: default
-        return lambda channel: default != patterns.matches(channel)
+
+        def notices(channel: str) -> bool:
+            on = namespaces.known(channel) and namespaces.options(channel).join_leave
+            return on != patterns.matches(channel) if patterns else on
+
+        return notices
+
+
+def _validate(config: FeedsConfig) -> None:
+    """Every check of a config's values; a ``ConfigError`` naming the setting."""
+    _check(0 <= config.port <= 65535, "port", f"must be 0-65535, got {config.port}")
+    _check(config.workers >= 1, "workers", f"must be at least 1, got {config.workers}")
+    try:
+        address = config.broker_address  # read here, once; kept for the backend factories
+    except ValueError as exc:
+        raise ConfigError(setting_names("broker"), str(exc)) from None
+    _check(
+        not (config.workers > 1 and address.kind == "memory"),
+        "workers",
+        "an in-memory broker cannot span processes; use --workers 1, or a shared broker "
+        "such as --broker redis://127.0.0.1:6379/0",
+    )
+    _check(config.client_buffer >= 4096, "client_buffer", "must be at least 4KiB")
+    _check(0 <= config.flush_interval <= 0.1, "flush_interval", "must be 0-0.1 seconds")
+    _check(config.history_size >= 0, "history_size", "must be 0 (off) or more")
+    _check(config.max_members >= 0, "max_members", "must be 0 (no cap) or more")
+    _check(config.user_connection_limit >= 0, "user_connection_limit", "must be 0 (no cap) or more")
+    try:
+        _ = config.channel_namespaces  # built here, once: bad regexes, duplicate names
+    except ValueError as exc:
+        key = "channel_regex" if "channel_regex" in str(exc) else "namespaces"
+        raise ConfigError(setting_names(key), str(exc)) from None
+    _check(0 <= config.drain_time <= 300, "drain_time", "must be 0-300 seconds")
+    if config.auth not in AUTH_MODES:
+        _parse(_field("auth"), config.auth)  # raises the parser's ConfigError
+    _check(
+        config.auth != "token" or bool(config.tokens),
+        "tokens",
+        "--auth token needs at least one TOKEN=USER pair",
+    )
+    _check(
+        all("=" in t and t.split("=", 1)[0] and t.split("=", 1)[1] for t in config.tokens),
+        "tokens",
+        "each entry must be TOKEN=USER",
+    )
+    _check(
+        config.auth != "jwt" or bool(config.jwt_secret or config.jwt_public_key),
+        "jwt_secret",
+        "--auth jwt needs --jwt-secret (HS256) or --jwt-public-key (RS256/ES256)",
+    )
+    _check(config.max_channels >= 1, "max_channels", "must be at least 1")
+    _check(config.max_connections >= 0, "max_connections", "must be 0 (no cap) or more")
+    _check(config.rate_limit_violations >= 0, "rate_limit_violations", "must be 0 or more")
+    _check(config.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
+    for name in (
+        "ping_interval",
+        "ping_timeout",
+        "close_timeout",
+        "node_ttl",
+        "history_ttl",
+        "broker_probe_interval",
+        "broker_probe_timeout",
+    ):
+        _check(getattr(config, name) > 0, name, "must be greater than 0")
+    _check(
+        config.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        "log_level",
+        f"unknown level {config.log_level!r}",
+    )
 
 
 def _field(name: str) -> Field[object]:

@@ -8,8 +8,10 @@ to) put first. The Redis broker does the same stamping inside its Lua script.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Reversible, Sequence
+from collections.abc import Mapping, Reversible, Sequence
 from dataclasses import dataclass, field
+
+from .channels import namespace_of
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,37 @@ class HistoryPolicy:
     """Most messages kept per channel (approximately, on Redis). 0 turns history off."""
     ttl: float = 600.0
     """Seconds a channel's history is kept after its last stored message."""
+
+
+@dataclass(frozen=True)
+class HistoryRules:
+    """The history policy of each channel: its namespace's, else the top-level one.
+
+    Brokers ask it per stored publish and per read. Channels of unknown namespaces never reach
+    a broker (they are refused first), so they simply get the top-level policy here.
+    """
+
+    default: HistoryPolicy = HistoryPolicy()
+    namespaces: Mapping[str, HistoryPolicy] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, given: HistoryPolicy | HistoryRules | None) -> HistoryRules:
+        """Rules from a broker's ``history`` argument (one policy for every channel, or rules)."""
+        if isinstance(given, HistoryRules):
+            return given
+        return cls(given or HistoryPolicy())
+
+    def for_channel(self, channel: str) -> HistoryPolicy:
+        namespace = namespace_of(channel)
+        if namespace is None:
+            return self.default
+        return self.namespaces.get(namespace, self.default)
+
+    @property
+    def widest(self) -> HistoryPolicy:
+        """The largest size and the longest ttl of any namespace (for store-wide limits)."""
+        policies = [self.default, *self.namespaces.values()]
+        return HistoryPolicy(max(p.size for p in policies), max(p.ttl for p in policies))
 
 
 @dataclass(frozen=True)

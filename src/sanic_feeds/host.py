@@ -14,7 +14,7 @@ from typing import Protocol
 from .codec import Codec
 from .hub import Sink
 from .outbound import Flusher, Outbound
-from .session_state import Limits
+from .session_state import JoinOutcome, Limits
 from .wire import Wire
 
 
@@ -96,9 +96,9 @@ class Host(Protocol):
         since: int | None,
         epoch: str | None,
         greeting: tuple[bytes, ...] | None,
-    ) -> bool:
+    ) -> JoinOutcome:
         """Join; acknowledge once it holds (``greeting``, else ``subscribed``); replay from
-        ``since``. False when the broker could not subscribe."""
+        ``since``. Or say why not: the broker could not subscribe, the channel is full."""
 
     async def resync(
         self, member: Participant, channel: str, since: int, epoch: str | None

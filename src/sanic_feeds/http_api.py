@@ -15,11 +15,11 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json, raw
 
 from . import protocol
-from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .errors import BrokerUnavailable, ProtocolError
 from .metrics import CONTENT_TYPE, Metrics
 from .node import Node
+from .permissions import Refusal, options_of
 
 
 def problem(status: int, code: str, message: str) -> HTTPResponse:
@@ -59,8 +59,9 @@ class HttpApi:
         if denied is not None:
             return denied
         channel = unquote(channel)
-        if not is_valid_channel(channel):
-            return problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}")
+        refused = self._channel_problem(channel)
+        if refused is not None:
+            return refused
         body = request.body or b""
         if len(body) > self.config.max_publish_size:
             return problem(413, "too_large", f"body over {self.config.max_publish_size} bytes")
@@ -77,6 +78,18 @@ class HttpApi:
             return problem(503, "broker_unavailable", str(exc))
         return json({"ok": True, "channel": channel})
 
+    def _channel_problem(self, channel: str, feature: str = "") -> HTTPResponse | None:
+        """400 for a bad name or an unknown namespace; 404 when ``feature`` (``presence``,
+        ``history``) is off in the channel's namespace."""
+        options = options_of(self.config.channel_namespaces, channel)
+        if isinstance(options, Refusal):
+            return problem(400, options.code, options.message)
+        if feature == "presence" and not options.presence:
+            return problem(404, "not_available", "presence is off for this channel")
+        if feature == "history" and not options.keeps_history:
+            return problem(404, "not_available", "history is off for this channel")
+        return None
+
     def _check_api_key(self, request: Request) -> HTTPResponse | None:
         expected = self.config.api_key
         if not expected:
@@ -91,8 +104,9 @@ class HttpApi:
     async def presence(self, request: Request, channel: str) -> HTTPResponse:
         """Who is in a channel now, over the whole cluster."""
         channel = unquote(channel)
-        if not is_valid_channel(channel):
-            return problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}")
+        refused = self._channel_problem(channel, "presence")
+        if refused is not None:
+            return refused
         try:
             members = await self._node().channel_members(channel)
         except BrokerUnavailable as exc:
@@ -103,9 +117,10 @@ class HttpApi:
     async def history(self, request: Request, channel: str) -> HTTPResponse:
         """Stored messages of a channel, oldest first: the latest ``limit``, or after ``since``."""
         channel = unquote(channel)
-        if not is_valid_channel(channel):
-            return problem(400, "invalid_channel", f"channel names are {CHANNEL_RULES}")
-        size = self.config.history_size
+        refused = self._channel_problem(channel, "history")
+        if refused is not None:
+            return refused
+        size = self.config.channel_namespaces.options(channel).history.size
         try:
             since = protocol.parse_since(request.args.get("since"))
             epoch = protocol.parse_epoch(request.args.get("epoch"))

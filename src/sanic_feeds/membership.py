@@ -19,8 +19,10 @@ from .envelope import seal
 from .errors import BrokerUnavailable
 from .host import Participant
 from .hub import Hub, read_history
+from .namespaces import ChannelOptions
 from .presence import Member
 from .replay import ReplayBuffer
+from .session_state import JoinOutcome
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +36,19 @@ class Memberships:
         broker: Broker,
         *,
         client_buffer: int,
-        history_size: int,
+        options_for: Callable[[str], ChannelOptions],
         notices_for: Callable[[str], bool],
         node_id: str,
         reported: Callable[[], Awaitable[None]],
+        others_in: Callable[[str], Awaitable[int]],
     ) -> None:
+        """``others_in(channel)``: how many members other nodes report in ``channel`` (read
+        only for channels whose namespace caps its members)."""
         self._hub = hub
         self._broker = broker
         self._client_buffer = client_buffer
-        self._history_size = history_size
+        self._options_for = options_for
+        self._others_in = others_in
         self._notices_for = notices_for
         self._node_id = node_id
         self._reported = reported
@@ -54,16 +60,25 @@ class Memberships:
         since: int | None,
         epoch: str | None,
         greeting: tuple[bytes, ...] | None,
-    ) -> bool:
+    ) -> JoinOutcome:
         """Join ``channel``, acknowledge it once it holds (``greeting``, else ``subscribed``),
-        replay from ``since`` if given. False when the broker could not subscribe."""
+        replay from ``since`` if given. Or refuse: the broker could not subscribe, or the
+        channel has its namespace's ``max_members`` already.
+
+        The cap counts this node's members now and the others' as last reported, so joins on
+        several nodes at the same moment may pass it by a few; it is a guard against runaway
+        rooms, not an exact seat count.
+        """
+        options = self._options_for(channel)
         parked = ReplayBuffer(self._client_buffer, member.wire)
         record = Member(member.id, member.user, round(time.time(), 3), self._node_id)
         try:
+            if options.max_members and await self._full(channel, options.max_members):
+                return JoinOutcome.CHANNEL_FULL
             await self._hub.join(channel, member.id, parked, member.wire, record)
         except BrokerUnavailable as exc:
             log.warning("client=%s could not join %s: %s", member.id, channel, exc)
-            return False
+            return JoinOutcome.BROKER_UNAVAILABLE
         await self._reported()
         for body in greeting or ():
             member.send(body)
@@ -74,7 +89,11 @@ class Memberships:
         if self._notices_for(channel):
             notice = protocol.user_joined(channel, member.id, member.user)
             await self._announce(channel, seal(notice, exclude=member.id))
-        return True
+        return JoinOutcome.JOINED
+
+    async def _full(self, channel: str, most: int) -> bool:
+        here = self._hub.members(channel)
+        return here >= most or here + await self._others_in(channel) >= most
 
     async def resync(
         self, member: Participant, channel: str, since: int, epoch: str | None
@@ -108,8 +127,11 @@ class Memberships:
         Returns the position (epoch, id) the client now holds everything up to, so that the
         parked live frames the history already contained can be dropped.
         """
-        limit = max(self._history_size, 1)
-        page = await read_history(self._broker, channel, since, epoch, limit)
+        size = self._options_for(channel).history.size
+        if size <= 0:  # history is off here: nothing to recover from, and the client is told
+            member.send(member.codec.recovered(channel, False, 0, "", 0))
+            return "", 0
+        page = await read_history(self._broker, channel, since, epoch, size)
         for body in page.messages:
             member.send(body)
         last = page.offsets[-1] if page.offsets else (since if page.complete else 0)

@@ -17,29 +17,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import protocol
+from .admission import Admission
 from .backends import Backends, create_backends
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
+from .drain import close_gradually
 from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
 from .host import Attached, Participant
 from .hub import Hub
 from .membership import Memberships
 from .outbound import Flusher
+from .permissions import Permissions
 from .presence import Member, RoomTotals
-from .ratelimit import TokenBucket
 from .room_reports import RoomReporter
-from .session_state import Limits
+from .session_state import JoinOutcome, Limits
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_EVERY = 10.0
 """Seconds between two log lines about refused publishes (an outage must not flood the log)."""
-
-DRAIN_STEP = 0.1
-"""Seconds between two batches of closes during a shutdown."""
 
 
 @dataclass
@@ -75,7 +74,8 @@ class Node:
         self.broker = self.backends.broker
         self.presence = self.backends.presence
         self.user_limiter = self.backends.user_limiter
-        self.hub = Hub(self.broker, config.history_size)
+        self.namespaces = config.channel_namespaces
+        self.hub = Hub(self.broker, self.namespaces.history_rules.widest.size)
         self.notices_for: Callable[[str], bool] = config.notices_for()
         self.sessions: dict[str, Attached] = {}
         self._flusher: Flusher | None = None
@@ -98,19 +98,20 @@ class Node:
             message_rate=self.message_rate,
             rate_limit_text=str(config.rate_limit),
             rate_limit_violations=config.rate_limit_violations,
+            permissions=Permissions(self.namespaces, config.insecure),
         )
         """What every session's state machine enforces."""
         self.memberships = Memberships(
             self.hub,
             self.broker,
             client_buffer=config.client_buffer,
-            history_size=config.history_size,
+            options_for=self.namespaces.options,
             notices_for=self.notices_for,
             node_id=self.id,
             reported=self.reporter.reported,
+            others_in=self._others_in,
         )
-        connect_rate = config.connect_rate
-        self._connect_bucket = TokenBucket(connect_rate, time.monotonic()) if connect_rate else None
+        self._admission = Admission(config.max_connections, config.connect_rate)
         self.draining = False
         self.started = False
         self.client_buffer = config.client_buffer
@@ -160,40 +161,17 @@ class Node:
         the server cancels its tasks would leave the cluster with stale members.
         """
         self.draining = True  # new connections are turned away from now on
-        sessions = list(self.sessions.values())
-        if not sessions:
-            return
-        drain_time = self.config.drain_time
-        # One batch every DRAIN_STEP seconds, spread evenly over drain_time: clients (and the
-        # load balancer) see a trickle of reconnects instead of a stampede.
-        batches = max(1, min(len(sessions), int(drain_time / DRAIN_STEP)))
-        size = -(-len(sessions) // batches)
-        log.info(
-            "closing %d connections in %d batches over %.1f s", len(sessions), batches, drain_time
+        await close_gradually(
+            list(self.sessions.values()),
+            code,
+            reason or "server shutting down",
+            self.config.drain_time,
+            self.config.close_timeout,
         )
-        started = asyncio.get_running_loop().time()
-        for number, first in enumerate(range(0, len(sessions), size)):
-            delay = started + number * drain_time / batches - asyncio.get_running_loop().time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for session in sessions[first : first + size]:
-                session.close(code, reason or "server shutting down")
-        waiters = [asyncio.ensure_future(s.wait_finished()) for s in sessions]
-        _, pending = await asyncio.wait(waiters, timeout=self.config.close_timeout)
-        for waiter in pending:
-            waiter.cancel()
-        if pending:
-            log.warning("%d connections did not finish closing in time", len(pending))
 
     def admission_refused(self) -> str | None:
         """Why a new connection is turned away (cap or connection rate), or None."""
-        cap = self.config.max_connections
-        if cap and len(self.sessions) >= cap:
-            return "server full"
-        bucket = self._connect_bucket
-        if bucket is not None and bucket.take(time.monotonic()) > 0:
-            return "too many new connections"
-        return None
+        return self._admission.refused(len(self.sessions))
 
     # -- what sessions use (the Host interface) --------------------------------------------------
 
@@ -217,7 +195,7 @@ class Node:
         since: int | None,
         epoch: str | None,
         greeting: tuple[bytes, ...] | None,
-    ) -> bool:
+    ) -> JoinOutcome:
         return await self.memberships.join(member, channel, since, epoch, greeting)
 
     async def resync(
@@ -241,17 +219,26 @@ class Node:
     # -- publishing ------------------------------------------------------------------------------
 
     async def publish(self, channel: str, data: object, idempotency_key: str | None = None) -> None:
-        """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node."""
+        """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node.
+
+        ``ValueError`` for an invalid channel name, :class:`UnknownNamespace` (a ``ValueError``
+        too) for a channel of a namespace that is not configured.
+        """
+        self.check_channel(channel)
+        await self.publish_message(channel, protocol.data(channel, data), idempotency_key)
+
+    def check_channel(self, channel: str) -> None:
+        """Raise ``ValueError`` unless ``channel`` is a valid name of a known namespace."""
         if not is_valid_channel(channel):
             raise ValueError(f"invalid channel name {channel!r}; channel names are {CHANNEL_RULES}")
-        await self.publish_message(channel, protocol.data(channel, data), idempotency_key)
+        self.namespaces.options(channel)  # raises UnknownNamespace
 
     async def publish_message(
         self, channel: str, body: bytes, idempotency_key: str | None = None
     ) -> None:
         """Publish a chat or data message: stored in history (with an id) unless history is off."""
         try:
-            if self.config.history_size > 0:
+            if self.namespaces.history_rules.for_channel(channel).size > 0:
                 await self.broker.publish_stored(channel, body, idempotency_key)
             else:
                 await self.broker.publish(channel, seal(body))
@@ -269,6 +256,10 @@ class Node:
         """Who is in ``channel`` on every node: live here, reported by the others."""
         others = await self.presence.members(channel, exclude_node=self.id)
         return [*self.hub.records(channel), *others]
+
+    async def _others_in(self, channel: str) -> int:
+        """Members of ``channel`` that the other nodes report."""
+        return len(await self.presence.members(channel, exclude_node=self.id))
 
     async def cluster_rooms(self) -> RoomTotals:
         """Members per channel and connected clients over the whole cluster.

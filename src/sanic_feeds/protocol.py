@@ -50,6 +50,14 @@ class ErrorCode(StrEnum):
     """The connection already follows the most channels it may (``--max-channels``)."""
     INTERNAL_ERROR = "internal_error"
     """The server failed to handle the frame; it was not delivered."""
+    UNKNOWN_NAMESPACE = "unknown_namespace"
+    """The channel's name starts with ``ns:`` but no namespace ``ns`` is configured."""
+    NOT_AVAILABLE = "not_available"
+    """The channel's namespace has this feature off (presence, history)."""
+    MESSAGE_TOO_LARGE = "message_too_large"
+    """The chat is larger than the namespace's ``max_message_size``; it was not delivered."""
+    CHANNEL_FULL = "channel_full"
+    """The channel has the most members its namespace allows (``max_members``)."""
 
 
 class CloseCode(IntEnum):
@@ -78,6 +86,13 @@ class CloseCode(IntEnum):
     """The channel in the URL breaks the channel name rules: do not reconnect."""
     BROKER_UNAVAILABLE = 4503
     """The channel could not be joined because the broker is down: reconnect with backoff."""
+    CONNECTION_LIMIT = 4403
+    """The user already holds the most connections allowed (``--user-connection-limit``):
+    do not reconnect until one of them closes."""
+    UNKNOWN_NAMESPACE = 4404
+    """The URL's channel names a namespace that is not configured: do not reconnect."""
+    CHANNEL_FULL = 4409
+    """The URL's channel has the most members its namespace allows: reconnect later."""
 
 
 # -- Client -> server ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .session_state import (
     Action,
     Close,
     Join,
+    JoinOutcome,
     Leave,
     Publish,
     ReadPresence,
@@ -53,8 +54,9 @@ class ActionRunner:
                 case Publish(channel=channel, body=body, user_key=user_key):
                     await self._publish(channel, body, user_key)
                 case Join(channel=channel, since=since, epoch=epoch, greeting=greeting):
-                    if not await host.join(session, channel, since, epoch, greeting):
-                        await self.run(state.join_failed(channel, greeting is not None))
+                    outcome = await host.join(session, channel, since, epoch, greeting)
+                    if outcome is not JoinOutcome.JOINED:
+                        await self.run(state.join_failed(channel, greeting is not None, outcome))
                 case Resync(channel=channel, since=since, epoch=epoch):
                     await host.resync(session, channel, since, epoch)
                 case Leave(channel=channel):

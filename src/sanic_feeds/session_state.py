@@ -15,12 +15,15 @@ about the node.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from . import protocol
 from .auth import Identity
-from .channels import CHANNEL_RULES, is_valid_channel
+from .channels import namespace_of
 from .codec import FEED_JSON, Codec
 from .errors import ProtocolError
+from .namespaces import OPEN_CHANNELS, Namespaces
+from .permissions import Permissions, Refusal
 from .protocol import CloseCode, ErrorCode
 from .ratelimit import Rate, TokenBucket
 
@@ -32,6 +35,9 @@ REFUSING = frozenset(
         CloseCode.TOKEN_EXPIRED,
         CloseCode.RATE_LIMITED,
         CloseCode.INTERNAL_ERROR,
+        CloseCode.UNKNOWN_NAMESPACE,
+        CloseCode.CHANNEL_FULL,
+        CloseCode.CONNECTION_LIMIT,
     }
 )
 """Closes after which the client's queued messages are dropped: it was refused, its credential
@@ -107,6 +113,24 @@ class Tally:
 Action = Send | Close | Join | Resync | Leave | Publish | ReadPresence | Tally
 
 
+class JoinOutcome(Enum):
+    """What became of a :class:`Join`."""
+
+    JOINED = "joined"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    CHANNEL_FULL = "channel_full"
+    """The channel has its namespace's ``max_members`` already."""
+
+
+OPEN = Permissions(Namespaces(OPEN_CHANNELS))
+"""The permissions of a server with no settings: every channel open."""
+
+_OPENING_REFUSALS = {
+    ErrorCode.INVALID_CHANNEL: CloseCode.INVALID_CHANNEL,
+    ErrorCode.UNKNOWN_NAMESPACE: CloseCode.UNKNOWN_NAMESPACE,
+}
+
+
 # -- the machine -----------------------------------------------------------------------------
 
 
@@ -120,6 +144,8 @@ class Limits:
     """The rate as configured (``"20/1"``), for the error message."""
     rate_limit_violations: int = 0
     """Refused messages before the connection is closed with 4429 (0: never)."""
+    permissions: Permissions = OPEN
+    """The channels' namespaces and what they allow."""
 
 
 @dataclass(slots=True)
@@ -141,6 +167,8 @@ class SessionState:
     expires_at: float | None = None
     """When the credential runs out (the same clock as ``now``); see :meth:`tick`."""
     _bucket: TokenBucket | None = None
+    _namespace_buckets: dict[str | None, TokenBucket] = field(default_factory=dict)
+    """Namespace -> this connection's bucket for the namespace's ``rate_limit``."""
     _violations: int = 0
 
     # -- opening ---------------------------------------------------------------------------------
@@ -162,11 +190,11 @@ class SessionState:
         """
         if draining:
             return self._close(CloseCode.GOING_AWAY, "server shutting down")
-        if not is_valid_channel(channel):
-            reason = f"invalid channel name; names are {CHANNEL_RULES}"
-            return self._close(CloseCode.INVALID_CHANNEL, reason)
-        if not self.identity.may_join(channel):
-            return self._close(CloseCode.POLICY_VIOLATION, "forbidden: this channel")
+        allowed = self.limits.permissions.subscribe(self.identity, channel)
+        if isinstance(allowed, Refusal):
+            code = _OPENING_REFUSALS.get(allowed.code, CloseCode.POLICY_VIOLATION)
+            reason = "forbidden: this channel" if code == CloseCode.POLICY_VIOLATION else ""
+            return self._close(code, reason or allowed.message.lower())
         if self.limits.message_rate is not None:
             self._bucket = TokenBucket(self.limits.message_rate, now)
         if expires_in is not None:
@@ -181,11 +209,22 @@ class SessionState:
         self.channels[channel] = None
         return [Join(channel, *recovery, greeting=tuple(greeting))]
 
-    def join_failed(self, channel: str, opening: bool = False) -> list[Action]:
-        """The broker could not subscribe ``channel`` (``opening``: the join at connect)."""
+    def join_failed(
+        self,
+        channel: str,
+        opening: bool = False,
+        outcome: JoinOutcome = JoinOutcome.BROKER_UNAVAILABLE,
+    ) -> list[Action]:
+        """``channel`` could not be joined (``opening``: the join at connect): the broker could
+        not subscribe it, or it is full."""
         self.channels.pop(channel, None)
+        full = outcome is JoinOutcome.CHANNEL_FULL
         if opening and self.closed is None:
+            if full:
+                return self._close(CloseCode.CHANNEL_FULL, "channel full, try again later")
             return self._close(CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again")
+        if full:
+            return [self._error(ErrorCode.CHANNEL_FULL, "This channel is full", channel)]
         return [
             self._error(ErrorCode.BROKER_UNAVAILABLE, "Could not subscribe; try again", channel)
         ]
@@ -210,13 +249,13 @@ class SessionState:
             command = self.codec.parse(raw)
         except ProtocolError as exc:
             return [self._error(exc.code, exc.message, exc.channel)]
-        return self.command(command)
+        return self.command(command, now)
 
-    def command(self, command: protocol.Command) -> list[Action]:
-        """One parsed client command (from any protocol's codec)."""
+    def command(self, command: protocol.Command, now: float | None = None) -> list[Action]:
+        """One parsed client command (from any protocol's codec); ``now`` for rate limits."""
         match command:
             case protocol.Chat():
-                return self._chat(command)
+                return self._chat(command, now)
             case protocol.Subscribe(channel=channel, since=since, epoch=epoch):
                 return self._subscribe(channel, since, epoch)
             case protocol.Unsubscribe(channel=channel):
@@ -228,8 +267,14 @@ class SessionState:
                 return [Send(self.codec.pong())]
             case protocol.Presence(channel=asked):
                 channel = asked or self.primary
-                if channel not in self.channels:
-                    return [self._missing_or_not_subscribed(channel, asked is None)]
+                subscribed = channel in self.channels
+                if asked is None and not subscribed:
+                    return [self._missing_or_not_subscribed(channel, True)]
+                allowed = self.limits.permissions.presence(
+                    self.identity, channel, subscribed=subscribed
+                )
+                if isinstance(allowed, Refusal):
+                    return [self._error(allowed.code, allowed.message, channel)]
                 return [ReadPresence(channel)]
         raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
 
@@ -238,8 +283,9 @@ class SessionState:
             if since is not None:  # a resync, typically after a "gap" notice
                 return [Resync(channel, since, epoch)]
             return [Send(self.codec.subscribed(channel))]
-        if not self.identity.may_join(channel):
-            return [self._error(ErrorCode.FORBIDDEN, "You may not join this channel", channel)]
+        allowed = self.limits.permissions.subscribe(self.identity, channel)
+        if isinstance(allowed, Refusal):
+            return [self._error(allowed.code, allowed.message, channel)]
         most = self.limits.max_channels
         if len(self.channels) >= most:
             text = f"A connection may follow at most {most} channels"
@@ -247,15 +293,32 @@ class SessionState:
         self.channels[channel] = None
         return [Join(channel, since, epoch)]
 
-    def _chat(self, command: protocol.Chat) -> list[Action]:
+    def _chat(self, command: protocol.Chat, now: float | None) -> list[Action]:
         channel = command.channel or self.primary
-        if channel not in self.channels:
-            return [self._missing_or_not_subscribed(channel, command.channel is None)]
-        if not self.identity.may_publish(channel):
-            return [
-                self._error(ErrorCode.FORBIDDEN, "You may not publish to this channel", channel)
-            ]
+        subscribed = channel in self.channels
+        if command.channel is None and not subscribed:
+            return [self._missing_or_not_subscribed(channel, True)]
+        allowed = self.limits.permissions.publish(self.identity, channel, subscribed=subscribed)
+        if isinstance(allowed, Refusal):
+            return [self._error(allowed.code, allowed.message, channel)]
+        options = allowed.options
         body = protocol.chat(channel, self.client, self.user, command.message)
+        most = options.max_message_size
+        if most and len(body) > most:
+            text = f"Message over {most} bytes; not delivered"
+            return [self._error(ErrorCode.MESSAGE_TOO_LARGE, text, channel)]
+        if options.rate_limit is not None and now is not None:
+            namespace = namespace_of(channel)
+            bucket = self._namespace_buckets.get(namespace)
+            if bucket is None:
+                bucket = self._namespace_buckets[namespace] = TokenBucket(options.rate_limit, now)
+            wait = bucket.take(now)
+            if wait > 0:
+                text = f"Rate limit {options.rate_limit} in this namespace: message not delivered"
+                return [
+                    Tally("rate_limited"),
+                    self._error(ErrorCode.RATE_LIMITED, text, channel, retry_after=round(wait, 2)),
+                ]
         return [Publish(channel, body, self.identity.subject or self.user)]
 
     # -- answers from the node -------------------------------------------------------------------

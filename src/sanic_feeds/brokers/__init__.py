@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import BrokerAddress
-from ..history import HistoryPage, HistoryPolicy, Stored
+from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
 from .base import Broker, DeliverFn
 from .memory import MemoryBroker, MemoryBus
 
@@ -12,6 +12,7 @@ __all__ = [
     "DeliverFn",
     "HistoryPage",
     "HistoryPolicy",
+    "HistoryRules",
     "MemoryBroker",
     "MemoryBus",
     "Stored",
@@ -27,7 +28,7 @@ def create_broker(
     bus: MemoryBus | None = None,
     probe_interval: float = 2.0,
     probe_timeout: float = 3.0,
-    history: HistoryPolicy | None = None,
+    history: HistoryPolicy | HistoryRules | None = None,
 ) -> Broker:
     """Build the broker a URL names: ``memory://``, ``redis://`` / ``rediss://`` / ``unix://``,
     or ``nats://``.

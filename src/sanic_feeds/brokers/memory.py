@@ -12,7 +12,15 @@ import time
 from collections import OrderedDict, deque
 
 from ..envelope import seal
-from ..history import HistoryPage, HistoryPolicy, Stored, build_page, new_epoch, stamp
+from ..history import (
+    HistoryPage,
+    HistoryPolicy,
+    HistoryRules,
+    Stored,
+    build_page,
+    new_epoch,
+    stamp,
+)
 from ..presence.memory import MemoryPresence
 from .base import Broker, DeliverFn, GapFn
 
@@ -52,7 +60,7 @@ class MemoryBus:
         if len(self._published) > 100_000:
             self._published.popitem(last=False)
 
-    def history_of(self, channel: str, policy: HistoryPolicy) -> _ChannelHistory | None:
+    def history_of(self, channel: str) -> _ChannelHistory | None:
         """The channel's live history, or None when it has none (never stored, or expired)."""
         found = self._histories.get(channel)
         if found is not None and found.expires <= time.monotonic():
@@ -61,7 +69,7 @@ class MemoryBus:
         return found
 
     def store(self, channel: str, body: bytes, policy: HistoryPolicy) -> tuple[Stored, bytes]:
-        found = self.history_of(channel, policy)
+        found = self.history_of(channel)
         if found is None:
             found = self._histories[channel] = _ChannelHistory(policy.size)
         found.seq += 1
@@ -98,9 +106,11 @@ class MemoryBus:
 class MemoryBroker(Broker):
     """A broker whose only medium is a :class:`MemoryBus` in this process."""
 
-    def __init__(self, bus: MemoryBus | None = None, history: HistoryPolicy | None = None) -> None:
+    def __init__(
+        self, bus: MemoryBus | None = None, history: HistoryPolicy | HistoryRules | None = None
+    ) -> None:
         self.bus = bus if bus is not None else MemoryBus()
-        self.history_policy = history or HistoryPolicy()
+        self.history_rules = HistoryRules.of(history)
         self._deliver: DeliverFn | None = None
         self._channels: set[str] = set()
 
@@ -123,7 +133,7 @@ class MemoryBroker(Broker):
             done = self.bus.seen_publish(channel, idempotency_key)
             if done is not None:
                 return done
-        stored, stamped = self.bus.store(channel, body, self.history_policy)
+        stored, stamped = self.bus.store(channel, body, self.history_rules.for_channel(channel))
         if idempotency_key is not None:
             self.bus.remember_publish(channel, idempotency_key, stored)
         self.bus.publish(channel, seal(stamped))
@@ -132,7 +142,7 @@ class MemoryBroker(Broker):
     async def history(
         self, channel: str, since: int | None, epoch: str | None, limit: int
     ) -> HistoryPage:
-        found = self.bus.history_of(channel, self.history_policy)
+        found = self.bus.history_of(channel)
         if found is None:
             return build_page([], since=since, wanted_epoch=epoch, epoch="", top=0, limit=limit)
         # The ring is read from its newest end: a reader pays for what it missed, not for

@@ -32,7 +32,7 @@ from nats.js import JetStreamContext
 
 from ..config import BrokerAddress, nats_servers
 from ..errors import BrokerUnavailable
-from ..history import HistoryPage, HistoryPolicy, Stored
+from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
 from .base import Broker, DeliverFn, GapFn
 from .nats_history import StreamHistory
 from .nats_probe import NatsProbe
@@ -61,7 +61,7 @@ class NatsBroker(Broker):
         *,
         probe_interval: float = 2.0,
         probe_timeout: float = 3.0,
-        history: HistoryPolicy | None = None,
+        history: HistoryPolicy | HistoryRules | None = None,
     ) -> None:
         self._url = url
         self._servers = nats_servers(url)
@@ -70,8 +70,8 @@ class NatsBroker(Broker):
         node = node_id or random.randbytes(6).hex()
         self._node_subject = f"{token}.node.{to_token(node)}"
         self._name = f"sanic-feeds:{node}"
-        self.history_policy = history or HistoryPolicy()
-        self._streams = StreamHistory(token, to_token(node), self.history_policy)
+        self.history_rules = HistoryRules.of(history)
+        self._streams = StreamHistory(token, to_token(node), self.history_rules)
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._nc: Client | None = None
@@ -203,7 +203,8 @@ class NatsBroker(Broker):
     ) -> HistoryPage:
         _, js = self._require()
         subject = self._streams.subject(to_token(channel))
-        return await self._streams.history(js, subject, since, epoch, limit)
+        size = self.history_rules.for_channel(channel).size
+        return await self._streams.history(js, subject, since, epoch, min(limit, size), size)
 
     async def subscribe(self, channel: str) -> None:
         if self._deliver is None:

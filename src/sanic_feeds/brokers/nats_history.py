@@ -34,7 +34,7 @@ from ..envelope import seal
 from ..errors import BrokerUnavailable
 from ..history import (
     HistoryPage,
-    HistoryPolicy,
+    HistoryRules,
     Stored,
     new_epoch,
     page_from_newest,
@@ -88,8 +88,10 @@ def _entry(raw: RawStreamMsg) -> _Entry:
 class StreamHistory:
     """Stored publishes and history reads of every channel of one prefix."""
 
-    def __init__(self, prefix_token: str, node: str, policy: HistoryPolicy) -> None:
-        self.policy = policy
+    def __init__(self, prefix_token: str, node: str, rules: HistoryRules) -> None:
+        # One stream holds every channel, so its limits are the widest namespace's; a
+        # channel of a narrower namespace is cut to its own size when read.
+        self.policy = rules.widest
         self.stream = f"{prefix_token}_history"
         self._subject_prefix = f"{prefix_token}.hist."
         self._nonces = (f"{node}-{n}" for n in itertools.count(1))
@@ -212,13 +214,17 @@ class StreamHistory:
         since: int | None,
         epoch: str | None,
         limit: int,
+        size: int,
     ) -> HistoryPage:
+        """Up to ``limit`` messages after ``since``, from the newest ``size`` kept."""
         newest = await self._read_newest(js, subject)
         if newest is None:
             return page_from_newest(
                 [], since=since, wanted_epoch=epoch, epoch="", top=0, limit=limit
             )
-        start = read_start(since, epoch, newest.epoch, newest.offset)
+        start = max(
+            read_start(since, epoch, newest.epoch, newest.offset), newest.offset - max(size, 1)
+        )
         count = limit if since is None else limit + 1
         newest_first: list[tuple[int, bytes]] = []
         entry: _Entry | None = newest

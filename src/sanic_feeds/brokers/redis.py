@@ -37,6 +37,7 @@ from ..errors import BrokerUnavailable
 from ..history import (
     HistoryPage,
     HistoryPolicy,
+    HistoryRules,
     Stored,
 )
 from .base import Broker, DeliverFn, GapFn
@@ -98,7 +99,7 @@ class RedisBroker(Broker):
         *,
         probe_interval: float = 2.0,
         probe_timeout: float = 3.0,
-        history: HistoryPolicy | None = None,
+        history: HistoryPolicy | HistoryRules | None = None,
         connections: int = 2,
         max_in_flight: int = 8192,
         command_timeout: float = 5.0,
@@ -106,7 +107,7 @@ class RedisBroker(Broker):
     ) -> None:
         self._url = url
         self._prefix = prefix
-        self.history_policy = history or HistoryPolicy()
+        self.history_rules = HistoryRules.of(history)
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._channel_prefix = (prefix + "ch:").encode()
@@ -126,7 +127,7 @@ class RedisBroker(Broker):
         )
         self._endpoint = endpoint
         self._streams = StreamHistory(
-            self._commands, prefix, node, self.history_policy, self._channel_key
+            self._commands, prefix, node, self.history_rules, self._channel_key
         )
         self._client_name = name
         self._subscriber: Subscriber | None = None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..envelope import now_us
 from ..errors import BrokerUnavailable
-from ..history import HistoryPage, HistoryPolicy, Stored, new_epoch, page_from_newest
+from ..history import HistoryPage, HistoryRules, Stored, new_epoch, page_from_newest
 from .redis_commands import CommandPool, OutcomeUnknown
 from .redis_scripts import FIND_PUBLISHES, PUBLISH_STORED, READ_HISTORY, SCRIPTS, Script
 from .resp import Reply, ReplyError, encode
@@ -50,12 +50,12 @@ class StreamHistory:
         commands: CommandPool,
         prefix: str,
         node: str,
-        policy: HistoryPolicy,
+        rules: HistoryRules,
         channel_key: Callable[[str], bytes],
     ) -> None:
         self._commands = commands
         self._prefix = prefix
-        self.policy = policy
+        self.rules = rules
         self._channel_key = channel_key
         self._nonces = (b"%s-%d" % (node.encode(), n) for n in itertools.count(1))
         self.refused_unknown = 0
@@ -79,7 +79,7 @@ class StreamHistory:
     ) -> Stored:
         if not body.startswith(b"{") or body == b"{}":
             raise ValueError("a stored message must be a non-empty JSON object")
-        policy = self.policy
+        policy = self.rules.for_channel(channel)
         seq_key, stream_key, epoch_key = self._history_keys(channel)
         keys: list[bytes | str] = [
             seq_key,
