@@ -22,6 +22,7 @@ from .config import FeedsConfig
 from .event_stream import EventStream
 from .http_api import problem
 from .node import Node
+from .permissions import Refusal
 from .protocol import CloseCode
 from .session import Session, clean_user_name
 from .sse import SSE, BadEventId, Position, StreamCursor, parse_last_event_id, retry_event
@@ -153,9 +154,12 @@ class EventStreamRoutes:
         except AuthError as exc:
             log.info("refused a stream: %s (peer %s)", exc.reason, request.client_ip)
             return problem(401, "unauthorized", exc.reason), *none[1:]
+        permissions = self._node().limits.permissions
         for name in channels:
-            if not identity.may_join(name):
-                return problem(403, "forbidden", f"forbidden: channel {name}"), *none[1:]
+            verdict = permissions.subscribe(identity, name)
+            if isinstance(verdict, Refusal):
+                status = 403 if verdict.code == "forbidden" else 400
+                return problem(status, verdict.code, f"{verdict.message}: {name}"), *none[1:]
         last_id = request.headers.get("last-event-id") or request.args.get("lastEventId") or ""
         try:
             positions = parse_last_event_id(last_id, channels)
