@@ -164,3 +164,43 @@ async def test_others_unaffected_by_a_limited_client() -> None:
             assert refused < flood - 2, "calm was served only after the whole flood"
             assert busy < quiet + 0.5, f"calm: {busy:.3f} s in the flood, {quiet:.3f} s quiet"
             await eventually(lambda: server.node.stats.rate_limited == flood - 2, timeout=20)
+
+
+async def test_user_connection_limit_spans_instances(backend_url: str) -> None:
+    """--user-connection-limit counts a user's connections on every instance: one more is
+    closed with 4403, anonymous ones are not counted, and a closed one frees its slot."""
+    settings: dict[str, Any] = {
+        "auth": "token",
+        "tokens": ("t1=ann", "t2=bob"),
+        "user_connection_limit": 2,
+        "ping_interval": 60,
+    }
+    async with AsyncExitStack() as stack:
+        one = await stack.enter_async_context(local_server(broker=backend_url, **settings))
+        two = one
+        if backend_url != "memory://":
+            two = await stack.enter_async_context(local_server(broker=backend_url, **settings))
+        a = await stack.enter_async_context(connect(one.ws_url("r", token="t1"), max_queue=None))
+        b = await stack.enter_async_context(connect(two.ws_url("r", token="t1"), max_queue=None))
+        await recv_json(a)
+        await recv_json(b)
+
+        async def counted() -> bool:
+            presence = one.node.presence
+            return await presence.user_connections("ann", one.node.id, 0) == 2
+
+        await eventually(counted, timeout=5, description="ann's two connections counted on one")
+        async with connect(one.ws_url("r", token="t1")) as third:
+            await third.wait_closed()
+            assert third.close_code == CloseCode.CONNECTION_LIMIT
+            assert third.close_reason == "at most 2 connections per user"
+        async with connect(one.ws_url("r", token="t2")) as other_user:
+            assert (await recv_json(other_user))["user"] == "bob"
+        await a.close()
+
+        async def freed() -> bool:
+            return await one.node.presence.user_connections("ann", one.node.id, 0) == 1
+
+        await eventually(freed, timeout=5, description="the closed connection uncounted")
+        async with connect(one.ws_url("r", token="t1")) as again:
+            assert (await recv_json(again))["user"] == "ann"

@@ -190,3 +190,37 @@ async def test_memory_report_counts_until_its_ttl_on_the_given_clock() -> None:
     clock.now += 0.01
     assert await presence.nodes() == []
     assert await presence.members("a") == []
+
+
+async def test_user_connections_count_over_live_nodes(presence: Presence) -> None:
+    """A user's connections are summed over the nodes; a node's counts reach the others with
+    its next report at the latest; a withdrawn node's no longer count."""
+    for node in ("n1", "n2"):
+        await presence.report_rooms(node, {}, 0, ttl=10)
+    assert await presence.user_connections("ann", "n1", 1) == 1
+    assert await presence.user_connections("ann", "n1", 1) == 2
+    await presence.report_rooms("n1", {}, 2, ttl=10)
+    assert await presence.user_connections("ann", "n2", 1) == 3
+    await presence.report_rooms("n2", {}, 1, ttl=10)
+    assert await presence.user_connections("bob", "n2", 1) == 1
+    assert await presence.user_connections("ann", "n1", -1) == 2
+    await presence.report_rooms("n1", {}, 1, ttl=10)
+    await presence.withdraw("n2")
+    assert await presence.user_connections("ann", "n1", 0) == 1
+    assert await presence.user_connections("ann", "n1", -1) == 0
+    assert await presence.user_connections("ann", "n1", -1) == 0  # never below zero
+
+
+async def test_a_crashed_nodes_user_connections_stop_counting(
+    presence: Presence, clock: Clock
+) -> None:
+    await presence.report_rooms("alive", {}, 1, ttl=10 * TTL)
+    await presence.report_rooms("crashed", {}, 1, ttl=TTL)
+    await presence.user_connections("ann", "crashed", 1)
+    await presence.report_rooms("crashed", {}, 1, ttl=TTL)
+    assert await presence.user_connections("ann", "alive", 0) == 1
+
+    async def crashed_gone() -> bool:
+        return await presence.user_connections("ann", "alive", 0) == 0
+
+    await clock.wait_for(crashed_gone, within=TTL)

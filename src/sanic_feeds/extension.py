@@ -189,10 +189,20 @@ class Feeds:
             conn.close(CloseCode.POLICY_VIOLATION, exc.reason)
             await conn.serve()
             return
+        if node.user_slots.limited:
+            slot = await node.user_slots.acquire(identity.subject)
+            if slot is not None:
+                conn.close(*slot)
+                await conn.serve()
+                return
         user = identity.user if self.authenticator.verifies_user else identity.user or None
         session = Session(
             node, conn, user=clean_user_name(user), peer=request.client_ip, identity=identity
         )
+        if node.user_slots.limited and identity.subject:
+            node.track(
+                node.user_slots.release_when_finished(identity.subject, session.wait_finished())
+            )
         session.start(unquote(channel), request.args.get("since"), request.args.get("epoch"))
         await conn.serve()
 

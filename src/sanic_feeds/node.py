@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import protocol
-from .admission import Admission
+from .admission import Admission, UserSlots
 from .backends import Backends, create_backends
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
@@ -112,6 +112,10 @@ class Node:
             others_in=self._others_in,
         )
         self._admission = Admission(config.max_connections, config.connect_rate)
+        self.user_slots = UserSlots(
+            self.presence, self.id, config.user_connection_limit, self.reporter.changed
+        )
+        """Connections per user over the cluster; sessions take a slot once authenticated."""
         self.draining = False
         self.started = False
         self.client_buffer = config.client_buffer
@@ -128,6 +132,9 @@ class Node:
         self._flusher = Flusher(asyncio.get_running_loop(), self.config.flush_interval)
         await self.backends.open(self.hub.deliver, self.hub.gap)
         self.reporter.start()
+        # Listed among the live nodes before the first connection: what other nodes count
+        # per node (a user's connections) is only believed for nodes with a report.
+        await self.reporter.reported()
         if self.config.ping_interval > 0:
             self._pinger = asyncio.create_task(self._keepalive(), name="sanic-feeds:keepalive")
         self.started = True

@@ -82,8 +82,11 @@ class EventStreamRoutes:
         session: Session | None = None
         try:
             refused = node.admission_refused()
+            slot = None if refused is not None else await node.user_slots.acquire(identity.subject)
             if refused is not None:
                 stream.close(CloseCode.TRY_AGAIN_LATER, refused)
+            elif slot is not None:
+                stream.close(*slot)
             else:
                 user = identity.user if self.authenticator.verifies_user else identity.user or None
                 session = Session(
@@ -94,6 +97,9 @@ class EventStreamRoutes:
                     identity=identity,
                     wire=SSE,
                 )
+                if node.user_slots.limited and identity.subject:
+                    finished = session.wait_finished()
+                    node.track(node.user_slots.release_when_finished(identity.subject, finished))
                 first, *others = channels
                 start = positions.get(first)
                 also = [

@@ -100,3 +100,11 @@ class Presence(ABC):
     @abstractmethod
     async def nodes(self) -> list[str]:
         """Ids of the nodes whose reports have not expired."""
+
+    @abstractmethod
+    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
+        """Add ``delta`` to ``user``'s connections on ``node_id``; return the user's
+        connections over every live node, ``node_id``'s included.
+
+        Counts of nodes whose reports expired (crashed) or were withdrawn no longer count.
+        """

@@ -19,6 +19,7 @@ class MemoryPresence(Presence):
         self._clock = clock
         self._reports: dict[str, tuple[float, dict[str, int], int]] = {}
         self._members: dict[str, dict[str, list[Member]]] = {}  # node -> channel -> members
+        self._users: dict[str, dict[str, int]] = {}  # user -> node -> connections
 
     async def open(self) -> None:
         return None
@@ -52,6 +53,18 @@ class MemoryPresence(Presence):
     async def withdraw(self, node_id: str) -> None:
         self._reports.pop(node_id, None)
         self._members.pop(node_id, None)
+        for counts in self._users.values():
+            counts.pop(node_id, None)
+
+    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
+        counts = self._users.setdefault(user, {})
+        counts[node_id] = max(counts.get(node_id, 0) + delta, 0)
+        live = {n for n, _ in self._live()} | {node_id}
+        for node in [n for n, c in counts.items() if n not in live or c == 0]:
+            del counts[node]
+        if not counts:
+            del self._users[user]
+        return sum(counts.values())
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()

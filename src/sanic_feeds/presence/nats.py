@@ -3,7 +3,8 @@
 Bucket ``<prefix>_presence`` (``T(x)`` is ``x`` as a subject token, see
 ``brokers/nats_subjects.py``)::
 
-    node.<T(node id)>                       {"expires": unix s, "rooms": {...}, "clients": n}
+    node.<T(node id)>                       {"expires": unix s, "rooms": {...}, "clients": n,
+                                             "users": {user: connections}}
     members.<T(node id)>.<T(channel)>       {"expires": unix s, "members": [member, ...]}
 
 The bucket's max age (``max_age``, the node ttl) removes what a crashed node left behind; the
@@ -11,6 +12,10 @@ server here (2.9) has no per-key ttl, so each value carries its own expiry too a
 expired ones: a report counts exactly until its ttl, whatever the bucket's age limit.
 Keeping an unchanged member list alive rewrites it with a new expiry (a key-value entry cannot
 be extended in place), from the copy this node wrote last.
+
+Connections per user (only with a per-user connection limit) travel in the node reports: a
+user's total is this node's live count plus what the other nodes reported last, so a
+connection opened on another node counts here from that node's next report on.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class NatsPresence(Presence):
         self._kv: KeyValue | None = None
         self._written: dict[tuple[str, str], bytes] = {}
         """(node, channel) -> the member list JSON this process wrote last."""
+        self._users: dict[str, dict[str, int]] = {}
+        """Node -> user -> connections, for the nodes of this process (their reports)."""
 
     async def open(self) -> None:
         try:
@@ -111,6 +118,9 @@ class NatsPresence(Presence):
             "rooms": {c: n for c, n in rooms.items() if n > 0},
             "clients": clients,
         }
+        users = self._users.get(node_id)
+        if users:
+            report["users"] = users
         members = members or {}
         try:
             for channel, listed in members.items():
@@ -140,6 +150,7 @@ class NatsPresence(Presence):
             raise BrokerUnavailable(f"presence withdraw failed: {exc!r}") from exc
         for key in [k for k in self._written if k[0] == node_id]:
             del self._written[key]
+        self._users.pop(node_id, None)
 
     async def _reports(self) -> dict[str, dict[str, object]]:
         """Node id -> its live report."""
@@ -164,6 +175,19 @@ class NatsPresence(Presence):
 
     async def nodes(self) -> list[str]:
         return sorted(await self._reports())
+
+    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
+        mine = self._users.setdefault(node_id, {})
+        count = mine[user] = max(mine.get(user, 0) + delta, 0)
+        if not count:
+            del mine[user]
+        total = count
+        for other, report in (await self._reports()).items():
+            users = report.get("users")
+            if other != node_id and isinstance(users, dict):
+                reported = users.get(user, 0)
+                total += reported if isinstance(reported, int) else 0
+        return total
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()

@@ -8,6 +8,9 @@ Keys (``P`` is the configured prefix)::
     P presence:{<channel>}:<id>
                          HASH  client id -> member JSON, for that node's members of the
                                channel; PEXPIRE ttl
+    P users:{<user>}     HASH  node id -> that node's connections of the user (only with a
+                               per-user connection limit); fields of nodes no longer in
+                               ``P nodes`` are ignored and removed when read; PEXPIRE a day
 
 A report is written in one MULTI/EXEC so readers never see half of it. Readers ignore nodes whose
 expiry has passed (and prune them), so a crashed node's counts vanish after at most ``ttl``.
@@ -24,6 +27,11 @@ from redis.exceptions import RedisError
 from ..brokers.redis import open_client
 from ..errors import BrokerUnavailable
 from .base import CLIENTS_FIELD, Member, Presence, RoomTotals
+
+USER_COUNTS_TTL_MS = 86_400_000
+"""A user's connection counts expire a day after their last change: what a crash left behind
+does not stay forever, and a user connected for longer without any change is under-counted at
+worst (the limit lets one more in), never locked out."""
 
 
 class RedisPresence(Presence):
@@ -107,6 +115,28 @@ class RedisPresence(Presence):
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence withdraw failed: {exc}") from exc
+
+    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
+        key = f"{self._prefix}users:{{{user}}}"
+        try:
+            async with self._require().pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, node_id, delta)
+                pipe.hgetall(key)
+                pipe.pexpire(key, USER_COUNTS_TTL_MS)
+                _, counts, _ = await pipe.execute()
+            live = set(await self.nodes()) | {node_id}
+            total, stale = 0, []
+            for raw_node, raw_count in counts.items():
+                node, count = raw_node.decode(), int(raw_count)
+                if node in live and count > 0:
+                    total += count
+                else:
+                    stale.append(node)
+            if stale:
+                await self._require().hdel(key, *stale)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"user connection count failed: {exc}") from exc
+        return total
 
     async def nodes(self) -> list[str]:
         client = self._require()
