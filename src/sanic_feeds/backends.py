@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .brokers import Broker, HistoryPolicy, MemoryBus, create_broker
+from .brokers import Broker, MemoryBus, create_broker
 from .brokers.base import DeliverFn, GapFn
 from .config import FeedsConfig
 from .presence import Presence, create_presence
@@ -78,7 +78,7 @@ def create_broker_for(
         bus=bus,
         probe_interval=config.broker_probe_interval,
         probe_timeout=config.broker_probe_timeout,
-        history=HistoryPolicy(config.history_size, config.history_ttl),
+        history=config.channel_namespaces.history_rules,
     )
 
 

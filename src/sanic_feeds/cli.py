@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"as given to the servers [{ENV_PREFIX}HISTORY_TTL; default 600]",
     )
+    publish.add_argument(
+        "--namespaces",
+        default=None,
+        help=f"as given to the servers (a channel's namespace decides whether it is stored) "
+        f"[{ENV_PREFIX}NAMESPACES]",
+    )
     publish.add_argument("channel", help=f"channel name ({CHANNEL_RULES})")
     publish.add_argument("json", help="the message data, as JSON text")
     tail = commands.add_parser(
@@ -139,6 +145,7 @@ def _publish(args: argparse.Namespace) -> int:
         "redis_prefix": args.redis_prefix,
         "history_size": args.history_size,
         "history_ttl": args.history_ttl,
+        "namespaces": args.namespaces,
     }
     wanted = {ENV_PREFIX + name.upper() for name in given}
     environ = {k: v for k, v in os.environ.items() if k in wanted}
@@ -151,6 +158,8 @@ def _publish(args: argparse.Namespace) -> int:
         )
     if not is_valid_channel(args.channel):
         raise ConfigError("CHANNEL", f"invalid channel name; channel names are {CHANNEL_RULES}")
+    if not config.channel_namespaces.known(args.channel):
+        raise ConfigError("CHANNEL", "its namespace is not configured (see --namespaces)")
     try:
         data = orjson.loads(args.json)
     except orjson.JSONDecodeError as exc:
@@ -169,7 +178,7 @@ async def _send(config: FeedsConfig, channel: str, body: bytes) -> None:
     broker = create_broker_for(config)
     await broker.open()  # publish-only: no subscriber, no liveness probe
     try:
-        if config.history_size > 0:
+        if config.channel_namespaces.history_rules.for_channel(channel).size > 0:
             await broker.publish_stored(channel, body)
         else:
             await broker.publish(channel, seal(body))
