@@ -7,6 +7,7 @@ Redis, which expires keys on its own clock, is polled until the expiry shows, wi
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -157,15 +158,28 @@ async def test_unchanged_lists_stay_alive_with_the_report(presence: Presence, cl
     """A report that does not resend a channel's list keeps it alive (refreshes its expiry).
 
     Two witness nodes, reported just after the first report, show when time has passed: the
-    list is refreshed once half its ttl is gone, and checked once its first ttl is gone.
+    list is refreshed once half its ttl is gone, and checked once its first ttl is gone. On a
+    loaded machine the refresh can come too late to prove anything (after the first ttl): the
+    scenario is then run again on a fresh channel, at most three times.
     """
-    await presence.report_rooms("n1", {"a": 1}, 1, TTL, {"a": [member("c1", "n1")]})
-    await presence.report_rooms("half", {"b": 1}, 1, TTL / 2, {"b": [member("h", "half")]})
-    await presence.report_rooms("full", {"b": 1}, 1, TTL, {"b": [member("f", "full")]})
-    await clock.wait_for(member_gone(presence, "b", "h"), within=TTL / 2)
-    await presence.report_rooms("n1", {"a": 1}, 1, TTL)
-    await clock.wait_for(member_gone(presence, "b", "f"), within=TTL)
-    assert [m.client for m in await presence.members("a")] == ["c1"]
+    for attempt in range(3):
+        channel, witnesses = f"a{attempt}", f"b{attempt}"
+        started = time.monotonic()
+        await presence.report_rooms("n1", {channel: 1}, 1, TTL, {channel: [member("c1", "n1")]})
+        await presence.report_rooms(
+            "half", {witnesses: 1}, 1, TTL / 2, {witnesses: [member("h", "half")]}
+        )
+        await presence.report_rooms(
+            "full", {witnesses: 1}, 1, TTL, {witnesses: [member("f", "full")]}
+        )
+        await clock.wait_for(member_gone(presence, witnesses, "h"), within=TTL / 2)
+        refreshed_in_time = isinstance(clock, ManualClock) or time.monotonic() - started < TTL * 0.8
+        await presence.report_rooms("n1", {channel: 1}, 1, TTL)
+        await clock.wait_for(member_gone(presence, witnesses, "f"), within=TTL)
+        if refreshed_in_time:
+            assert [m.client for m in await presence.members(channel)] == ["c1"]
+            return
+    pytest.skip("the machine was too loaded to refresh a report within its ttl, three times")
 
 
 async def test_crashed_node_members_disappear(presence: Presence, clock: Clock) -> None:
