@@ -87,29 +87,24 @@ class Permissions:
         return Allowed(options)
 
     def presence(self, identity: Identity, channel: str, *, subscribed: bool) -> Allowed | Refusal:
-        options = options_of(self.namespaces, channel)
-        if isinstance(options, Refusal):
-            return options
-        if not options.presence:
-            return Refusal(ErrorCode.NOT_AVAILABLE, "Presence is off for this channel")
-        if self.insecure or options.may_read_presence(
-            anonymous=is_anonymous(identity), subscribed=subscribed
-        ):
-            return Allowed(options)
-        if not subscribed:
-            return Refusal(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel")
-        return Refusal(ErrorCode.FORBIDDEN, "You may not read presence here")
+        return self._read("presence", identity, channel, subscribed)
 
     def history(self, identity: Identity, channel: str, *, subscribed: bool) -> Allowed | Refusal:
+        return self._read("history", identity, channel, subscribed)
+
+    def _read(
+        self, what: str, identity: Identity, channel: str, subscribed: bool
+    ) -> Allowed | Refusal:
+        """Presence and history: on in the namespace, then allowed for this connection."""
         options = options_of(self.namespaces, channel)
         if isinstance(options, Refusal):
             return options
-        if not options.keeps_history:
-            return Refusal(ErrorCode.NOT_AVAILABLE, "History is off for this channel")
-        if self.insecure or options.may_read_history(
-            anonymous=is_anonymous(identity), subscribed=subscribed
-        ):
+        on = options.presence if what == "presence" else options.keeps_history
+        if not on:
+            return Refusal(ErrorCode.NOT_AVAILABLE, f"{what.capitalize()} is off for this channel")
+        may = options.may_read_presence if what == "presence" else options.may_read_history
+        if self.insecure or may(anonymous=is_anonymous(identity), subscribed=subscribed):
             return Allowed(options)
         if not subscribed:
             return Refusal(ErrorCode.NOT_SUBSCRIBED, "Not subscribed to this channel")
-        return Refusal(ErrorCode.FORBIDDEN, "You may not read history here")
+        return Refusal(ErrorCode.FORBIDDEN, f"You may not read {what} here")
