@@ -491,6 +491,8 @@ def _client(out: _Settings, value: object) -> None:
                 out.set("connect_rate", Rate(per_second, 1.0) if per_second > 0 else None, key)
             elif name != "token":
                 out.skip(key, inner)
+        except ConfigError:  # a conflict out.set found: already names its key
+            raise
         except ValueError as exc:
             raise out.error(key, str(exc)) from None
     token_key = _token(out, section.get("token", {}))
@@ -551,6 +553,8 @@ def _http_server(out: _Settings, value: object) -> None:
                 out.set("host", _str(inner, "an address") or "0.0.0.0", key)
             else:
                 out.skip(key, inner)
+        except ConfigError:  # a conflict out.set found: already names its key
+            raise
         except ValueError as exc:
             raise out.error(key, str(exc)) from None
 
@@ -591,8 +595,10 @@ def _engine(out: _Settings, value: object) -> None:
     if kind == "memory":
         # Soft: Centrifugo keeps presence in memory while a separate broker does pub/sub.
         out.set("broker", "memory://", "engine.type", soft=True)
-        if "redis" in section:
-            out.skip("engine.redis", section["redis"])
+        if "redis" in section:  # unused with the memory engine, but still spelled right
+            out.skip(
+                "engine.redis", out.section("engine.redis", section["redis"], known.ENGINE_REDIS)
+            )
     elif kind == "redis":
         _redis(out, section.get("redis", {}), "engine")
     else:
