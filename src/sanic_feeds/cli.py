@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish JSON to CHANNEL; members receive "
         '{"type": "data", "channel": CHANNEL, "data": JSON}.',
     )
-    _add_config_option(publish, "only its broker settings are used: ")
+    _add_config_option(publish, "its broker settings only; ")
     publish.add_argument("--broker", default=None, help=f"broker URL [{ENV_PREFIX}BROKER]")
     publish.add_argument("--redis-prefix", dest="redis_prefix", default=None)
     publish.add_argument(

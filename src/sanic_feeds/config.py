@@ -1,8 +1,10 @@
 """Settings, and how they are read from the command line and the environment.
 
 Every setting is a field of :class:`FeedsConfig`. Each can be given as a command-line option
-``--<name>`` (underscores become dashes) or an environment variable ``SANIC_FEEDS_<NAME>``; the
-option wins. Library users build ``FeedsConfig(...)`` directly. Validation happens in one place,
+``--<name>`` (underscores become dashes), an environment variable ``SANIC_FEEDS_<NAME>`` or a
+configuration file (read by :mod:`~sanic_feeds.config_file`, handed to :func:`load_config` as
+typed values); the option wins over the variable, which wins over the file. Library users build
+``FeedsConfig(...)`` directly. Validation happens in one place,
 ``FeedsConfig.__post_init__``, and every error names the setting.
 
 Text is parsed once, when the config is built: every field holds its final type (a size is an
