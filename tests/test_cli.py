@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,16 @@ def test_publish_ignores_serve_only_environment() -> None:
     )
     assert_clean_error(result, 1)
     assert "broker unavailable" in result.stderr
+
+
+def test_serve_with_a_bad_config_file(tmp_path: Path) -> None:
+    """A configuration file with an unknown key exits 2 naming the file and the key, from
+    --config or from SANIC_FEEDS_CONFIG."""
+    path = tmp_path / "config.toml"
+    path.write_text("[[channel.namespaces]]\nname = 'chat'\nhistroy_size = 10\n")
+    for result in (
+        run_cli("serve", "--config", str(path)),
+        run_cli("serve", env={"SANIC_FEEDS_CONFIG": str(path)}),
+    ):
+        assert_clean_error(result, 2)
+        assert f"{path}: channel.namespaces[0].histroy_size: unknown option" in result.stderr

@@ -1,14 +1,16 @@
 """The ``sanic-feeds`` command: ``serve`` runs a server, ``publish`` sends one message.
 
 Every ``serve`` option is a :class:`~sanic_feeds.config.FeedsConfig` field and can also be set
-with ``SANIC_FEEDS_<NAME>``; the option wins. Errors in settings exit with status 2 and a message
-naming the setting, never with a traceback.
+with ``SANIC_FEEDS_<NAME>`` or in a configuration file (``--config``, ours or Centrifugo's); the
+option wins over the environment, which wins over the file. Errors in settings exit with status 2
+and a message naming the setting, never with a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +22,8 @@ from . import __version__, protocol
 from .backends import create_broker_for
 from .channels import CHANNEL_RULES, is_valid_channel
 from .client import Message
-from .config import ENV_PREFIX, FeedsConfig, load_config, setting_help
+from .config import ENV_PREFIX, FeedsConfig, setting_help
+from .config_file import CONFIG_ENV, FileSettings, load_with_file
 from .envelope import seal
 from .errors import BrokerUnavailable, ConfigError
 
@@ -41,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the feed server. Every option can also be set as "
         f"{ENV_PREFIX}<NAME> in the environment (e.g. {ENV_PREFIX}BROKER).",
     )
+    _add_config_option(serve)
     helps = setting_help()
     for f in fields(FeedsConfig):
         serve.add_argument(
@@ -57,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish JSON to CHANNEL; members receive "
         '{"type": "data", "channel": CHANNEL, "data": JSON}.',
     )
+    _add_config_option(publish, "its broker settings only; ")
     publish.add_argument("--broker", default=None, help=f"broker URL [{ENV_PREFIX}BROKER]")
     publish.add_argument("--redis-prefix", dest="redis_prefix", default=None)
     publish.add_argument(
@@ -101,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_option(command: argparse.ArgumentParser, note: str = "") -> None:
+    command.add_argument(
+        "--config",
+        dest="config_file",
+        default=None,
+        metavar="FILE",
+        help=f"configuration file, TOML or JSON, ours or Centrifugo v6's ({note}options and "
+        f"environment variables win over it) [{CONFIG_ENV}]",
+    )
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    path: str | None = args.config_file or os.environ.get(CONFIG_ENV) or None
+    return path
+
+
 def _show(value: object) -> str:
     if value is None:  # a rate that is not set
         return "off"
@@ -128,13 +149,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(FeedsConfig)}
-    config = load_config(given)
+    config, settings = load_with_file(given, None, _config_path(args))
     from .app import configure_logging, serve  # Sanic is imported only when serving
 
     configure_logging(config.log_level)
+    _warn_unimplemented(settings)
 
     serve(config)
     return 0
+
+
+def _warn_unimplemented(settings: FileSettings | None) -> None:
+    """One warning for every Centrifugo option the file holds and this server lacks: in the log
+    (which goes to stderr), or straight to stderr when the log level hides warnings."""
+    warning = settings.warning() if settings else None
+    if warning is None:
+        return
+    logger = logging.getLogger("sanic_feeds.config_file")
+    if logger.isEnabledFor(logging.WARNING):
+        logger.warning("%s", warning)
+    else:
+        print(f"sanic-feeds: warning: {warning}", file=sys.stderr)
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -149,7 +184,7 @@ def _publish(args: argparse.Namespace) -> int:
     }
     wanted = {ENV_PREFIX + name.upper() for name in given}
     environ = {k: v for k, v in os.environ.items() if k in wanted}
-    config = load_config(given, environ)
+    config, _ = load_with_file(given, environ, _config_path(args), names=set(given))
     if config.broker_address.kind == "memory":
         raise ConfigError(
             "--broker",

@@ -1,8 +1,10 @@
 """Settings, and how they are read from the command line and the environment.
 
 Every setting is a field of :class:`FeedsConfig`. Each can be given as a command-line option
-``--<name>`` (underscores become dashes) or an environment variable ``SANIC_FEEDS_<NAME>``; the
-option wins. Library users build ``FeedsConfig(...)`` directly. Validation happens in one place,
+``--<name>`` (underscores become dashes), an environment variable ``SANIC_FEEDS_<NAME>`` or a
+configuration file (read by :mod:`~sanic_feeds.config_file`, handed to :func:`load_config` as
+typed values); the option wins over the variable, which wins over the file. Library users build
+``FeedsConfig(...)`` directly. Validation happens in one place,
 ``FeedsConfig.__post_init__``, and every error names the setting.
 
 Text is parsed once, when the config is built: every field holds its final type (a size is an
@@ -21,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .channels import ChannelPatterns
+from .durations import parse_seconds
 from .errors import ConfigError
 from .namespaces import ChannelOptions, Namespace, Namespaces
 from .ratelimit import Rate
@@ -78,12 +81,15 @@ def parse_namespaces(text: str) -> tuple[Namespace, ...]:
 
 
 def namespace_from_json(entry: object) -> Namespace:
-    """One namespace from JSON-like values (``rate_limit`` as text, ttl as seconds)."""
+    """One namespace from JSON-like values (``rate_limit`` as text, ttl as seconds or as a
+    duration such as ``"300s"``)."""
     if not isinstance(entry, dict):
         raise ValueError(f"each namespace must be an object, got {entry!r}")
     values = dict(entry)
     if isinstance(values.get("rate_limit"), str):
         values["rate_limit"] = Rate.parse(values["rate_limit"])
+    if isinstance(values.get("history_ttl"), str):  # Centrifugo's form: "300s", "1h"
+        values["history_ttl"] = parse_seconds(values["history_ttl"])
     if isinstance(values.get("history_ttl"), int) and not isinstance(values["history_ttl"], bool):
         values["history_ttl"] = float(values["history_ttl"])
     return Namespace.from_mapping(values)
@@ -566,16 +572,25 @@ def setting_help() -> dict[str, str]:
 def load_config(
     given: Mapping[str, str | None] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    file_values: Mapping[str, object] | None = None,
+    file_keys: Mapping[str, str] | None = None,
     **values: Any,
 ) -> FeedsConfig:
-    """Build a config from text values (command line) over ``SANIC_FEEDS_*`` environment variables.
+    """Build a config from text values (command line) over ``SANIC_FEEDS_*`` environment
+    variables over the values of a configuration file.
 
     ``given`` maps setting names to text (None means "not given"); ``values`` are already-typed
-    values that win over both.
+    values that win over all three. ``file_values`` are typed values read from a file
+    (:mod:`~sanic_feeds.config_file` reads them), the lowest layer above the defaults;
+    ``file_keys`` says where each came from (``"config.json: http_server.port"``), so that a
+    value the file set and the checks refuse is named as the file spells it.
     """
     env = os.environ if environ is None else environ
     given = given or {}
+    file_values = file_values or {}
     typed: dict[str, Any] = {}
+    from_file: set[str] = set()
     for f in fields(FeedsConfig):
         if f.name in values:
             typed[f.name] = values[f.name]
@@ -585,4 +600,14 @@ def load_config(
             text = env.get(ENV_PREFIX + f.name.upper())
         if text is not None:
             typed[f.name] = _parse(f, text)
-    return FeedsConfig(**typed)
+        elif f.name in file_values:
+            typed[f.name] = file_values[f.name]
+            from_file.add(f.name)
+    try:
+        return FeedsConfig(**typed)
+    except ConfigError as exc:
+        named = {setting_names(name): name for name in from_file}
+        name = named.get(exc.key)
+        if name is None or file_keys is None or name not in file_keys:
+            raise
+        raise ConfigError(file_keys[name], exc.problem) from None
