@@ -1,8 +1,10 @@
 """The Lua scripts the Redis broker runs, and their SHA1 digests.
 
-Each runs atomically in Redis, so the history and the live stream never disagree. The history
-keys of a channel share its hash tag ``{channel}``. The pub/sub channel is passed in KEYS but has
-no hash tag yet: on a Redis Cluster it would need one (and SPUBLISH).
+Each runs atomically in Redis, so the history and the live stream never disagree. Every key a
+script is given, the pub/sub channel included, carries the channel's hash tag ``{channel}`` (see
+``redis_keys.py``): one slot, as a script on Redis Cluster must touch. On a cluster the message
+goes out with ``SPUBLISH`` on the shard channel (:data:`SHARDED_PUBLISH_STORED`), which Redis
+accepts from a script whose keys share the channel's slot.
 """
 
 from __future__ import annotations
@@ -94,5 +96,11 @@ end
 return found
 """)
 
+SHARDED_PUBLISH_STORED = Script(
+    PUBLISH_STORED.source.replace(b"redis.call('PUBLISH'", b"redis.call('SPUBLISH'")
+)
+"""``PUBLISH_STORED`` for Redis Cluster: the same steps, published on the shard channel."""
+assert SHARDED_PUBLISH_STORED != PUBLISH_STORED
+
 SCRIPTS = (PUBLISH_STORED, READ_HISTORY, FIND_PUBLISHES)
-"""Every script, loaded when the broker opens."""
+"""The scripts of the single-Redis broker, loaded when it opens."""
