@@ -21,6 +21,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.brokers import create_broker
+from sanic_feeds.brokers.cluster_slots import key_slot
 from sanic_feeds.brokers.redis_keys import channel_key
 from sanic_feeds.cli import main
 from sanic_feeds.errors import BrokerUnavailable
@@ -184,6 +185,51 @@ async def test_failover_resumes_every_channel_and_members_miss_nothing(
             for task in readers:
                 task.cancel()
             await asyncio.to_thread(redis_cluster.repair)
+
+
+async def test_slot_migration_moves_the_subscription_and_loses_nothing(
+    servers: Servers, redis_cluster: RedisCluster
+) -> None:
+    """A channel's slot is migrated to another master while both instances publish on it
+    (commands meet MOVED and ASK, Redis drops the subscription): the members follow it and
+    receive every stored message once, in order, with no gap notice."""
+    one, two, prefix = servers
+    (channel,) = spread(redis_cluster, prefix, per_master=1)[:1]
+    key = channel_key(prefix, channel)
+    source = redis_cluster.master_of(key.decode())
+    target = next(m for m in redis_cluster.masters() if m.port != source.port)
+    received: dict[int, list[dict[str, Any]]] = {}
+    async with AsyncExitStack() as stack:
+        readers = []
+        for index, server in enumerate((one, two)):
+            ws = await stack.enter_async_context(connect(server.ws_url(channel)))
+            await recv_json(ws)
+            received[index] = []
+            readers.append(asyncio.create_task(_read(ws, received[index])))
+        stop = asyncio.Event()
+        publishers = [asyncio.create_task(_publish(s, [channel], stop)) for s in (one, two)]
+        try:
+            await asyncio.to_thread(redis_cluster.migrate_slot, key_slot(key), target)
+            assert redis_cluster.master_of(key.decode()).port == target.port
+            await asyncio.sleep(0.5)
+            stop.set()
+            assert sum(await asyncio.gather(*publishers)) > 0
+
+            async def everything_delivered() -> bool:
+                page = await one.node.broker.history(channel, 0, None, 10_000)
+                for messages in received.values():
+                    ids = [m["id"] for m in messages if stored(m)]
+                    assert ids == sorted(set(ids)), "out of order or twice"
+                    if ids[-1:] != page.offsets[-1:] or not set(page.offsets) <= set(ids):
+                        return False
+                return True
+
+            await eventually(everything_delivered, timeout=10, interval=0.2)
+            assert not [m for ms in received.values() for m in ms if m["type"] == "gap"]
+        finally:
+            stop.set()
+            for task in readers:
+                task.cancel()
 
 
 async def _read(ws: ClientConnection, into: list[dict[str, Any]]) -> None:

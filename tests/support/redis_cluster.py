@@ -185,6 +185,27 @@ class RedisCluster:
                 raise RuntimeError(f"no replica took over from port {master.port} in {timeout} s")
             time.sleep(_POLL_S)
 
+    def migrate_slot(self, slot: int, target: RedisServer, pause: float = 0.2) -> None:
+        """Move ``slot`` to the master ``target`` the way ``redis-cli --cluster reshard`` does
+        (IMPORTING, MIGRATING, MIGRATE of its keys, then SETSLOT NODE everywhere), waiting
+        ``pause`` between the steps so that clients meet each phase (MOVED, ASK)."""
+        nodes = self.nodes()
+        owner = next(n for n in nodes if n.master and any(a <= slot <= b for a, b in n.slots))
+        source, to = self.server_at(owner.port), next(n for n in nodes if n.port == target.port)
+        for server, step in ((target, "IMPORTING"), (source, "MIGRATING")):
+            other = owner.id if step == "IMPORTING" else to.id
+            _ok(server.command("CLUSTER", "SETSLOT", slot, step, other))
+            time.sleep(pause)
+        while True:
+            raw = source.command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            keys = [line for line in raw.decode().split("\r\n")[1:] if line and line[0] != "$"]
+            if not keys:
+                break
+            _ok(source.command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys))
+        time.sleep(pause)
+        for server in [target, source, *(s for s in self.masters() if s not in (target, source))]:
+            _ok(server.command("CLUSTER", "SETSLOT", slot, "NODE", to.id))
+
     def repair(self) -> None:
         """Start any killed node again (it rejoins, as a replica) and wait until all is well."""
         for server in self.servers:
@@ -207,6 +228,11 @@ def _node_options(node_timeout_ms: int) -> list[str]:
         "repl-diskless-sync-delay": "0",
     }
     return [item for name, value in options.items() for item in (f"--{name}", value)]
+
+
+def _ok(reply: bytes) -> None:
+    if not reply.startswith(b"+"):
+        raise RuntimeError(f"cluster command refused: {reply[:200]!r}")
 
 
 def _bulk(reply: bytes) -> str:

@@ -46,8 +46,12 @@ CHECK_INTERVAL = 0.2
 REFRESH_INTERVAL = 5.0
 """Seconds between two readings of the map when nothing prompted one."""
 
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = 8
 """Redirects and retries one command may take before it fails with ``NotSent``."""
+
+RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5, 0.5)
+"""Seconds before each retry after ``TRYAGAIN`` or ``CLUSTERDOWN``: about 2 s in all, the
+length of a slot's migration or of an election in a small cluster."""
 
 OWNER_WAIT = 5.0
 """Seconds a command waits for a master of its slot (a failover under way) before ``NotSent``."""
@@ -131,26 +135,28 @@ class ClusterRouter:
             return replies[0] if replies else None
         slot = self._slot_of(route)
         asked: Shard | None = None
-        for _ in range(MAX_REDIRECTS):
+        for attempt in range(MAX_REDIRECTS):
             shard = asked or await self.shard_for(slot)
             try:
                 return await shard.commands.call(command, route, asking=asked is not None)
             except ReplyError as exc:
-                asked = await self._redirected(exc, shard, slot)
+                asked = await self._redirected(exc, shard, slot, RETRY_DELAYS[attempt])
             except NotSent:
                 if not shard.closed:
                     raise
                 asked = None  # retired meanwhile: its slots have another master now
         raise NotSent(f"slot {slot}: still redirected after {MAX_REDIRECTS} tries")
 
-    async def _redirected(self, error: ReplyError, shard: Shard, slot: int) -> Shard | None:
+    async def _redirected(
+        self, error: ReplyError, shard: Shard, slot: int, delay: float
+    ) -> Shard | None:
         """Act on an error reply that proves the command did not run; return the shard to ASK,
         or None to send to the slot's master. Any other error is raised again."""
         self.redirects += 1
         if error.code in ("TRYAGAIN", "CLUSTERDOWN"):
             if error.code == "CLUSTERDOWN":
                 self.wake()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(delay)
             return None
         redirect = parse_redirect(str(error), shard.address[0])
         if redirect is None:

@@ -93,12 +93,7 @@ class StreamHistory:
             raise ValueError("a stored message must be a non-empty JSON object")
         policy = self.policy
         seq_key, stream_key, epoch_key = self._history_keys(channel)
-        keys: list[bytes | str] = [
-            seq_key,
-            stream_key,
-            epoch_key,
-            self._channel_key(channel),
-        ]
+        keys: list[bytes | str] = [seq_key, stream_key, epoch_key]
         if idempotency_key is not None:
             keys.append(f"{stream_key}:pub:{idempotency_key}")
         nonce = next(self._nonces)
@@ -109,6 +104,7 @@ class StreamHistory:
             new_epoch(),
             b" %d" % now_us(),  # envelope header: no excluded client, the publish time
             nonce,
+            self._channel_key(channel),
         ]
         for attempt in range(PUBLISH_ATTEMPTS):
             try:

@@ -1,10 +1,11 @@
 """The Lua scripts the Redis broker runs, and their SHA1 digests.
 
 Each runs atomically in Redis, so the history and the live stream never disagree. Every key a
-script is given, the pub/sub channel included, carries the channel's hash tag ``{channel}`` (see
-``redis_keys.py``): one slot, as a script on Redis Cluster must touch. On a cluster the message
-goes out with ``SPUBLISH`` on the shard channel (:data:`SHARDED_PUBLISH_STORED`), which Redis
-accepts from a script whose keys share the channel's slot.
+script is given, and the pub/sub channel it publishes on, carries the channel's hash tag
+``{channel}`` (see ``redis_keys.py``): one slot, as a script on Redis Cluster must touch. On a
+cluster the message goes out with ``SPUBLISH`` on the shard channel
+(:data:`SHARDED_PUBLISH_STORED`), which Redis accepts from a script whose keys share the
+channel's slot.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ class Script:
         return hashlib.sha1(self.source).hexdigest().encode()  # the name Redis gives it
 
 
-# Append to history and publish, atomically. KEYS: offset counter, stream, epoch, pub/sub
-# channel, and (only when the caller gave one) the idempotency key. ARGV: the JSON object body,
-# max length, ttl (ms), a fresh epoch to use if the history starts anew, the envelope header,
-# and a nonce kept in the stream entry (field "n") so that a publish whose reply was lost can be
-# looked up instead of retried blindly. Returns {offset, epoch}.
+# Append to history and publish, atomically. KEYS: offset counter, stream, epoch, and (only when
+# the caller gave one) the idempotency key. ARGV: the JSON object body, max length, ttl (ms), a
+# fresh epoch to use if the history starts anew, the envelope header, a nonce kept in the stream
+# entry (field "n") so that a publish whose reply was lost can be looked up instead of retried
+# blindly, and the pub/sub channel. The channel is no key (nothing is stored under it), so it
+# is not in KEYS: on a cluster a slot being migrated answers TRYAGAIN to a script whose keys do
+# not all exist, which a channel never does. Returns {offset, epoch}.
 PUBLISH_STORED = Script(b"""
-if #KEYS > 4 then
-  local done = redis.call('GET', KEYS[5])
+if #KEYS > 3 then
+  local done = redis.call('GET', KEYS[4])
   if done then
     local offset, epoch = string.match(done, '^(%d+) (.+)$')
     return {tonumber(offset), epoch}
@@ -51,8 +54,8 @@ local ttl = tonumber(ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PUBLISH', KEYS[4], ARGV[5] .. '\\n' .. body)
-if #KEYS > 4 then redis.call('SET', KEYS[5], offset .. ' ' .. epoch, 'EX', 120) end
+redis.call('PUBLISH', ARGV[7], ARGV[5] .. '\\n' .. body)
+if #KEYS > 3 then redis.call('SET', KEYS[4], offset .. ' ' .. epoch, 'EX', 120) end
 return {offset, epoch}
 """)
 
