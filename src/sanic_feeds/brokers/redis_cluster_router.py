@@ -165,6 +165,11 @@ class ClusterRouter:
         if redirect.kind == "ASK":
             target = self.shards.get(redirect.address)
             if target is None:
+                if not self.slots.slots_of(redirect.address):
+                    # A new master importing its first slot: it has no shard yet (its probe
+                    # channel needs a slot of its own). Refused, safely: the command did not run.
+                    self.wake()
+                    raise NotSent(f"slot {slot} is moving to a master not in the map yet")
                 target = await self._open_shard(redirect.address, self.slots)
                 self.shards[redirect.address] = target
             return target
