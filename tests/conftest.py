@@ -20,10 +20,11 @@ def broker_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture(params=["memory", "redis", "nats"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "nats"])
 def backend_url(request: pytest.FixtureRequest) -> str:
-    """Each test using this runs once per backend, NATS included (the contract suites)."""
+    """Each test using this runs once per backend, Redis Cluster and NATS included (the
+    contract suites)."""
     if request.param == "memory":
         return "memory://"
-    url: str = request.getfixturevalue(f"{request.param}_url")
+    url: str = request.getfixturevalue(f"{request.param.replace('-', '_')}_url")
     return url

@@ -36,6 +36,7 @@ from support.ws import eventually
         ("unix:///var/run/redis.sock?db=2", "unix", "redis"),
         ("nats://127.0.0.1:4222", "nats", "nats"),
         ("nats://user:pw@a:4222,b:4223", "nats", "nats"),
+        ("redis-cluster://a:7000,b:7001", "redis-cluster", "redis-cluster"),
     ],
 )
 def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
@@ -46,9 +47,11 @@ def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
 
 def test_every_documented_scheme_parses() -> None:
     """BROKER_SCHEMES, which error messages list, are exactly the schemes parse accepts."""
-    assert BROKER_SCHEMES == ("memory", "redis", "rediss", "unix", "nats")
+    assert BROKER_SCHEMES == ("memory", "redis", "rediss", "unix", "redis-cluster", "nats")
     for scheme in BROKER_SCHEMES:
-        assert BrokerAddress.parse(f"{scheme}:///x").scheme == scheme
+        # A cluster URL names its nodes (HOST:PORT,...), never a path.
+        rest = "h:1" if scheme == "redis-cluster" else "/x"
+        assert BrokerAddress.parse(f"{scheme}://{rest}").scheme == scheme
 
 
 @pytest.mark.parametrize(
@@ -72,6 +75,8 @@ def test_address_unknown_scheme(url: str) -> None:
         "redis://[::1/0",
         "nats://a:4222,b:port",
         "nats://a:4222,,b:1",
+        "redis-cluster://a:7000,b:port",
+        "redis-cluster://a:7000/0",
     ],
 )
 def test_address_malformed_url(url: str) -> None:

@@ -1,7 +1,7 @@
-"""The broker contract, run against every backend (memory, Redis and NATS).
+"""The broker contract, run against every backend (memory, Redis, Redis Cluster and NATS).
 
-Two brokers on one medium (a shared MemoryBus, one private Redis, or one private NATS server)
-play two nodes of a cluster.
+Two brokers on one medium (a shared MemoryBus, one private Redis, one private Redis Cluster, or
+one private NATS server) play two nodes of a cluster.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ async def test_check_reports_ok(open_broker: OpenBroker) -> None:
     node = await open_broker(Deliveries())
     details = await node.check()
     assert details["ok"] is True
-    assert details["backend"] in ("memory", "redis", "nats")
+    assert details["backend"] in ("memory", "redis", "redis-cluster", "nats")
     assert "://" in node.url
 
 

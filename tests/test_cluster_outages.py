@@ -111,7 +111,7 @@ async def test_outage_with_two_instances(
         def subscribed_once_each() -> bool:
             # An instance whose probe failed during the outage may still be rebuilding its
             # subscriber connection (briefly unsubscribed) when delivery has already recovered.
-            reply = redis_server.command("PUBSUB", "NUMSUB", "sanic-feeds:ch:ops").decode()
+            reply = redis_server.command("PUBSUB", "NUMSUB", "sanic-feeds:ch:{ops}").decode()
             return reply.split("\r\n")[-2] == ":2"
 
         await eventually(subscribed_once_each, timeout=10)

@@ -63,9 +63,9 @@ async def check_in_step(
     assert hub.subscribed == expected
     assert broker.subscriptions == expected
     if redis_server is not None:
-        reply = redis_server.command("PUBSUB", "CHANNELS", f"{prefix}ch:*").decode()
+        reply = redis_server.command("PUBSUB", "CHANNELS", f"{prefix}ch:{{*").decode()
         on_server = {
-            line[len(prefix) + 3 :] for line in reply.split("\r\n") if line.startswith(prefix)
+            line[len(prefix) + 4 : -1] for line in reply.split("\r\n") if line.startswith(prefix)
         }
         assert on_server == expected
     # Every member really receives: publish one marker per channel.

@@ -87,7 +87,7 @@ def create_backends(config: FeedsConfig, *, node_id: str, bus: MemoryBus | None 
 
     For ``memory://`` the broker and presence live on ``bus`` (a new one if not given): nodes of
     one process that share a bus see each other as one cluster. The per-user limiter counts in
-    this process for ``memory://`` and ``nats://``, and in Redis otherwise.
+    this process for ``memory://`` and ``nats://``, and in Redis (or the Redis Cluster) otherwise.
     """
     bus = bus if bus is not None else MemoryBus()
     address = config.broker_address
@@ -102,5 +102,10 @@ def create_backends(config: FeedsConfig, *, node_id: str, bus: MemoryBus | None 
             # NATS has no atomic counters to share: the limit then holds per node.
             user_limiter = MemoryUserLimiter(rate)
         else:
-            user_limiter = RedisUserLimiter(rate, address.url, config.redis_prefix)
+            user_limiter = RedisUserLimiter(
+                rate,
+                address.url,
+                config.redis_prefix,
+                cluster=address.kind == "redis-cluster",
+            )
     return Backends(broker, presence, user_limiter)

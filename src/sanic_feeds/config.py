@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .channels import ChannelPatterns
+from .cluster_urls import redis_cluster_nodes
 from .durations import parse_seconds
 from .errors import ConfigError
 from .namespaces import ChannelOptions, Namespace, Namespaces
@@ -107,14 +108,16 @@ def parse_auth(text: str) -> AuthMode:
     raise ValueError(f"expected none, token or jwt, got {text!r}")
 
 
-BrokerKind = Literal["memory", "redis", "nats"]
-"""Which family of backends a broker URL names: in-process, a Redis server, or NATS."""
+BrokerKind = Literal["memory", "redis", "redis-cluster", "nats"]
+"""Which family of backends a broker URL names: in-process, a Redis server, a Redis Cluster, or
+NATS."""
 
 _BROKER_KINDS: dict[str, BrokerKind] = {
     "memory": "memory",
     "redis": "redis",
     "rediss": "redis",
     "unix": "redis",
+    "redis-cluster": "redis-cluster",
     "nats": "nats",
 }
 BROKER_SCHEMES = tuple(_BROKER_KINDS)
@@ -132,8 +135,9 @@ class BrokerAddress:
     url: str = field(repr=False)
     """The URL as given, credentials included: only for connecting, never for logs."""
     scheme: str
-    """``memory``, ``redis``, ``rediss`` (TLS), ``unix`` (a Redis socket path) or ``nats``
-    (``nats://HOST:PORT[,HOST:PORT...]``, several servers of one NATS cluster)."""
+    """``memory``, ``redis``, ``rediss`` (TLS), ``unix`` (a Redis socket path),
+    ``redis-cluster`` (``redis-cluster://HOST:PORT[,HOST:PORT...]``, nodes of one Redis Cluster)
+    or ``nats`` (``nats://HOST:PORT[,HOST:PORT...]``, several servers of one NATS cluster)."""
     kind: BrokerKind
     redacted: str
     """The URL with any password replaced by ``***``: what logs and ``/health`` show."""
@@ -156,6 +160,8 @@ class BrokerAddress:
                 _ = parts.port  # raises ValueError for a port that is not a number or too big
             if kind == "nats":
                 nats_servers(url)  # raises ValueError for a malformed server list
+            if kind == "redis-cluster":
+                redis_cluster_nodes(url)  # the same, for the cluster's nodes
         except ValueError as exc:
             raise ValueError(f"invalid URL: {exc}") from None
         return cls(url, scheme, kind, _redact(url))

@@ -8,6 +8,7 @@ and memory-only servers use it too.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from abc import ABC, abstractmethod
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
 _RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*")
 
@@ -116,15 +118,19 @@ class MemoryUserLimiter(UserLimiter):
 class RedisUserLimiter(UserLimiter):
     """Fixed windows in Redis, shared by all instances. Fails open when Redis is down.
 
-    Holds its own redis-py client (a bounded, blocking pool) from ``open`` to ``aclose``.
+    Holds its own redis-py client (a bounded, blocking pool) from ``open`` to ``aclose``; with
+    ``cluster``, a Redis Cluster client, its calls bounded by a semaphore instead (its pools
+    refuse rather than wait). A window is one key, so one slot either way.
     """
 
-    def __init__(self, rate: Rate, url: str, prefix: str) -> None:
+    def __init__(self, rate: Rate, url: str, prefix: str, *, cluster: bool = False) -> None:
         super().__init__(rate)
         self._url = url
         self._prefix = prefix
-        self._client: aioredis.Redis | None = None
+        self._cluster = cluster
+        self._client: aioredis.Redis | RedisCluster | None = None
         self._errors: tuple[type[Exception], ...] = (OSError,)
+        self._gate: asyncio.Semaphore | None = None
 
     async def open(self) -> None:
         if self._client is not None:
@@ -132,9 +138,11 @@ class RedisUserLimiter(UserLimiter):
         from redis.exceptions import RedisError  # imported here: memory users never load redis-py
 
         from .brokers.redis import open_client
+        from .brokers.redis_cluster_client import GATE, open_cluster_client
 
         self._errors = (RedisError, OSError)
-        self._client = open_client(self._url)
+        self._gate = asyncio.Semaphore(GATE)
+        self._client = open_cluster_client(self._url) if self._cluster else open_client(self._url)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -142,13 +150,13 @@ class RedisUserLimiter(UserLimiter):
             await client.aclose()
 
     async def take(self, user: str) -> float:
-        client = self._client
-        if client is None:
+        client, gate = self._client, self._gate
+        if client is None or gate is None:
             return 0.0  # not open (or closed): fail open, as when Redis is down
         number, left = self.window(time.time())
         key = f"{self._prefix}rate:{user}:{number}"
         try:
-            async with client.pipeline(transaction=True) as pipe:
+            async with gate, client.pipeline(transaction=True) as pipe:
                 pipe.incr(key)
                 pipe.expire(key, int(self.rate.seconds) + 2)
                 count, _ = await pipe.execute()

@@ -14,9 +14,18 @@ from typing import Protocol, TypeVar
 import pytest
 
 from .nats_server import NatsServer
+from .redis_cluster import RedisCluster, cluster_unavailable
 from .redis_server import RedisServer
 
-__all__ = ["nats_server", "nats_url", "redis_server", "redis_url", "running"]
+__all__ = [
+    "nats_server",
+    "nats_url",
+    "redis_cluster",
+    "redis_cluster_url",
+    "redis_server",
+    "redis_url",
+    "running",
+]
 
 
 class Controlled(Protocol):
@@ -73,6 +82,28 @@ def redis_url(redis_server: RedisServer) -> str:
     if reply != b"+OK\r\n":
         raise RuntimeError(f"FLUSHALL on the private Redis failed: {reply!r}")
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """One private Redis Cluster (three masters, three replicas) for the whole session.
+
+    Forming one takes about two seconds, so every cluster test shares it; tests isolate
+    themselves with their own key prefix. A test may kill a master (its replica takes over);
+    ``redis_cluster_url`` starts it again, as a replica, before the next test.
+    """
+    why = cluster_unavailable()
+    if why is not None:
+        pytest.skip(f"no Redis Cluster here: {why}")
+    yield from running(RedisCluster())
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """``redis-cluster://`` URL of the session's cluster, every node running and in state ok."""
+    if not redis_cluster.healthy():
+        redis_cluster.repair()
+    return redis_cluster.url
 
 
 @pytest.fixture(scope="session")

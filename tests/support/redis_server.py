@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -176,7 +177,12 @@ class RedisServer:
     """
 
     def __init__(
-        self, port: int | None = None, *, binary: str | None = None, persistent: bool = False
+        self,
+        port: int | None = None,
+        *,
+        binary: str | None = None,
+        persistent: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """Prepare, but do not start, a server.
 
@@ -184,8 +190,10 @@ class RedisServer:
         ``binary``: a redis-server executable; by default ``find_redis_server_binary()``.
         ``persistent``: keep an append-only file (fsync on every write), so data survives
         ``kill()`` + ``start()`` as with a production Redis that has persistence on.
+        ``extra_args``: more command-line options, after the defaults (a cluster node's).
         """
         self._persistent = persistent
+        self._extra_args = tuple(extra_args)
         self._port: int | None = port
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
@@ -410,6 +418,7 @@ class RedisServer:
             "--daemonize", "no",
             "--dir", str(self._dir),
             "--logfile", str(log_file),
+            *self._extra_args,
         ]  # fmt: skip
         with stdio_file.open("ab") as stdio:
             # A new session keeps the terminal's Ctrl-C away from redis, so teardown (not the

@@ -31,7 +31,7 @@ def create_broker(
     history: HistoryPolicy | HistoryRules | None = None,
 ) -> Broker:
     """Build the broker a URL names: ``memory://``, ``redis://`` / ``rediss://`` / ``unix://``,
-    or ``nats://``.
+    ``redis-cluster://`` or ``nats://``.
 
     ``ValueError`` for a URL :meth:`BrokerAddress.parse` refuses. Nothing is connected until
     the broker's ``open``.
@@ -43,6 +43,17 @@ def create_broker(
         from .nats import NatsBroker  # imported lazily: only NATS users load nats-py
 
         return NatsBroker(
+            address.url,
+            prefix=prefix,
+            node_id=node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+            history=history,
+        )
+    if address.kind == "redis-cluster":
+        from .redis_cluster import RedisClusterBroker  # imported lazily, as for one Redis
+
+        return RedisClusterBroker(
             address.url,
             prefix=prefix,
             node_id=node_id,

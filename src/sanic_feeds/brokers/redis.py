@@ -43,6 +43,7 @@ from ..history import (
 from .base import Broker, DeliverFn, GapFn
 from .redis_commands import CommandPool
 from .redis_history import StreamHistory
+from .redis_keys import channel_key
 from .redis_probe import LivenessProbe
 from .redis_subscriber import Subscriber
 from .resp import Endpoint, ReplyError, encode
@@ -89,7 +90,7 @@ def open_client(url: str, **options: Any) -> aioredis.Redis:
 
 
 class RedisBroker(Broker):
-    """Broker on Redis pub/sub. Channel ``c`` is the Redis channel ``<prefix>ch:<c>``."""
+    """Broker on Redis pub/sub. Channel ``c`` is the Redis channel ``<prefix>ch:{<c>}``."""
 
     def __init__(
         self,
@@ -110,7 +111,6 @@ class RedisBroker(Broker):
         self.history_rules = HistoryRules.of(history)
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
-        self._channel_prefix = (prefix + "ch:").encode()
         node = node_id or random.randbytes(6).hex()
         # The node's own channel keeps the subscriber connection subscribed (and read) even when
         # no channel has members, and carries the liveness probe.
@@ -194,7 +194,7 @@ class RedisBroker(Broker):
     # -- publish / subscribe ---------------------------------------------------------------------
 
     def _channel_key(self, channel: str) -> bytes:
-        return self._channel_prefix + channel.encode()
+        return channel_key(self._prefix, channel)
 
     @property
     def lost_replies(self) -> int:
@@ -220,14 +220,14 @@ class RedisBroker(Broker):
 
     async def subscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()
-        key = self._channel_prefix + channel.encode()
+        key = self._channel_key(channel)
         # On the books from here on, whatever happens to the call (see Subscriber.subscribe).
         self._channels[key] = channel
         await subscriber.subscribe(key)
 
     async def unsubscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()
-        key = self._channel_prefix + channel.encode()
+        key = self._channel_key(channel)
         self._channels.pop(key, None)
         subscriber.unsubscribe(key)
 

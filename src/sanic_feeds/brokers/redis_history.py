@@ -14,13 +14,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from typing import Protocol
 
 from ..envelope import now_us
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryRules, Stored, new_epoch, page_from_newest
-from .redis_commands import CommandPool, OutcomeUnknown
-from .redis_scripts import FIND_PUBLISHES, PUBLISH_STORED, READ_HISTORY, SCRIPTS, Script
+from .redis_commands import OutcomeUnknown
+from .redis_keys import history_keys
+from .redis_scripts import FIND_PUBLISHES, PUBLISH_STORED, READ_HISTORY, Script
 from .resp import Reply, ReplyError, encode
+
+
+class Commands(Protocol):
+    """Where the commands go: one Redis's :class:`~.redis_commands.CommandPool`, or a cluster's
+    router, which sends each to the master of its ``route``'s slot."""
+
+    async def call(self, command: bytes, route: str | None = None) -> Reply: ...
+
 
 FIND_DEPTH = 1000
 """Newest stream entries searched (at least; twice the publishes looked up, if more) for
@@ -47,13 +57,17 @@ class StreamHistory:
 
     def __init__(
         self,
-        commands: CommandPool,
+        commands: Commands,
         prefix: str,
         node: str,
         rules: HistoryRules,
         channel_key: Callable[[str], bytes],
+        publish_script: Script = PUBLISH_STORED,
     ) -> None:
         self._commands = commands
+        self._publish = publish_script
+        self.scripts = (publish_script, READ_HISTORY, FIND_PUBLISHES)
+        """Every script this history runs, loaded when it opens."""
         self._prefix = prefix
         self.rules = rules
         self._channel_key = channel_key
@@ -70,9 +84,7 @@ class StreamHistory:
         self._scans: set[asyncio.Future[None]] = set()
 
     def _history_keys(self, channel: str) -> tuple[str, str, str]:
-        # One hash tag per channel keeps the script's keys in one slot (Redis Cluster).
-        base = f"{self._prefix}hist:{{{channel}}}"
-        return base + ":seq", base, base + ":epoch"
+        return history_keys(self._prefix, channel)
 
     async def publish_stored(
         self, channel: str, body: bytes, idempotency_key: str | None = None
@@ -81,12 +93,7 @@ class StreamHistory:
             raise ValueError("a stored message must be a non-empty JSON object")
         policy = self.rules.for_channel(channel)
         seq_key, stream_key, epoch_key = self._history_keys(channel)
-        keys: list[bytes | str] = [
-            seq_key,
-            stream_key,
-            epoch_key,
-            self._channel_key(channel),
-        ]
+        keys: list[bytes | str] = [seq_key, stream_key, epoch_key]
         if idempotency_key is not None:
             keys.append(f"{stream_key}:pub:{idempotency_key}")
         nonce = next(self._nonces)
@@ -97,10 +104,11 @@ class StreamHistory:
             new_epoch(),
             b" %d" % now_us(),  # envelope header: no excluded client, the publish time
             nonce,
+            self._channel_key(channel),
         ]
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                reply = await self._run(PUBLISH_STORED, keys, args, route=channel)
+                reply = await self._run(self._publish, keys, args, route=channel)
             except OutcomeUnknown as exc:
                 self.lost_replies += 1
                 found = await self._find(channel, nonce, exc)
@@ -178,7 +186,7 @@ class StreamHistory:
 
     async def open(self) -> None:
         """Load every script now, so the first burst does not meet NOSCRIPT."""
-        await asyncio.gather(*(self.load(script) for script in SCRIPTS))
+        await asyncio.gather(*(self.load(script) for script in self.scripts))
 
     async def _run(
         self, script: Script, keys: list[bytes | str], args: list[bytes | str | int], route: str

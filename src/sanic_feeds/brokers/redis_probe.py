@@ -34,8 +34,10 @@ class LivenessProbe:
         *,
         interval: float,
         timeout: float,
+        publish: bytes = b"PUBLISH",
     ) -> None:
         self._commands = commands
+        self._publish = publish  # SPUBLISH on a cluster shard
         self._subscriber = subscriber
         self._key = key
         self._interval = interval
@@ -71,7 +73,7 @@ class LivenessProbe:
             published = False
             try:
                 async with asyncio.timeout(self._timeout):
-                    await self._commands.call(encode(b"PUBLISH", self._key, b"probe %d" % sent))
+                    await self._commands.call(encode(self._publish, self._key, b"probe %d" % sent))
                     published = True
                     while self._seen < sent:
                         self._echo.clear()

@@ -1,8 +1,11 @@
 """The Lua scripts the Redis broker runs, and their SHA1 digests.
 
-Each runs atomically in Redis, so the history and the live stream never disagree. The history
-keys of a channel share its hash tag ``{channel}``. The pub/sub channel is passed in KEYS but has
-no hash tag yet: on a Redis Cluster it would need one (and SPUBLISH).
+Each runs atomically in Redis, so the history and the live stream never disagree. Every key a
+script is given, and the pub/sub channel it publishes on, carries the channel's hash tag
+``{channel}`` (see ``redis_keys.py``): one slot, as a script on Redis Cluster must touch. On a
+cluster the message goes out with ``SPUBLISH`` on the shard channel
+(:data:`SHARDED_PUBLISH_STORED`), which Redis accepts from a script whose keys share the
+channel's slot.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ class Script:
         return hashlib.sha1(self.source).hexdigest().encode()  # the name Redis gives it
 
 
-# Append to history and publish, atomically. KEYS: offset counter, stream, epoch, pub/sub
-# channel, and (only when the caller gave one) the idempotency key. ARGV: the JSON object body,
-# max length, ttl (ms), a fresh epoch to use if the history starts anew, the envelope header,
-# and a nonce kept in the stream entry (field "n") so that a publish whose reply was lost can be
-# looked up instead of retried blindly. Returns {offset, epoch}.
+# Append to history and publish, atomically. KEYS: offset counter, stream, epoch, and (only when
+# the caller gave one) the idempotency key. ARGV: the JSON object body, max length, ttl (ms), a
+# fresh epoch to use if the history starts anew, the envelope header, a nonce kept in the stream
+# entry (field "n") so that a publish whose reply was lost can be looked up instead of retried
+# blindly, and the pub/sub channel. The channel is no key (nothing is stored under it), so it
+# is not in KEYS: on a cluster a slot being migrated answers TRYAGAIN to a script whose keys do
+# not all exist, which a channel never does. Returns {offset, epoch}.
 PUBLISH_STORED = Script(b"""
-if #KEYS > 4 then
-  local done = redis.call('GET', KEYS[5])
+if #KEYS > 3 then
+  local done = redis.call('GET', KEYS[4])
   if done then
     local offset, epoch = string.match(done, '^(%d+) (.+)$')
     return {tonumber(offset), epoch}
@@ -49,8 +54,8 @@ local ttl = tonumber(ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PUBLISH', KEYS[4], ARGV[5] .. '\\n' .. body)
-if #KEYS > 4 then redis.call('SET', KEYS[5], offset .. ' ' .. epoch, 'EX', 120) end
+redis.call('PUBLISH', ARGV[7], ARGV[5] .. '\\n' .. body)
+if #KEYS > 3 then redis.call('SET', KEYS[4], offset .. ' ' .. epoch, 'EX', 120) end
 return {offset, epoch}
 """)
 
@@ -94,5 +99,11 @@ end
 return found
 """)
 
+SHARDED_PUBLISH_STORED = Script(
+    PUBLISH_STORED.source.replace(b"redis.call('PUBLISH'", b"redis.call('SPUBLISH'")
+)
+"""``PUBLISH_STORED`` for Redis Cluster: the same steps, published on the shard channel."""
+assert SHARDED_PUBLISH_STORED != PUBLISH_STORED
+
 SCRIPTS = (PUBLISH_STORED, READ_HISTORY, FIND_PUBLISHES)
-"""Every script, loaded when the broker opens."""
+"""The scripts of the single-Redis broker, loaded when it opens."""

@@ -9,6 +9,11 @@ every channel again. A confirmation nobody waited for means the channel was re-e
 messages published meanwhile never reached this node: ``on_resubscribed`` hears of it, and the
 node refills the gap from the history.
 
+On a Redis Cluster the subscriber is *sharded* (one per master, ``SSUBSCRIBE``): a channel
+whose slot the master does not serve is refused (``MOVED``: ``on_refused``), and one whose slot
+left the master (a migration, a failover) is unsubscribed by Redis itself (``on_dropped``). Each
+channel then has its own command, so that every reply is matched to its channel in order.
+
 What it must never do: forget a channel it was asked to keep (the books and Redis must agree), or
 call ``on_message`` for a channel it was not asked to subscribe.
 """
@@ -18,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import BrokerUnavailable
 from ..tasks import cancel_and_wait
@@ -29,6 +36,35 @@ log = logging.getLogger(__name__)
 
 RESUBSCRIBE_CHUNK = 500
 """Channels per SUBSCRIBE command when re-subscribing everything after a reconnect."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """The commands and reply kinds of one flavour of pub/sub."""
+
+    subscribe: bytes
+    unsubscribe: bytes
+    message: bytes
+    confirmed: bytes
+    left: bytes
+    sharded: bool
+
+
+CLASSIC = Mode(b"SUBSCRIBE", b"UNSUBSCRIBE", b"message", b"subscribe", b"unsubscribe", False)
+SHARDED = Mode(b"SSUBSCRIBE", b"SUNSUBSCRIBE", b"smessage", b"ssubscribe", b"sunsubscribe", True)
+
+
+class Refused(BrokerUnavailable):
+    """Redis refused to subscribe a channel (on a cluster: ``MOVED``, another master serves it)."""
+
+    def __init__(self, key: bytes, error: ReplyError) -> None:
+        super().__init__(f"subscription refused: {error}")
+        self.key = key
+        self.error = error
+
+
+class Moved(BrokerUnavailable):
+    """The channel's subscription moved to another master while this one was waiting for it."""
 
 
 class Subscriber:
@@ -42,8 +78,16 @@ class Subscriber:
         *,
         client_name: str = "",
         confirm_timeout: float = 5.0,
+        mode: Mode = CLASSIC,
+        on_refused: Callable[[Refused], None] | None = None,
+        on_dropped: Callable[[bytes], None] | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._mode = mode
+        self._on_refused = on_refused
+        self._on_dropped = on_dropped
+        self._asked: deque[tuple[bytes, bytes]] = deque()
+        """Sharded: (command, channel) written and not answered yet, oldest first."""
         self._confirm_timeout = confirm_timeout
         self._on_message = on_message
         self._on_resubscribed = on_resubscribed
@@ -99,7 +143,7 @@ class Subscriber:
             self._pending[key] = confirmed
         conn = self._conn
         if conn is not None:
-            conn.write(encode(b"SUBSCRIBE", key))
+            self._write(conn, self._mode.subscribe, key)
         # else: the reconnect subscribes every key on the books, this one included
         try:
             async with asyncio.timeout(self._confirm_timeout):
@@ -120,7 +164,24 @@ class Subscriber:
             pending.cancel()
         conn = self._conn
         if conn is not None:
-            conn.write(encode(b"UNSUBSCRIBE", key))
+            self._write(conn, self._mode.unsubscribe, key)
+
+    def move_out(self, key: bytes) -> None:
+        """Give ``key`` up here because another master serves it now; a caller waiting for its
+        confirmation here gets :class:`Moved` (and subscribes it there)."""
+        self.keys.discard(key)
+        pending = self._pending.pop(key, None)
+        if pending is not None and not pending.done():
+            pending.set_exception(Moved(f"{key!r} moved to another master"))
+            pending.exception()  # retrieved here: nobody may be waiting for it
+        conn = self._conn
+        if conn is not None:
+            self._write(conn, self._mode.unsubscribe, key)
+
+    def _write(self, conn: RespConnection, command: bytes, key: bytes) -> None:
+        conn.write(encode(command, key))
+        if self._mode.sharded:
+            self._asked.append((command, key))
 
     def rebuild(self, reason: str) -> None:
         """Drop the connection (a liveness probe failed); the reconnect re-subscribes all."""
@@ -143,24 +204,60 @@ class Subscriber:
 
     def _on_reply(self, reply: Reply) -> None:
         if isinstance(reply, ReplyError):
+            if self._mode.sharded and self._asked:
+                self._refused(self._asked.popleft(), reply)
+                return
             log.warning("Redis refused a subscriber command: %s", reply)
             return
         if not isinstance(reply, list) or len(reply) < 3:
             return
         kind = reply[0]
-        if kind == b"message":
+        mode = self._mode
+        if kind == mode.message:
             self._on_message(reply[1], reply[2])
-        elif kind == b"subscribe":
+        elif kind == mode.confirmed:
             key = reply[1]
+            self._answered(mode.subscribe, key)
             confirmed = self._pending.pop(key, None)
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
             elif confirmed is None and key in self.keys:
                 # Nobody asked: this is a re-subscription after a lost connection.
                 self._on_resubscribed(key)
+        elif kind == mode.left and mode.sharded:
+            key = reply[1]
+            if not self._answered(mode.unsubscribe, key) and key in self.keys:
+                # Not an answer to us: Redis dropped the channel, its slot left this master.
+                self.keys.discard(key)
+                if self._on_dropped is not None:
+                    self._on_dropped(key)
+
+    def _answered(self, command: bytes, key: bytes) -> bool:
+        """Sharded: take the answer to ``command key`` off the books; False if none was owed
+        (a message Redis sent of its own accord)."""
+        asked = self._asked
+        if asked and asked[0] == (command, key):
+            asked.popleft()
+            return True
+        return False
+
+    def _refused(self, asked: tuple[bytes, bytes], error: ReplyError) -> None:
+        command, key = asked
+        if command != self._mode.subscribe:
+            log.debug("Redis refused %r for %r: %s", command, key, error)
+            return
+        self.keys.discard(key)
+        refused = Refused(key, error)
+        pending = self._pending.pop(key, None)
+        if pending is not None and not pending.done():
+            pending.set_exception(refused)
+            pending.exception()  # retrieved here: the caller may be gone
+        if self._on_refused is not None:
+            self._on_refused(refused)
 
     def _on_lost(self, reason: str) -> None:
         self._conn = None
+        self._asked.clear()
         self._backoff.lost(time.monotonic())
         if self._closing:
             return
@@ -187,8 +284,12 @@ class Subscriber:
                 continue
             self._conn = conn
             keys = sorted(self.keys)
-            for start in range(0, len(keys), RESUBSCRIBE_CHUNK):
-                conn.write(encode(b"SUBSCRIBE", *keys[start : start + RESUBSCRIBE_CHUNK]))
+            if self._mode.sharded:  # one command per channel: channels of several slots
+                for key in keys:
+                    self._write(conn, self._mode.subscribe, key)
+            else:
+                for start in range(0, len(keys), RESUBSCRIBE_CHUNK):
+                    conn.write(encode(b"SUBSCRIBE", *keys[start : start + RESUBSCRIBE_CHUNK]))
             self.reconnects += 1
             self._backoff.up(time.monotonic())
             self.error = None

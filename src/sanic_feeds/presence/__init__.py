@@ -31,4 +31,4 @@ def create_presence(
         return NatsPresence(address.url, prefix=prefix, max_age=max_age)
     from .redis import RedisPresence  # imported lazily: memory-only users never load redis-py
 
-    return RedisPresence(address.url, prefix=prefix)
+    return RedisPresence(address.url, prefix=prefix, cluster=address.kind == "redis-cluster")

@@ -3,28 +3,39 @@
 Keys (``P`` is the configured prefix)::
 
     P nodes              ZSET  node id -> expiry (unix time, seconds)
-    P node:<id>:rooms    HASH  channel -> member count on that node, and "#clients" -> its
+    P node:{<id>}:rooms  HASH  channel -> member count on that node, and "#clients" -> its
                                connection count; PEXPIRE ttl
-    P presence:{<channel>}:<id>
+    P presence:{<id>}:<channel>
                          HASH  client id -> member JSON, for that node's members of the
                                channel; PEXPIRE ttl
     P users:{<user>}     HASH  node id -> that node's connections of the user (only with a
                                per-user connection limit); fields of nodes no longer in
                                ``P nodes`` are ignored and removed when read; PEXPIRE a day
 
-A report is written in one MULTI/EXEC so readers never see half of it. Readers ignore nodes whose
-expiry has passed (and prune them), so a crashed node's counts vanish after at most ``ttl``.
+Every key of one node's report carries the node's hash tag ``{<id>}``, so the report is one
+MULTI/EXEC in one slot, on a single Redis and on a Redis Cluster alike: readers never see half
+of it. On a single Redis the same transaction also renews the node's entry in ``nodes``; on a
+cluster that key lives in another slot, so it is renewed right after the report (and removed
+before it on withdrawal): a reader that finds the node listed finds its report, or an expired
+one it ignores. Reads of every node's report (rooms, members) are pipelines that redis-py's
+cluster client splits by master.
+
+Readers ignore nodes whose expiry has passed (and prune them), so a crashed node's counts vanish
+after at most ``ttl``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ..brokers.redis import open_client
+from ..brokers.redis_cluster_client import GATE, open_cluster_client
 from ..errors import BrokerUnavailable
 from .base import CLIENTS_FIELD, Member, Presence, RoomTotals
 
@@ -35,27 +46,31 @@ worst (the limit lets one more in), never locked out."""
 
 
 class RedisPresence(Presence):
-    def __init__(self, url: str, prefix: str = "sanic-feeds:") -> None:
+    """On one Redis, or (``cluster``) on a Redis Cluster, with the same keys."""
+
+    def __init__(self, url: str, prefix: str = "sanic-feeds:", *, cluster: bool = False) -> None:
         self._url = url
         self._prefix = prefix
+        self._cluster = cluster
         self._nodes_key = f"{prefix}nodes"
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | RedisCluster | None = None
+        self._gate = asyncio.Semaphore(GATE)
 
     def _members_key(self, channel: str, node_id: str) -> str:
-        return f"{self._prefix}presence:{{{channel}}}:{node_id}"
+        return f"{self._prefix}presence:{{{node_id}}}:{channel}"
 
     def _rooms_key(self, node_id: str) -> str:
-        return f"{self._prefix}node:{node_id}:rooms"
+        return f"{self._prefix}node:{{{node_id}}}:rooms"
 
     async def open(self) -> None:
-        self._client = open_client(self._url)
+        self._client = open_cluster_client(self._url) if self._cluster else open_client(self._url)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
-    def _require(self) -> aioredis.Redis:
+    def _require(self) -> aioredis.Redis | RedisCluster:
         if self._client is None:
             raise BrokerUnavailable("presence is not open")
         return self._client
@@ -73,12 +88,14 @@ class RedisPresence(Presence):
             CLIENTS_FIELD: clients
         }
         fields.update((channel, n) for channel, n in rooms.items() if n > 0)
+        expiry = {node_id: time.time() + ttl}
         try:
-            async with self._require().pipeline(transaction=True) as pipe:
+            async with self._gate, self._require().pipeline(transaction=True) as pipe:
                 pipe.delete(key)
                 pipe.hset(key, mapping=fields)
                 pipe.pexpire(key, int(ttl * 1000))
-                pipe.zadd(self._nodes_key, {node_id: time.time() + ttl})
+                if not self._cluster:
+                    pipe.zadd(self._nodes_key, expiry)
                 ttl_ms = int(ttl * 1000)
                 members = members or {}
                 for channel, listed in members.items():
@@ -91,6 +108,8 @@ class RedisPresence(Presence):
                     if channel not in members:
                         pipe.pexpire(self._members_key(channel, node_id), ttl_ms)
                 await pipe.execute()
+                if self._cluster:  # another slot: after the report it lists
+                    await self._require().zadd(self._nodes_key, expiry)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence report failed: {exc}") from exc
 
@@ -99,7 +118,7 @@ class RedisPresence(Presence):
         if not nodes:
             return []
         try:
-            async with self._require().pipeline(transaction=False) as pipe:
+            async with self._gate, self._require().pipeline(transaction=False) as pipe:
                 for node_id in nodes:
                     pipe.hvals(self._members_key(channel, node_id))
                 lists = await pipe.execute()
@@ -108,11 +127,17 @@ class RedisPresence(Presence):
         return [Member.from_json(raw) for listed in lists for raw in listed]
 
     async def withdraw(self, node_id: str) -> None:
+        client = self._require()
         try:
-            async with self._require().pipeline(transaction=True) as pipe:
-                pipe.delete(self._rooms_key(node_id))
-                pipe.zrem(self._nodes_key, node_id)
-                await pipe.execute()
+            async with self._gate:
+                if self._cluster:  # two slots: unlisted first, so no reader finds it half gone
+                    await client.zrem(self._nodes_key, node_id)
+                    await client.delete(self._rooms_key(node_id))
+                    return
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.delete(self._rooms_key(node_id))
+                    pipe.zrem(self._nodes_key, node_id)
+                    await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence withdraw failed: {exc}") from exc
 
@@ -142,8 +167,9 @@ class RedisPresence(Presence):
         client = self._require()
         now = time.time()
         try:
-            await client.zremrangebyscore(self._nodes_key, "-inf", now)
-            raw = await client.zrangebyscore(self._nodes_key, now, "+inf")
+            async with self._gate:
+                await client.zremrangebyscore(self._nodes_key, "-inf", now)
+                raw = await client.zrangebyscore(self._nodes_key, now, "+inf")
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc}") from exc
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
@@ -154,7 +180,7 @@ class RedisPresence(Presence):
         if not nodes:
             return totals
         try:
-            async with self._require().pipeline(transaction=False) as pipe:
+            async with self._gate, self._require().pipeline(transaction=False) as pipe:
                 for node_id in nodes:
                     pipe.hgetall(self._rooms_key(node_id))
                 reports = await pipe.execute()

@@ -1,0 +1,31 @@
+"""The nodes a ``redis-cluster://`` URL names. Pure, and apart from ``config.py``, which
+checks such URLs, so that the Redis Cluster clients can read them without importing the
+settings (the settings import the rate limiter, which opens such a client).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+__all__ = ["redis_cluster_nodes"]
+
+
+def redis_cluster_nodes(url: str) -> list[str]:
+    """``redis-cluster://:pw@a:1,b:2`` -> ``["redis://:pw@a:1", "redis://:pw@b:2"]``: the nodes
+    to ask for the cluster's layout, each with the credentials and the query (``?password=``)."""
+    rest = url.partition("://")[2]
+    rest, question, query = rest.partition("?")
+    credentials, at, hosts = rest.rpartition("@")
+    nodes = []
+    for host in hosts.rstrip("/").split(","):
+        if not host.strip():
+            raise ValueError("a redis-cluster:// URL needs at least one HOST:PORT")
+        if "/" in host:
+            raise ValueError("a Redis Cluster has one database: no /DB in a redis-cluster:// URL")
+        node = f"redis://{credentials}{at}{host.strip()}{question}{query}"
+        parts = urlsplit(node)
+        _ = parts.port  # ValueError for a port that is not a number or too big
+        if not parts.hostname:
+            raise ValueError(f"no host in {host.strip()!r}")
+        nodes.append(node)
+    return nodes
