@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 from ..brokers.nats_subjects import from_token, to_token
 from ..config import nats_servers
 from ..errors import BrokerUnavailable
-from .base import Member, Presence, RoomTotals
+from .base import Member, NodeReport, Presence, RoomTotals
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,14 @@ class NatsPresence(Presence):
 
     async def nodes(self) -> list[str]:
         return sorted(await self._reports())
+
+    async def node_reports(self) -> dict[str, NodeReport]:
+        found = {}
+        for node_id, report in (await self._reports()).items():
+            counts, clients = report["rooms"], report["clients"]
+            if isinstance(counts, dict) and isinstance(clients, int):
+                found[node_id] = NodeReport(counts, clients)
+        return found
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()
