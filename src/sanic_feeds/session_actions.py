@@ -157,10 +157,13 @@ class ActionRunner:
     def _tick(self) -> None:
         """The credential's expiry timer fired: the only actions then are closes."""
         self._expiry = None
-        for action in self._state.tick(time.monotonic()):
+        actions = self._state.tick(time.monotonic())
+        for action in actions:
             if isinstance(action, Close):
                 log.info("client=%s: credential expired", self._session.id)
                 self._session.close(action.code, action.reason)
+        if not actions and self._state.closed is None:
+            self.expire(self._state.expires_at)  # woken a hair early: wait for the rest
 
     async def _members(self, channel: str) -> list[dict[str, object]] | None:
         try:
