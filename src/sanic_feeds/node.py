@@ -311,6 +311,6 @@ class Node:
             "broker": broker,
             "connections": len(self.sessions),
             "channels": len(self.hub.rooms()),
-            "subscriptions": len(self.broker.subscriptions),
+            "subscriptions": len(self.broker.subscriptions - {CONTROL_CHANNEL}),
             "tasks": len(asyncio.all_tasks()),
         }
