@@ -398,3 +398,26 @@ async def test_publish_with_an_idempotency_key_happens_once(open_broker: OpenBro
     assert len(got.items) == 2
     page = await node.history("once", since=0, epoch=None, limit=10)
     assert page.offsets == [1, 2]
+
+
+async def test_removed_history_is_empty_everywhere_and_starts_anew(
+    open_broker: OpenBroker,
+) -> None:
+    """remove_history forgets a channel's messages for every node (others keep theirs); the
+    next stored publish, from any node, starts a new epoch at offset 1."""
+    one = await open_broker(None)
+    two = await open_broker(None)
+    first = [await one.publish_stored("gone", b'{"type":"data"}') for _ in range(3)]
+    await two.publish_stored("gone", b'{"type":"data"}')  # two now knows the channel's top
+    await one.publish_stored("kept", b'{"type":"data"}')
+    await one.remove_history("gone")
+    for node in (one, two):
+        page = await node.history("gone", since=None, epoch=None, limit=10)
+        assert (page.messages, page.top) == ([], 0)
+    assert (await two.history("kept", since=None, epoch=None, limit=10)).offsets == [1]
+    again = await two.publish_stored("gone", b'{"type":"data"}')
+    assert again.offset == 1
+    assert again.epoch != first[0].epoch
+    page = await one.history("gone", since=0, epoch=again.epoch, limit=10)
+    assert (page.offsets, page.complete) == ([1], True)
+    await one.remove_history("never-stored")  # nothing to remove: no error

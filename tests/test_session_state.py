@@ -19,6 +19,7 @@ from sanic_feeds.ratelimit import Rate
 from sanic_feeds.session_state import (
     Action,
     Close,
+    Expire,
     Join,
     Leave,
     Limits,
@@ -212,3 +213,44 @@ def test_replies_come_from_the_connections_codec() -> None:
     (publish,) = state.receive('{"type":"chat","message":"hi"}', 1.0)
     assert isinstance(publish, Publish)
     assert orjson.loads(publish.body) == protocol_chat("lobby", "hi")
+
+
+def test_the_server_subscribes_without_permissions_and_says_so() -> None:
+    """A server subscribe joins even where the client may not, acknowledged as the server's;
+    a second one, or one of a connection that closed, does nothing."""
+    state = opened(Identity(user="ann", channels=ChannelPatterns(["lobby"])))
+    (join,) = state.server_subscribe("private", 3, "ep")
+    assert join == Join("private", 3, "ep", ack=protocol.subscribed("private", by_server=True))
+    assert orjson.loads(join.ack or b"") == {
+        "type": "subscribed",
+        "channel": "private",
+        "server": True,
+    }
+    assert state.server_subscribe("private") == []
+    assert state.server_subscribe("nope:x") == []  # an unknown namespace here: left alone
+    assert sent(state.server_unsubscribe("private")) == [
+        {"type": "unsubscribed", "channel": "private", "server": True}
+    ]
+    assert state.server_unsubscribe("private") == []
+    assert state.server_disconnect(4410, "bye") == [Close(4410, "bye")]
+    assert state.server_subscribe("later") == []
+    assert state.server_disconnect(4000, "again") == []
+
+
+def test_the_server_subscribe_keeps_the_channel_cap() -> None:
+    state = opened(limits=Limits(max_channels=1))
+    assert sent(state.server_subscribe("more"))[0]["code"] == "too_many_channels"
+
+
+def test_the_server_refreshes_or_ends_the_credential() -> None:
+    """A refresh moves the expiry (or removes it); ``expired`` closes with 4401 at once."""
+    state = opened()
+    assert state.server_refresh(10.0, False, 5.0) == [Expire(15.0)]
+    assert state.tick(14.0) == []
+    assert state.tick(15.0) == [Close(CloseCode.TOKEN_EXPIRED, "token expired")]
+    state = opened()
+    assert state.server_refresh(10.0, False, None) == [Expire(None)]
+    assert state.tick(1e9) == []
+    assert state.server_refresh(10.0, True, None) == [
+        Close(CloseCode.TOKEN_EXPIRED, "token expired")
+    ]

@@ -37,9 +37,10 @@ class Codec(Protocol):
 
     def pong(self) -> bytes: ...
 
-    def subscribed(self, channel: str) -> bytes: ...
+    def subscribed(self, channel: str, by_server: bool = False) -> bytes:
+        """``by_server``: the server API made the join (the client did not ask)."""
 
-    def unsubscribed(self, channel: str) -> bytes: ...
+    def unsubscribed(self, channel: str, by_server: bool = False) -> bytes: ...
 
     def presence(self, channel: str, clients: list[dict[str, object]]) -> bytes: ...
 
@@ -65,11 +66,11 @@ class FeedJson:
     def pong(self) -> bytes:
         return protocol.PONG
 
-    def subscribed(self, channel: str) -> bytes:
-        return protocol.subscribed(channel)
+    def subscribed(self, channel: str, by_server: bool = False) -> bytes:
+        return protocol.subscribed(channel, by_server)
 
-    def unsubscribed(self, channel: str) -> bytes:
-        return protocol.unsubscribed(channel)
+    def unsubscribed(self, channel: str, by_server: bool = False) -> bytes:
+        return protocol.unsubscribed(channel, by_server)
 
     def presence(self, channel: str, clients: list[dict[str, object]]) -> bytes:
         return protocol.presence(channel, clients)

@@ -413,7 +413,8 @@ class FeedsConfig:
     api_key: str = _setting(
         "",
         str,
-        "Key required as 'Authorization: Bearer <key>' by the HTTP publish API. Empty: no key.",
+        "Key of the server API (X-API-Key) and the HTTP publish API (Authorization: Bearer)."
+        " Empty: no key, both are open.",
         repr=False,
     )
     max_publish_size: int = _setting(

@@ -36,6 +36,7 @@ from .http_api import HttpApi, problem
 from .metrics import Metrics
 from .node import Node
 from .protocol import CloseCode
+from .server_api import ServerApi
 from .session import Session, clean_user_name
 from .sse_routes import EventStreamRoutes
 from .websocket_protocol import SanicSocket
@@ -80,6 +81,7 @@ class Feeds:
         self._page: str | None = None
         self.metrics = Metrics()
         self._api = HttpApi(self.config, lambda: self.node, self.metrics)
+        self._server_api = ServerApi(self.config, lambda: self.node)
         self._streams = EventStreamRoutes(self.config, self.authenticator, lambda: self.node)
 
     @property
@@ -112,6 +114,7 @@ class Feeds:
         )
         self._streams.register(bp)
         self._api.register(bp)
+        self._server_api.register(bp)
         if config.page:
             bp.add_route(self._index, "/", methods=["GET"], name="page")
         app.blueprint(bp)

@@ -12,6 +12,8 @@ import asyncio
 from typing import Protocol
 
 from .codec import Codec
+from .control import ControlCommand
+from .history import Stored
 from .hub import Sink
 from .outbound import Flusher, Outbound
 from .session_state import JoinOutcome, Limits
@@ -58,6 +60,14 @@ class Attached(Participant, Protocol):
 
     async def wait_finished(self) -> None: ...
 
+    @property
+    def user_key(self) -> str:
+        """Who the server API calls ``user``: the credential's subject, else the name."""
+
+    def control(self, command: ControlCommand) -> None:
+        """A server API command for this connection (subscribe, unsubscribe, disconnect,
+        refresh)."""
+
 
 class Host(Protocol):
     """The node services a session uses: membership, publishing, presence, limits."""
@@ -96,9 +106,11 @@ class Host(Protocol):
         since: int | None,
         epoch: str | None,
         greeting: tuple[bytes, ...] | None,
+        ack: bytes | None = None,
     ) -> JoinOutcome:
-        """Join; acknowledge once it holds (``greeting``, else ``subscribed``); replay from
-        ``since``. Or say why not: the broker could not subscribe, the channel is full."""
+        """Join; acknowledge once it holds (``greeting``, else ``ack`` or ``subscribed``);
+        replay from ``since``. Or say why not: the broker could not subscribe, the channel is
+        full."""
 
     async def resync(
         self, member: Participant, channel: str, since: int, epoch: str | None
@@ -115,7 +127,7 @@ class Host(Protocol):
 
     async def publish_message(
         self, channel: str, body: bytes, idempotency_key: str | None = None
-    ) -> None:
+    ) -> Stored | None:
         """Publish a message (stored with an id unless history is off); raises
         ``BrokerUnavailable`` when it was not taken."""
 

@@ -74,7 +74,9 @@ class Hub:
         self.gaps = 0
         self.recovered = 0
         """Messages a node re-fetched from the history after a gap."""
-        """Channels whose subscription was re-established after a connection loss."""
+        self.taps: dict[str, Callable[[bytes], None]] = {}
+        """Channels the node itself listens to, with no members (the control channel): their
+        payloads go to the tap as they came, looked up only when a channel has no members."""
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -254,6 +256,9 @@ class Hub:
         """Broker callback: queue one message for every local member of ``channel``."""
         members = self._members.get(channel)
         if not members:
+            tap = self.taps.get(channel)
+            if tap is not None:
+                tap(payload)
             return
         parked = self._parked.get(channel)
         if parked is not None:
@@ -271,23 +276,28 @@ class Hub:
             position = position_of(body)
             if position is not None:
                 self._last[channel] = position
-        self._fan_out(channel, body, exclude)
+        self.deliveries += fan_out(self._by_wire[channel], body, exclude)
 
     def _fan_out(self, channel: str, body: bytes, exclude: str) -> None:
-        """Frame ``body`` once per wire and queue it on every member but ``exclude``."""
-        for wire, members in self._by_wire[channel].items():
-            frame = wire.frame(body)
-            if exclude:
-                count = 0
-                for client_id, sink in members.items():
-                    if client_id != exclude:
-                        sink.send(frame)
-                        count += 1
-                self.deliveries += count
-            else:
-                for sink in members.values():
+        self.deliveries += fan_out(self._by_wire[channel], body, exclude)
+
+
+def fan_out(groups: dict[Wire, dict[str, Sink]], body: bytes, exclude: str) -> int:
+    """Frame ``body`` once per wire and queue it on every member but ``exclude``; return how
+    many frames were queued."""
+    count = 0
+    for wire, members in groups.items():
+        frame = wire.frame(body)
+        if exclude:
+            for client_id, sink in members.items():
+                if client_id != exclude:
                     sink.send(frame)
-                self.deliveries += len(members)
+                    count += 1
+        else:
+            for sink in members.values():
+                sink.send(frame)
+            count += len(members)
+    return count
 
 
 HISTORY_ATTEMPTS = 8

@@ -60,8 +60,10 @@ class Memberships:
         since: int | None,
         epoch: str | None,
         greeting: tuple[bytes, ...] | None,
+        ack: bytes | None = None,
     ) -> JoinOutcome:
-        """Join ``channel``, acknowledge it once it holds (``greeting``, else ``subscribed``),
+        """Join ``channel``, acknowledge it once it holds (``greeting``, else ``ack`` or
+        ``subscribed``),
         replay from ``since`` if given. Or refuse: the broker could not subscribe, or the
         channel has its namespace's ``max_members`` already.
 
@@ -84,7 +86,7 @@ class Memberships:
             member.send(body)
         seen = None if since is None else await self._recover(member, channel, since, epoch)
         if greeting is None:
-            member.send(member.codec.subscribed(channel))
+            member.send(ack or member.codec.subscribed(channel))
         self._go_live(member, channel, parked, seen)
         if self._notices_for(channel):
             notice = protocol.user_joined(channel, member.id, member.user)

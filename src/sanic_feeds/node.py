@@ -22,16 +22,20 @@ from .backends import Backends, create_backends
 from .brokers import MemoryBus
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
+from .control import CONTROL_CHANNEL
+from .control_dispatch import ControlDispatch
 from .drain import close_gradually
 from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
+from .history import Stored
 from .host import Attached, Participant
 from .hub import Hub
+from .keepalive import keep_alive
 from .membership import Memberships
 from .outbound import Flusher
 from .permissions import Permissions
 from .presence import Member, RoomTotals
-from .room_reports import RoomReporter
+from .room_reports import RoomReporter, node_facts
 from .session_state import JoinOutcome, Limits
 from .tasks import cancel_and_wait
 
@@ -62,6 +66,17 @@ def new_node_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def session_limits(config: FeedsConfig) -> Limits:
+    """The settings every session's state machine enforces."""
+    return Limits(
+        max_channels=config.max_channels,
+        message_rate=config.rate_limit,
+        rate_limit_text=str(config.rate_limit),
+        rate_limit_violations=config.rate_limit_violations,
+        permissions=Permissions(config.channel_namespaces, config.insecure),
+    )
+
+
 class Node:
     """Everything one process needs to serve feeds. Create, ``await start()``, ``await stop()``."""
 
@@ -78,12 +93,16 @@ class Node:
         self.hub = Hub(self.broker, self.namespaces.history_rules.widest.size)
         self.notices_for: Callable[[str], bool] = config.notices_for()
         self.sessions: dict[str, Attached] = {}
+        self.control = ControlDispatch(self.broker)
+        """This node's sessions by user, and the server API's commands to them."""
+        self.hub.taps[CONTROL_CHANNEL] = self.control.receive
+        self.started_at = time.time()
         self._flusher: Flusher | None = None
         self.reporter = RoomReporter(
             self.presence,
             self.id,
             config.node_ttl,
-            self.hub.rooms,
+            lambda: {**self.hub.rooms(), **node_facts(self.started_at, self.control.users)},
             lambda: len(self.sessions),
             self.hub.records,
             self.hub.record_channels,
@@ -92,14 +111,7 @@ class Node:
         self._pinger: asyncio.Task[None] | None = None
         self._cleanups: set[asyncio.Future[None]] = set()
         self.stats = NodeStats()
-        self.message_rate = config.rate_limit
-        self.limits = Limits(
-            max_channels=config.max_channels,
-            message_rate=self.message_rate,
-            rate_limit_text=str(config.rate_limit),
-            rate_limit_violations=config.rate_limit_violations,
-            permissions=Permissions(self.namespaces, config.insecure),
-        )
+        self.limits = session_limits(config)
         """What every session's state machine enforces."""
         self.memberships = Memberships(
             self.hub,
@@ -131,12 +143,15 @@ class Node:
     async def start(self) -> None:
         self._flusher = Flusher(asyncio.get_running_loop(), self.config.flush_interval)
         await self.backends.open(self.hub.deliver, self.hub.gap)
+        self.started_at = time.time()
+        await self.control.open()
         self.reporter.start()
         # Listed among the live nodes before the first connection: what other nodes count
         # per node (a user's connections) is only believed for nodes with a report.
         await self.reporter.reported()
         if self.config.ping_interval > 0:
-            self._pinger = asyncio.create_task(self._keepalive(), name="sanic-feeds:keepalive")
+            sweep = keep_alive(self.sessions, self.config.ping_interval, self.config.ping_timeout)
+            self._pinger = asyncio.create_task(sweep, name="sanic-feeds:keepalive")
         self.started = True
         log.info("node %s started on broker %s", self.id, self.broker.url)
 
@@ -184,10 +199,12 @@ class Node:
 
     def attach(self, session: Attached) -> None:
         self.sessions[session.id] = session
+        self.control.attach(session)
         self.stats.connections_opened += 1
 
     def detach(self, session: Attached, high_water: int) -> None:
         self.sessions.pop(session.id, None)
+        self.control.detach(session)
         self.reporter.changed()
         if self.stats.observe_high_water is not None:
             self.stats.observe_high_water(high_water)
@@ -202,8 +219,9 @@ class Node:
         since: int | None,
         epoch: str | None,
         greeting: tuple[bytes, ...] | None,
+        ack: bytes | None = None,
     ) -> JoinOutcome:
-        return await self.memberships.join(member, channel, since, epoch, greeting)
+        return await self.memberships.join(member, channel, since, epoch, greeting, ack)
 
     async def resync(
         self, member: Participant, channel: str, since: int, epoch: str | None
@@ -225,14 +243,22 @@ class Node:
 
     # -- publishing ------------------------------------------------------------------------------
 
-    async def publish(self, channel: str, data: object, idempotency_key: str | None = None) -> None:
-        """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node.
+    async def publish(
+        self,
+        channel: str,
+        data: object,
+        idempotency_key: str | None = None,
+        skip_history: bool = False,
+    ) -> Stored | None:
+        """Deliver ``{"type": "data", "channel", "data"}`` to every member on every node; return
+        where it was stored (None: history is off, or ``skip_history``).
 
         ``ValueError`` for an invalid channel name, :class:`UnknownNamespace` (a ``ValueError``
         too) for a channel of a namespace that is not configured.
         """
         self.check_channel(channel)
-        await self.publish_message(channel, protocol.data(channel, data), idempotency_key)
+        body = protocol.data(channel, data)
+        return await self.publish_message(channel, body, idempotency_key, skip_history)
 
     def check_channel(self, channel: str) -> None:
         """Raise ``ValueError`` unless ``channel`` is a valid name of a known namespace."""
@@ -241,14 +267,18 @@ class Node:
         self.namespaces.options(channel)  # raises UnknownNamespace
 
     async def publish_message(
-        self, channel: str, body: bytes, idempotency_key: str | None = None
-    ) -> None:
+        self,
+        channel: str,
+        body: bytes,
+        idempotency_key: str | None = None,
+        skip_history: bool = False,
+    ) -> Stored | None:
         """Publish a chat or data message: stored in history (with an id) unless history is off."""
         try:
-            if self.namespaces.history_rules.for_channel(channel).size > 0:
-                await self.broker.publish_stored(channel, body, idempotency_key)
-            else:
-                await self.broker.publish(channel, seal(body))
+            if self.namespaces.history_rules.for_channel(channel).size > 0 and not skip_history:
+                return await self.broker.publish_stored(channel, body, idempotency_key)
+            await self.broker.publish(channel, seal(body))
+            return None
         except BrokerUnavailable as exc:
             self.stats.publishes_refused += 1
             now = time.monotonic()
@@ -277,20 +307,6 @@ class Node:
         totals.add(self.hub.rooms(), len(self.sessions))
         return totals
 
-    async def _keepalive(self) -> None:
-        """Every ``ping_interval``: ping the connections silent since the last sweep, and close
-        those that left a ping unanswered for ``ping_timeout`` (checked at these sweeps).
-
-        One task for all connections instead of a keepalive task per connection.
-        """
-        loop = asyncio.get_running_loop()
-        timeout = self.config.ping_timeout
-        while self.started:
-            await asyncio.sleep(self.config.ping_interval)
-            now = loop.time()
-            for session in list(self.sessions.values()):
-                session.keepalive(now, timeout)
-
     # -- health ----------------------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, dict[str, object]]:
@@ -306,6 +322,6 @@ class Node:
             "broker": broker,
             "connections": len(self.sessions),
             "channels": len(self.hub.rooms()),
-            "subscriptions": len(self.broker.subscriptions),
+            "subscriptions": len(self.broker.subscriptions - {CONTROL_CHANNEL}),
             "tasks": len(asyncio.all_tasks()),
         }

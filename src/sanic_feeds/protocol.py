@@ -93,6 +93,9 @@ class CloseCode(IntEnum):
     """The URL's channel names a namespace that is not configured: do not reconnect."""
     CHANNEL_FULL = 4409
     """The URL's channel has the most members its namespace allows: reconnect later."""
+    DISCONNECTED = 4410
+    """The server API disconnected this user or connection (``disconnect`` without a code of
+    its own): do not reconnect on your own."""
 
 
 # -- Client -> server ---------------------------------------------------------------------------
@@ -308,11 +311,17 @@ def gap(channel: str) -> bytes:
     return orjson.dumps({"type": "gap", "channel": channel, "reason": "broker_reconnected"})
 
 
-def subscribed(channel: str) -> bytes:
+def subscribed(channel: str, by_server: bool = False) -> bytes:
+    """``by_server``: the server API subscribed the connection (``"server": true``)."""
+    if by_server:
+        return orjson.dumps({"type": "subscribed", "channel": channel, "server": True})
     return orjson.dumps({"type": "subscribed", "channel": channel})
 
 
-def unsubscribed(channel: str) -> bytes:
+def unsubscribed(channel: str, by_server: bool = False) -> bytes:
+    """``by_server``: the server API unsubscribed the connection (``"server": true``)."""
+    if by_server:
+        return orjson.dumps({"type": "unsubscribed", "channel": channel, "server": True})
     return orjson.dumps({"type": "unsubscribed", "channel": channel})
 
 

@@ -13,8 +13,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from . import __version__
 from .errors import BrokerUnavailable
 from .presence import Member, Presence
+from .presence.base import FACT_PREFIX
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,15 @@ REPORT_DEBOUNCE = 0.2
 ACK_REPORT_TIMEOUT = 2.0
 """Most seconds a join's acknowledgement waits for the presence report that lists the member;
 past it the join is acknowledged anyway (presence then catches up with the next report)."""
+
+
+def node_facts(started_at: float, users: int) -> dict[str, int]:
+    """What a node's report says about the node itself, beside its channels (``info``)."""
+    return {
+        f"{FACT_PREFIX}started": int(started_at),
+        f"{FACT_PREFIX}users": users,
+        f"{FACT_PREFIX}version:{__version__}": 1,
+    }
 
 
 class RoomReporter:

@@ -20,12 +20,12 @@ import secrets
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 
-from . import protocol
 from .auth import Identity, seconds_left
 from .codec import FEED_JSON, Codec
 from .connection import Connection
+from .control import ControlCommand
 from .host import Host
 from .outbound import Outbound
 from .protocol import CloseCode
@@ -68,7 +68,6 @@ class Session:
         "_actions",
         "_done",
         "_ended",
-        "_expiry",
         "_finished",
         "_inbox",
         "_paused",
@@ -106,8 +105,7 @@ class Session:
         self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
         self._actions = ActionRunner(host, self.state, self)
         self.close_code: int | None = None
-        self._expiry: asyncio.TimerHandle | None = None
-        self._inbox: deque[str | bytes] | None = None
+        self._inbox: deque[str | bytes | Callable[[], list[Action]]] | None = None
         """Client messages waiting for the task; made when the first one comes (a deque is
         larger than the rest of an idle session)."""
         self._paused = False
@@ -151,36 +149,14 @@ class Session:
         log.info(
             "open client=%s user=%r peer=%s channel=%s", self.id, self.user, self.peer, channel
         )
-        self._task = asyncio.ensure_future(self._work(self._open(channel, since, epoch, also)))
+        expires_in = seconds_left(self.state.identity)
+        opening = self._actions.open(channel, since, epoch, also, expires_in)
+        self._task = asyncio.ensure_future(self._work(opening))
         self.conn.attach(self)
 
-    async def _open(
-        self,
-        channel: str,
-        since: object,
-        epoch: object,
-        also: Sequence[tuple[str, int | None, str | None]],
-    ) -> None:
-        actions = self.state.open(
-            channel,
-            since,
-            epoch,
-            now=time.monotonic(),
-            draining=self.host.draining,
-            expires_in=seconds_left(self.state.identity),
-        )
-        if self.state.expires_at is not None and not self._ended:
-            delay = self.state.expires_at - time.monotonic()
-            self._expiry = asyncio.get_running_loop().call_later(max(delay, 0.0), self._tick)
-        await self._run(actions)
-        for other, other_since, other_epoch in also:
-            if self.close_code is not None:
-                break
-            command = protocol.Subscribe(other, other_since, other_epoch)
-            await self._run(self.state.command(command))
-
-    def receive(self, message: str | bytes) -> None:
-        """A client message: handle it after those before it."""
+    def receive(self, message: str | bytes | Callable[[], list[Action]]) -> None:
+        """A client message (or a server input, see :meth:`submit`): handle it after those
+        before it."""
         if self._ended or self.close_code in REFUSING:
             return
         if self._inbox is None:
@@ -209,6 +185,9 @@ class Session:
                 if self._paused and len(inbox) <= INBOX_LIMIT // 2:
                     self._paused = False
                     self.conn.resume_reading()
+                if callable(message):
+                    await self._run(message())
+                    continue
                 self.host.tally("client_messages")
                 await self._run(self.state.receive(message, time.monotonic()))
         except Exception:
@@ -230,8 +209,7 @@ class Session:
         if self._ended:
             return
         self._ended = True
-        if self._expiry is not None:
-            self._expiry.cancel()
+        self._actions.ended()
         # Nothing more can reach the client; stop queuing first, so replies and leave notices
         # do not try to write to a closed transport.
         self.outbound.flush()
@@ -284,9 +262,19 @@ class Session:
     async def _run(self, actions: list[Action]) -> None:
         await self._actions.run(actions)
 
-    def _tick(self) -> None:
-        self._expiry = None
-        self._actions.tick(time.monotonic())
+    # -- the server API ----------------------------------------------------------------------
+
+    @property
+    def user_key(self) -> str:
+        """Who the server API names as ``user``: the credential's subject, else the name."""
+        return self.state.identity.subject or self.state.user
+
+    def control(self, command: ControlCommand) -> None:
+        """A server API command for this connection (from the control channel)."""
+        self._actions.control(command)
+
+    submit = receive
+    """A server input: the machine's step, taken in turn with the client's messages."""
 
     # -- slow clients ----------------------------------------------------------------------------
 

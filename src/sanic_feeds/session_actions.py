@@ -3,20 +3,28 @@
 The state machine (``session_state.py``) returns actions; an :class:`ActionRunner` performs
 them in order, awaiting the node where an action needs it (a join, a publish, a presence
 read), and hands the node's answers back to the machine, whose reply actions it performs in
-turn. It never decides anything itself.
+turn. It never decides anything itself. It also keeps the credential's expiry timer, which
+the machine sets (at open, and when the server API refreshes the connection), and turns the
+server API's commands (from the control channel) into the machine's inputs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from . import protocol
+from .control import ControlCommand, DisconnectUser, RefreshUser, SubscribeUser, UnsubscribeUser
 from .errors import BrokerUnavailable
 from .host import Host, Participant
 from .protocol import CloseCode
 from .session_state import (
     Action,
     Close,
+    Expire,
     Join,
     JoinOutcome,
     Leave,
@@ -32,18 +40,90 @@ log = logging.getLogger(__name__)
 
 
 class Closable(Participant, Protocol):
+    @property
+    def close_code(self) -> int | None: ...
+
     def close(self, code: int, reason: str) -> None: ...
+
+    def submit(self, step: Callable[[], list[Action]]) -> None:
+        """Take the machine's answer to a server input in turn with the client's messages."""
 
 
 class ActionRunner:
     """One per session: its host, its state machine, and the session itself."""
 
-    __slots__ = ("_host", "_session", "_state")
+    __slots__ = ("_expiry", "_gone", "_host", "_session", "_state")
 
     def __init__(self, host: Host, state: SessionState, session: Closable) -> None:
         self._host = host
         self._state = state
         self._session = session
+        self._expiry: asyncio.TimerHandle | None = None
+        self._gone = False
+
+    async def open(
+        self,
+        channel: str,
+        since: object,
+        epoch: object,
+        also: Sequence[tuple[str, int | None, str | None]],
+        expires_in: float | None,
+    ) -> None:
+        """The opening: the URL channel (welcome, recovery), then each of ``also``."""
+        state = self._state
+        actions = state.open(
+            channel,
+            since,
+            epoch,
+            now=time.monotonic(),
+            draining=self._host.draining,
+            expires_in=expires_in,
+        )
+        self.expire(state.expires_at)
+        await self.run(actions)
+        for other, other_since, other_epoch in also:
+            if self._session.close_code is not None:
+                break
+            await self.run(state.command(protocol.Subscribe(other, other_since, other_epoch)))
+
+    def expire(self, at: float | None) -> None:
+        """Arm the expiry timer for ``at`` (``time.monotonic``), or disarm it (None)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if at is not None and not self._gone:
+            delay = max(at - time.monotonic(), 0.0)
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def ended(self) -> None:
+        """The connection is gone: no timer may fire any more."""
+        self.expire(None)
+        self._gone = True
+
+    def control(self, command: ControlCommand) -> None:
+        """A server API command for this connection: disconnects and expiry changes at once,
+        joins and leaves in turn with the client's messages (a join must not outlive the
+        connection's end, which waits for them)."""
+        state = self._state
+        match command:
+            case SubscribeUser(channel=channel, since=since, epoch=epoch):
+                self._session.submit(lambda: state.server_subscribe(channel, since, epoch))
+            case UnsubscribeUser(channel=channel):
+                self._session.submit(lambda: state.server_unsubscribe(channel))
+            case DisconnectUser(code=code, reason=reason):
+                log.info("client=%s disconnected by the server API (%d)", self._session.id, code)
+                self._now(state.server_disconnect(code, reason))
+            case RefreshUser(expired=expired, expire_at=expire_at):
+                expires_in = None if expire_at is None else expire_at - time.time()
+                self._now(state.server_refresh(time.monotonic(), expired, expires_in))
+
+    def _now(self, actions: list[Action]) -> None:
+        """Carry out actions that need no await (a close, an expiry change)."""
+        for action in actions:
+            if isinstance(action, Close):
+                self._session.close(action.code, action.reason)
+            elif isinstance(action, Expire):
+                self.expire(action.at)
 
     async def run(self, actions: list[Action]) -> None:
         session, host, state = self._session, self._host, self._state
@@ -53,8 +133,8 @@ class ActionRunner:
                     session.send(body)
                 case Publish(channel=channel, body=body, user_key=user_key):
                     await self._publish(channel, body, user_key)
-                case Join(channel=channel, since=since, epoch=epoch, greeting=greeting):
-                    outcome = await host.join(session, channel, since, epoch, greeting)
+                case Join(channel=channel, since=since, epoch=epoch, greeting=greeting, ack=ack):
+                    outcome = await host.join(session, channel, since, epoch, greeting, ack)
                     if outcome is not JoinOutcome.JOINED:
                         await self.run(state.join_failed(channel, greeting is not None, outcome))
                 case Resync(channel=channel, since=since, epoch=epoch):
@@ -71,13 +151,19 @@ class ActionRunner:
                     session.close(code, reason)
                 case Tally(counter=counter):
                     host.tally(counter)
+                case Expire(at=at):
+                    self.expire(at)
 
-    def tick(self, now: float) -> None:
-        """Time passed (the credential's expiry timer): the only actions then are closes."""
-        for action in self._state.tick(now):
+    def _tick(self) -> None:
+        """The credential's expiry timer fired: the only actions then are closes."""
+        self._expiry = None
+        actions = self._state.tick(time.monotonic())
+        for action in actions:
             if isinstance(action, Close):
                 log.info("client=%s: credential expired", self._session.id)
                 self._session.close(action.code, action.reason)
+        if not actions and self._state.closed is None:
+            self.expire(self._state.expires_at)  # woken a hair early: wait for the rest
 
     async def _members(self, channel: str) -> list[dict[str, object]] | None:
         try:

@@ -23,7 +23,7 @@ from .channels import namespace_of
 from .codec import FEED_JSON, Codec
 from .errors import ProtocolError
 from .namespaces import OPEN_CHANNELS, Namespaces
-from .permissions import Permissions, Refusal
+from .permissions import Permissions, Refusal, options_of
 from .protocol import CloseCode, ErrorCode
 from .ratelimit import Rate, TokenBucket
 
@@ -38,6 +38,7 @@ REFUSING = frozenset(
         CloseCode.UNKNOWN_NAMESPACE,
         CloseCode.CHANNEL_FULL,
         CloseCode.CONNECTION_LIMIT,
+        CloseCode.DISCONNECTED,
     }
 )
 """Closes after which the client's queued messages are dropped: it was refused, its credential
@@ -73,6 +74,15 @@ class Join:
     since: int | None = None
     epoch: str | None = None
     greeting: tuple[bytes, ...] | None = None
+    ack: bytes | None = None
+    """Sent instead of the usual ``subscribed`` (the notice of a join the server made)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """(Re)arm the credential's expiry timer for ``at`` (the machine's clock); None: disarm."""
+
+    at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +120,7 @@ class Tally:
     counter: str
 
 
-Action = Send | Close | Join | Resync | Leave | Publish | ReadPresence | Tally
+Action = Send | Close | Join | Resync | Leave | Publish | ReadPresence | Tally | Expire
 
 
 class JoinOutcome(Enum):
@@ -345,6 +355,41 @@ class SessionState:
             text = "Presence unavailable: broker down"
             return [self._error(ErrorCode.BROKER_UNAVAILABLE, text, channel)]
         return [Send(self.codec.presence(channel, members))]
+
+    def server_subscribe(
+        self, channel: str, since: int | None = None, epoch: str | None = None
+    ) -> list[Action]:
+        """Join ``channel`` for the server API (its commands come on the control channel): no
+        permission applies, the channel cap does; the ack is ``subscribed`` marked as the
+        server's."""
+        if self.closed is not None or channel in self.channels:
+            return []
+        if isinstance(options_of(self.limits.permissions.namespaces, channel), Refusal):
+            return []  # the API checked it; a node configured otherwise leaves it alone
+        if len(self.channels) >= self.limits.max_channels:
+            text = f"A connection may follow at most {self.limits.max_channels} channels"
+            return [self._error(ErrorCode.TOO_MANY_CHANNELS, text, channel)]
+        self.channels[channel] = None
+        return [Join(channel, since, epoch, ack=self.codec.subscribed(channel, by_server=True))]
+
+    def server_unsubscribe(self, channel: str) -> list[Action]:
+        """Leave ``channel`` for the server, with an ``unsubscribed`` marked as the server's."""
+        if self.closed is not None or channel not in self.channels:
+            return []
+        del self.channels[channel]
+        return [Leave(channel), Send(self.codec.unsubscribed(channel, by_server=True))]
+
+    def server_disconnect(self, code: int, reason: str) -> list[Action]:
+        return [] if self.closed is not None else self._close(code, reason)
+
+    def server_refresh(self, now: float, expired: bool, expires_in: float | None) -> list[Action]:
+        """End the credential now (``expired``), or in ``expires_in`` s (None: never)."""
+        if self.closed is not None:
+            return []
+        if expired:
+            return self._close(CloseCode.TOKEN_EXPIRED, "token expired")
+        self.expires_at = None if expires_in is None else now + max(expires_in, 0.0)
+        return [Expire(self.expires_at)]
 
     # -- time ------------------------------------------------------------------------------------
 

@@ -91,6 +91,15 @@ class Broker(ABC):
         """
 
     @abstractmethod
+    async def remove_history(self, channel: str) -> None:
+        """Forget every stored message of ``channel`` on every node: a read then finds none,
+        and the next stored publish starts a new epoch at offset 1 (a client recovering from an
+        older position learns that its messages are gone: ``recovered: false``).
+
+        Raises :class:`~sanic_feeds.errors.BrokerUnavailable` when the broker cannot be reached.
+        """
+
+    @abstractmethod
     async def subscribe(self, channel: str) -> None:
         """Start receiving ``channel``; returns when the subscription is active."""
 

@@ -68,6 +68,10 @@ class MemoryBus:
             return None
         return found
 
+    def forget(self, channel: str) -> None:
+        """Drop the channel's history (offsets and epoch included)."""
+        self._histories.pop(channel, None)
+
     def store(self, channel: str, body: bytes, policy: HistoryPolicy) -> tuple[Stored, bytes]:
         found = self.history_of(channel)
         if found is None:
@@ -155,6 +159,9 @@ class MemoryBroker(Broker):
             top=found.seq,
             limit=limit,
         )
+
+    async def remove_history(self, channel: str) -> None:
+        self.bus.forget(channel)
 
     async def subscribe(self, channel: str) -> None:
         if self._deliver is None:

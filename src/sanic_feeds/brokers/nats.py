@@ -79,13 +79,11 @@ class NatsBroker(Broker):
         self._deliver: DeliverFn | None = None
         self._on_gap: GapFn | None = None
         self._subs: dict[str, Subscription] = {}
-        self._channels: dict[str, str] = {}
-        """Live subject -> channel, for every subscribed channel."""
+        self._channels: dict[str, str] = {}  # live subject -> channel, for every subscribed one
         self._probe: NatsProbe | None = None
         self._next_flush: asyncio.Task[None] | None = None
         self._reconnects = 0
-        self.error: str | None = None
-        """Why the connection is down now, or None."""
+        self.error: str | None = None  # why the connection is down now, or None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -206,6 +204,10 @@ class NatsBroker(Broker):
         size = self.history_rules.for_channel(channel).size
         return await self._streams.history(js, subject, since, epoch, min(limit, size), size)
 
+    async def remove_history(self, channel: str) -> None:
+        js = self._require()[1]
+        await self._streams.remove(js, channel, self._streams.subject(to_token(channel)))
+
     async def subscribe(self, channel: str) -> None:
         if self._deliver is None:
             raise RuntimeError("broker opened publish-only; pass deliver to open() to subscribe")
@@ -265,8 +267,7 @@ class NatsBroker(Broker):
         channel = self._channels.get(msg.subject)
         deliver = self._deliver
         sub = self._subs.get(channel) if channel is not None else None
-        # A message of an earlier subscription of the channel (left and joined again) is not
-        # this one's.
+        # A message of an earlier subscription of the channel (left, joined again) is not ours.
         if channel is None or deliver is None or sub is None or sub._id != msg.sid:
             return
         try:
@@ -295,8 +296,7 @@ class NatsBroker(Broker):
             return
         nc = self._nc
         if nc is not None and not nc.is_connected:
-            # A failed reconnect attempt, every 0.2 s while NATS is down: the outage was
-            # logged once when the connection was lost.
+            # A failed reconnect attempt, every 0.2 s while NATS is down (the loss was logged).
             log.debug("NATS reconnect attempt failed: %r", exc)
             return
         log.warning("NATS client error: %r", exc)

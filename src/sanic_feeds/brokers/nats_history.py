@@ -187,6 +187,15 @@ class StreamHistory:
             return Stored(offset, epoch), seal(stamped)
         raise BrokerUnavailable(f"stored publish to {channel!r}: {ATTEMPTS} attempts failed")
 
+    async def remove(self, js: JetStreamContext, channel: str, subject: str) -> None:
+        """Purge the channel's subject. Other nodes' cached newest position is stale then: their
+        next stored publish is refused by the sequence check, and they read it again."""
+        self._newest.pop(channel, None)
+        try:
+            await js.purge_stream(self.stream, subject=subject)
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"history purge failed: {exc!r}") from exc
+
     def _remember(self, channel: str, entry: _Entry) -> None:
         self._newest[channel] = entry
         self._newest.move_to_end(channel)

@@ -218,6 +218,9 @@ class RedisBroker(Broker):
     ) -> HistoryPage:
         return await self._streams.history(channel, since, epoch, limit)
 
+    async def remove_history(self, channel: str) -> None:
+        await self._streams.remove(channel)
+
     async def subscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()
         key = self._channel_key(channel)

@@ -157,6 +157,9 @@ class RedisClusterBroker(Broker):
     ) -> HistoryPage:
         return await self._streams.history(channel, since, epoch, limit)
 
+    async def remove_history(self, channel: str) -> None:
+        await self._streams.remove(channel)
+
     # -- subscriptions ---------------------------------------------------------------------------
 
     async def subscribe(self, channel: str) -> None:

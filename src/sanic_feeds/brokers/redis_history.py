@@ -221,6 +221,13 @@ class StreamHistory:
         except ReplyError as exc:
             raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
 
+    async def remove(self, channel: str) -> None:
+        """Delete the channel's stream, offset counter and epoch in one command (one slot)."""
+        try:
+            await self._commands.call(encode(b"DEL", *self._history_keys(channel)), route=channel)
+        except ReplyError as exc:
+            raise BrokerUnavailable(f"Redis refused to remove a history: {exc}") from exc
+
     async def history(
         self, channel: str, since: int | None, epoch: str | None, limit: int
     ) -> HistoryPage:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..config import BrokerAddress
-from .base import Member, Presence, RoomTotals
+from .base import Member, NodeReport, Presence, RoomTotals
 from .memory import MemoryPresence
 
-__all__ = ["Member", "MemoryPresence", "Presence", "RoomTotals", "create_presence"]
+__all__ = ["Member", "MemoryPresence", "NodeReport", "Presence", "RoomTotals", "create_presence"]
 
 
 def create_presence(

@@ -17,6 +17,10 @@ import orjson
 CLIENTS_FIELD = "#clients"
 """Report field holding the node's connection count; ``#`` cannot start a channel name."""
 
+FACT_PREFIX = "#"
+"""Report fields whose name starts with this are facts about the node (``#started``: Unix time
+it started; ``#users``: distinct users connected; ``#version:<release>``: 1), not channels."""
+
 
 @dataclass(frozen=True)
 class Member:
@@ -51,9 +55,31 @@ class RoomTotals:
     def add(self, counts: Mapping[str, int], clients: int) -> None:
         """Add one node's counts (non-positive numbers are dropped)."""
         for channel, count in counts.items():
-            if count > 0:
+            if count > 0 and not channel.startswith(FACT_PREFIX):
                 self.rooms[channel] = self.rooms.get(channel, 0) + count
         self.clients += max(clients, 0)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One live node's report as written: member counts per channel (with its facts, see
+    :data:`FACT_PREFIX`) and its connection count."""
+
+    counts: Mapping[str, int]
+    clients: int
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return {c: n for c, n in self.counts.items() if not c.startswith(FACT_PREFIX) and n > 0}
+
+    def fact(self, name: str) -> int:
+        """A numeric fact (``started``, ``users``), 0 when the node did not report it."""
+        return int(self.counts.get(FACT_PREFIX + name, 0))
+
+    @property
+    def version(self) -> str:
+        prefix = FACT_PREFIX + "version:"
+        return next((k[len(prefix) :] for k in self.counts if k.startswith(prefix)), "")
 
 
 class Presence(ABC):
@@ -108,3 +134,7 @@ class Presence(ABC):
 
         Counts of nodes whose reports expired (crashed) or were withdrawn no longer count.
         """
+
+    @abstractmethod
+    async def node_reports(self) -> dict[str, NodeReport]:
+        """Node id -> its report, for every node whose report has not expired."""

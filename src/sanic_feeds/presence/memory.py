@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from .base import Member, Presence, RoomTotals
+from .base import Member, NodeReport, Presence, RoomTotals
 
 
 class MemoryPresence(Presence):
@@ -75,6 +75,10 @@ class MemoryPresence(Presence):
 
     async def nodes(self) -> list[str]:
         return sorted(node_id for node_id, _ in self._live())
+
+    async def node_reports(self) -> dict[str, NodeReport]:
+        live = self._live()
+        return {node: NodeReport(dict(counts), clients) for node, (_, counts, clients) in live}
 
     def _live(self) -> list[tuple[str, tuple[float, dict[str, int], int]]]:
         now = self._clock()

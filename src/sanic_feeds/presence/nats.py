@@ -35,7 +35,7 @@ from nats.js.kv import KeyValue
 from ..brokers.nats_subjects import from_token, to_token
 from ..config import nats_servers
 from ..errors import BrokerUnavailable
-from .base import Member, Presence, RoomTotals
+from .base import Member, NodeReport, Presence, RoomTotals
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,14 @@ class NatsPresence(Presence):
                 reported = users.get(user, 0)
                 total += reported if isinstance(reported, int) else 0
         return total
+
+    async def node_reports(self) -> dict[str, NodeReport]:
+        found = {}
+        for node_id, report in (await self._reports()).items():
+            counts, clients = report["rooms"], report["clients"]
+            if isinstance(counts, dict) and isinstance(clients, int):
+                found[node_id] = NodeReport(counts, clients)
+        return found
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()

@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from ..brokers.redis import open_client
 from ..brokers.redis_cluster_client import GATE, open_cluster_client
 from ..errors import BrokerUnavailable
-from .base import CLIENTS_FIELD, Member, Presence, RoomTotals
+from .base import CLIENTS_FIELD, Member, NodeReport, Presence, RoomTotals
 
 USER_COUNTS_TTL_MS = 86_400_000
 """A user's connection counts expire a day after their last change: what a crash left behind
@@ -173,6 +173,23 @@ class RedisPresence(Presence):
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc}") from exc
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
+
+    async def node_reports(self) -> dict[str, NodeReport]:
+        nodes = await self.nodes()
+        if not nodes:
+            return {}
+        try:
+            async with self._require().pipeline(transaction=False) as pipe:
+                for node_id in nodes:
+                    pipe.hgetall(self._rooms_key(node_id))
+                reports = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc}") from exc
+        found = {}
+        for node_id, report in zip(nodes, reports, strict=True):
+            counts = {k.decode(): int(v) for k, v in report.items()}
+            found[node_id] = NodeReport(counts, counts.pop(CLIENTS_FIELD, 0))
+        return found
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()
