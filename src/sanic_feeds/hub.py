@@ -74,7 +74,6 @@ class Hub:
         self.gaps = 0
         self.recovered = 0
         """Messages a node re-fetched from the history after a gap."""
-        """Channels whose subscription was re-established after a connection loss."""
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -277,6 +276,8 @@ class Hub:
         """Frame ``body`` once per wire and queue it on every member but ``exclude``."""
         for wire, members in self._by_wire[channel].items():
             frame = wire.frame(body)
+            if not frame:  # nothing for this wire (a notice its members did not ask for)
+                continue
             if exclude:
                 count = 0
                 for client_id, sink in members.items():

@@ -25,7 +25,7 @@ from .config import FeedsConfig
 from .drain import close_gradually
 from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
-from .host import Attached, Participant
+from .host import Attached, ChannelMember, Participant
 from .hub import Hub
 from .membership import Memberships
 from .outbound import Flusher
@@ -111,6 +111,9 @@ class Node:
             reported=self.reporter.reported,
             others_in=self._others_in,
         )
+        # Joins with the stream position in their reply, and history reads: as they are.
+        self.join_at = self.memberships.join_at
+        self.read_history = self.broker.history
         self._admission = Admission(config.max_connections, config.connect_rate)
         self.user_slots = UserSlots(
             self.presence, self.id, config.user_connection_limit, self.reporter.changed
@@ -210,10 +213,10 @@ class Node:
     ) -> None:
         await self.memberships.resync(member, channel, since, epoch)
 
-    async def leave(self, member: Participant, channel: str) -> None:
+    async def leave(self, member: ChannelMember, channel: str) -> None:
         await self.memberships.leave(member, channel)
 
-    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+    async def leave_all(self, member: ChannelMember, channels: list[str]) -> None:
         await self.memberships.leave_all(member, channels)
 
     async def user_wait(self, user_key: str) -> float:
