@@ -110,6 +110,7 @@ class CentrifugoRunner:
                 case FinishConnect():
                     session.send(state.connect_reply(action, time.time()))
                     session.release_held()
+                    await self.run(state.after_connect(time.time()))
                 case PublishTo():
                     await self._publish(action)
                 case ReadPresence():

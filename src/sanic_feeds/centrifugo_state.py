@@ -72,6 +72,8 @@ class CentrifugoState:
     """Unix time the connection's credential runs out (``refresh`` moves it)."""
     _server_data: dict[str, object] = field(default_factory=dict)
     """Per server-side channel, the ``data`` of its ``subs`` claim entry."""
+    _pending: list[cp.Frame] = field(default_factory=list)
+    """Commands that arrived behind ``connect`` while it was being verified."""
     _bucket: TokenBucket | None = None
     _violations: int = 0
 
@@ -98,9 +100,17 @@ class CentrifugoState:
             return self._close(Disconnect.BAD_REQUEST, f"bad request: {exc}")
         if self._bucket is not None and self._bucket.take(now) > 0:
             return self._over_rate(frames)
+        return self._handle(frames, now)
+
+    def _handle(self, frames: list[cp.Frame], now: float) -> list[Action]:
         actions: list[Action] = []
-        for frame in frames:
+        for number, frame in enumerate(frames):
             if self.closed is not None:
+                break
+            if self.connecting:
+                # SDKs send their subscribes right behind connect, in the same frame: they
+                # are handled once the connection is up (see after_connect).
+                self._pending = frames[number:]
                 break
             if isinstance(frame, Pong):
                 continue
@@ -109,6 +119,11 @@ class CentrifugoState:
                 continue
             actions.extend(self._request(frame, now))
         return actions
+
+    def after_connect(self, now: float) -> list[Action]:
+        """The commands that came behind ``connect`` (the connect reply is out)."""
+        pending, self._pending = self._pending, []
+        return self._handle(pending, now)
 
     def _request(self, request: Request, now: float) -> list[Action]:
         ident, method, params = request.id, request.method, request.params
@@ -185,6 +200,7 @@ class CentrifugoState:
     def auth_failed(self, action: Authenticate, error: AuthError) -> list[Action]:
         if not action.refresh:
             self.connecting = False
+            self._pending = []  # the SDK starts over with a new connection
         if isinstance(error, TokenExpired):
             return [Send(cp.error(action.id, ErrorReply.TOKEN_EXPIRED))]
         if error.reason == "unauthorized":
