@@ -31,7 +31,7 @@ from centrifuge import (
     SubscribedContext,
     SubscriptionEventHandler,
 )
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds import FeedsConfig
 from sanic_feeds.centrifugo_session import CentrifugoSession
@@ -343,3 +343,41 @@ async def test_token_refresh_keeps_the_connection(servers: Servers) -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_bad_frames_get_documented_codes_and_the_server_survives(servers: Servers) -> None:
+    """Garbage, binary frames and commands before connect are closed with 3501 (bad request,
+    which SDKs do not retry); an unknown command after connect is error 104; the server goes
+    on serving."""
+    url = servers.url(servers.one)
+    before_connect: list[str | bytes] = [
+        "nope",
+        "[1]",
+        '{"id":1,"subscribe":{"channel":"a"}}',
+        b"\x01\x02",
+        '{"id":"x"}',
+    ]
+    for garbage in before_connect:
+        async with connect(url) as raw:
+            await raw.send(garbage)
+            await raw.wait_closed()
+            assert raw.close_code == 3501, garbage
+    async with connect(url) as raw:
+        connect_command = {"id": 1, "connect": {"token": token("ann")}}
+        await raw.send(orjson.dumps(connect_command).decode())
+        assert (await reply_of(raw))["id"] == 1
+        await raw.send('{"id":2,"frobnicate":{}}\n{"id":3,"subscribe":{"channel":7}}')
+        codes = [(await reply_of(raw))["error"]["code"] for _ in range(2)]
+        assert codes == [104, 107]
+    async with client(url, token=token("ann")) as (sdk, events):
+        await sdk.connect()
+        await next_of(events.connected)
+
+
+async def reply_of(raw: ClientConnection) -> dict[str, Any]:
+    """The next reply, past the server's pings (``{}``)."""
+    while True:
+        message = await asyncio.wait_for(raw.recv(), 5)
+        if message.strip() != "{}":
+            found: dict[str, Any] = orjson.loads(message)
+            return found
