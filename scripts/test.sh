@@ -38,6 +38,14 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
+# Centrifugo's JavaScript SDK (tests/js, pinned by its lockfile) for tests/test_centrifugo_js.py;
+# without Node that test is skipped.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+else
+    echo "note: no node/npm on PATH; the JavaScript SDK test will be skipped" >&2
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

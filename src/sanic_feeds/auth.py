@@ -46,6 +46,13 @@ class AuthError(FeedsError):
         self.reason = reason
 
 
+class TokenExpired(AuthError):
+    """The credential was valid but its ``exp`` has passed: a fresh one will do."""
+
+    def __init__(self) -> None:
+        super().__init__("token expired")
+
+
 @dataclass(frozen=True)
 class Handshake:
     """What an authenticator may look at. Built from the HTTP upgrade request."""
@@ -157,36 +164,42 @@ class JwtTokens(Authenticator):
             raise AuthError("authentication required")
         return self.identity(token)
 
-    def identity(self, token: str) -> Identity:
-        """Verify ``token`` and read the identity from its claims."""
+    def claims(self, token: str, required: Sequence[str] = ("sub",)) -> dict[str, Any]:
+        """Verify ``token`` (signature, ``exp``, audience, issuer, ``required`` claims) and
+        return its claims; :class:`TokenExpired` or :class:`AuthError` otherwise."""
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["sub"]},
+                options={"require": list(required)},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("token expired") from None
+            raise TokenExpired from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
+        return claims
+
+    def identity(self, token: str) -> Identity:
+        """Verify ``token`` and read the identity from its claims."""
+        claims = self.claims(token)
         subject = str(claims["sub"])
         name = claims.get("name")
         exp = claims.get("exp")
         return Identity(
             user=str(name) if isinstance(name, str) and name else subject,
             subject=subject,
-            channels=_patterns(claims.get("channels"), "channels"),
-            publish=_patterns(claims.get("publish"), "publish"),
+            channels=claim_patterns(claims.get("channels"), "channels"),
+            publish=claim_patterns(claims.get("publish"), "publish"),
             expires_at=float(exp) if isinstance(exp, int | float) else None,
             claims=claims,
         )
 
 
-def _patterns(value: object, claim: str) -> ChannelPatterns | None:
+def claim_patterns(value: object, claim: str) -> ChannelPatterns | None:
     if value is None:
         return None
     if isinstance(value, str):

@@ -49,6 +49,13 @@ class ControlDispatch:
     def attach(self, session: Attached) -> None:
         self._by_user.setdefault(session.user_key, {})[session.id] = session
 
+    def rekey(self, session: Attached, previous: str) -> None:
+        """``session`` was indexed under ``previous`` (its user was not known yet)."""
+        sessions = self._by_user.get(previous)
+        if sessions is not None and sessions.pop(session.id, None) is not None and not sessions:
+            del self._by_user[previous]
+        self.attach(session)
+
     def detach(self, session: Attached) -> None:
         sessions = self._by_user.get(session.user_key)
         if sessions is not None and sessions.pop(session.id, None) is not None and not sessions:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +30,7 @@ from .auth import (
     offered_subprotocols,
 )
 from .brokers import MemoryBus
+from .centrifugo_route import PROTOBUF_SUBPROTOCOL, CentrifugoRoute
 from .config import FeedsConfig
 from .connection import Connection, Handoff
 from .errors import FeedsError
@@ -36,6 +38,7 @@ from .http_api import HttpApi, problem
 from .metrics import Metrics
 from .node import Node
 from .protocol import CloseCode
+from .rpc import ClientHandlers, MessageHandler, RpcHandler
 from .server_api import ServerApi
 from .session import Session, clean_user_name
 from .sse_routes import EventStreamRoutes
@@ -83,6 +86,11 @@ class Feeds:
         self._api = HttpApi(self.config, lambda: self.node, self.metrics)
         self._server_api = ServerApi(self.config, lambda: self.node)
         self._streams = EventStreamRoutes(self.config, self.authenticator, lambda: self.node)
+        self.client_handlers = ClientHandlers()
+        """RPC and message handlers for Centrifugo clients (see :meth:`rpc`)."""
+        self._centrifugo = CentrifugoRoute(
+            self.config, self.authenticator, lambda: self.node, self.client_handlers
+        )
 
     @property
     def node(self) -> Node:
@@ -102,6 +110,29 @@ class Feeds:
         """
         await self.node.publish(channel, data, idempotency_key)
 
+    def rpc(self, method: str) -> Callable[[RpcHandler], RpcHandler]:
+        """Decorator: answer Centrifugo clients' ``rpc`` calls of ``method``::
+
+        @feeds.rpc("whoami")
+        async def whoami(call: ClientCall) -> object:
+            return {"user": call.user}
+        """
+
+        def register(handler: RpcHandler) -> RpcHandler:
+            self.add_rpc_handler(method, handler)
+            return handler
+
+        return register
+
+    def add_rpc_handler(self, method: str, handler: RpcHandler) -> None:
+        """Answer ``rpc`` calls of ``method`` with ``handler`` (replacing any before it)."""
+        self.client_handlers.rpc[method] = handler
+
+    def on_message(self, handler: MessageHandler) -> MessageHandler:
+        """Decorator: receive what Centrifugo clients ``send`` (asynchronous, no reply)."""
+        self.client_handlers.on_message = handler
+        return handler
+
     # -- Sanic wiring ----------------------------------------------------------------------------
 
     def install(self, app: Sanic[Any, Any]) -> Blueprint:
@@ -111,6 +142,13 @@ class Feeds:
         # The route context tells FeedsWebSocketProtocol to serve these sockets itself.
         bp.add_websocket_route(
             self._feed_socket, "/feed/<channel:str>", name="feed", ctx_feeds_config=config
+        )
+        bp.add_websocket_route(
+            self._centrifugo.socket,
+            "/connection/websocket",
+            name="centrifugo",
+            ctx_feeds_config=config,
+            ctx_feeds_subprotocol=PROTOBUF_SUBPROTOCOL,
         )
         self._streams.register(bp)
         self._api.register(bp)
@@ -150,7 +188,8 @@ class Feeds:
         """Refuse WebSocket upgrades from origins not on the list, before any handler runs."""
         if request.headers.get("upgrade", "").lower() != "websocket":
             return None
-        if not request.path.startswith(f"{self.url_prefix}/feed/"):
+        ours = (f"{self.url_prefix}/feed/", f"{self.url_prefix}/connection/")
+        if not request.path.startswith(ours):
             return None  # another of the app's sockets: not ours to police
         origin = request.headers.get("origin")
         if origin is not None and origin not in self.config.allowed_origins:

@@ -208,3 +208,19 @@ def position_of(body: bytes) -> tuple[str, int] | None:
     if close < 0 or not offset.isdigit():
         return None
     return body[start:close].decode("ascii", "replace"), int(offset)
+
+
+@dataclass(frozen=True)
+class JoinPosition:
+    """Where a member stands in a channel's stream once its join holds (``Memberships.join_at``)."""
+
+    history: bool
+    """The channel keeps history (so ids, positions and recovery exist)."""
+    epoch: str = ""
+    offset: int = 0
+    """The newest id the member holds everything up to (live messages come after it)."""
+    recovering: bool = False
+    recovered: bool = False
+    """With ``recovering``: ``replayed`` holds every message after the asked position."""
+    replayed: list[bytes] = field(default_factory=list)
+    """The stored messages missed since the asked position (empty unless ``recovered``)."""

@@ -9,19 +9,20 @@ pointing one way (glue -> drivers -> session -> node services -> backends).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from .codec import Codec
 from .control import ControlCommand
-from .history import Stored
+from .history import HistoryPage, JoinPosition, Stored
 from .hub import Sink
 from .outbound import Flusher, Outbound
 from .session_state import JoinOutcome, Limits
 from .wire import Wire
 
 
-class Participant(Protocol):
-    """A connection as a channel member: who it is, how it is framed, where frames go."""
+class ChannelMember(Protocol):
+    """A connection as a channel member, whatever its protocol: who, where its frames go."""
 
     @property
     def id(self) -> str: ...
@@ -30,22 +31,26 @@ class Participant(Protocol):
     def user(self) -> str: ...
 
     @property
-    def wire(self) -> Wire: ...
-
-    @property
-    def codec(self) -> Codec: ...
-
-    @property
     def outbound(self) -> Sink: ...
 
     def send(self, body: bytes) -> None:
-        """Queue one server message (a body) for the client."""
+        """Queue one server message (already in the connection's protocol) for the client."""
 
     def overflow(self) -> None:
         """Its buffer (or parked frames) overflowed: cut it off as a slow consumer."""
 
 
-class Attached(Participant, Protocol):
+class Participant(ChannelMember, Protocol):
+    """A member speaking the feed protocol: framed by its wire, answered by its codec."""
+
+    @property
+    def wire(self) -> Wire: ...
+
+    @property
+    def codec(self) -> Codec: ...
+
+
+class Attached(ChannelMember, Protocol):
     """A session as the node keeps it: closed on shutdown, pinged by the keepalive sweep."""
 
     @property
@@ -90,6 +95,9 @@ class Host(Protocol):
     def attach(self, session: Attached) -> None:
         """The session opened: count it, close it on shutdown, ping it."""
 
+    def identified(self, session: Attached, previous_key: str) -> None:
+        """The session's user (``user_key``) became known after it opened."""
+
     def detach(self, session: Attached, high_water: int) -> None:
         """The session ended and left every channel."""
 
@@ -117,9 +125,23 @@ class Host(Protocol):
     ) -> None:
         """Replay a joined channel from ``since``, then ``subscribed``."""
 
-    async def leave(self, member: Participant, channel: str) -> None: ...
+    async def join_at(
+        self,
+        member: ChannelMember,
+        channel: str,
+        *,
+        since: int | None,
+        epoch: str | None,
+        wire: Wire,
+        sink: Sink,
+        acknowledge: Callable[[JoinPosition], bytes | None],
+    ) -> JoinOutcome:
+        """Join, acknowledging with the stream position (and replay) in one reply; see
+        ``Memberships.join_at``."""
 
-    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+    async def leave(self, member: ChannelMember, channel: str) -> None: ...
+
+    async def leave_all(self, member: ChannelMember, channels: list[str]) -> None:
         """Leave each channel, whatever happens to one of them (the connection ended)."""
 
     async def user_wait(self, user_key: str) -> float:
@@ -133,3 +155,8 @@ class Host(Protocol):
 
     async def read_presence(self, channel: str) -> list[dict[str, object]]:
         """The channel's members on every node (public fields); raises ``BrokerUnavailable``."""
+
+    async def read_history(
+        self, channel: str, since: int | None, epoch: str | None, limit: int
+    ) -> HistoryPage:
+        """The channel's stored messages (see ``Broker.history``); raises ``BrokerUnavailable``."""

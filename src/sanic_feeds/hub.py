@@ -284,10 +284,13 @@ class Hub:
 
 def fan_out(groups: dict[Wire, dict[str, Sink]], body: bytes, exclude: str) -> int:
     """Frame ``body`` once per wire and queue it on every member but ``exclude``; return how
-    many frames were queued."""
+    many frames were queued. A wire may have nothing to send for a body (a notice its members
+    did not ask for): its members are skipped."""
     count = 0
     for wire, members in groups.items():
         frame = wire.frame(body)
+        if not frame:
+            continue
         if exclude:
             for client_id, sink in members.items():
                 if client_id != exclude:

@@ -17,12 +17,14 @@ from . import protocol
 from .brokers import Broker
 from .envelope import seal
 from .errors import BrokerUnavailable
-from .host import Participant
-from .hub import Hub, read_history
+from .history import HistoryPage, JoinPosition
+from .host import ChannelMember, Participant
+from .hub import Hub, Sink, read_history
 from .namespaces import ChannelOptions
 from .presence import Member
 from .replay import ReplayBuffer
 from .session_state import JoinOutcome
+from .wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,68 @@ class Memberships:
             await self._announce(channel, seal(notice, exclude=member.id))
         return JoinOutcome.JOINED
 
+    async def join_at(
+        self,
+        member: ChannelMember,
+        channel: str,
+        *,
+        since: int | None,
+        epoch: str | None,
+        wire: Wire,
+        sink: Sink,
+        acknowledge: Callable[[JoinPosition], bytes | None],
+    ) -> JoinOutcome:
+        """Join for a protocol whose acknowledgement carries the stream position and the
+        replay itself (Centrifugo's subscribe reply): ``acknowledge`` turns the position into
+        the reply (or None: the caller sends it later), sent before any live frame; live
+        frames then go to ``sink`` (the member's outbound, or something that holds them).
+
+        With ``since`` (recovery) the position says whether every message after it is still
+        there; without, it is the channel's newest id, read after the join holds, so nothing
+        published after it can be missed.
+        """
+        options = self._options_for(channel)
+        parked = ReplayBuffer(self._client_buffer, wire)
+        record = Member(member.id, member.user, round(time.time(), 3), self._node_id)
+        try:
+            if options.max_members and await self._full(channel, options.max_members):
+                return JoinOutcome.CHANNEL_FULL
+            await self._hub.join(channel, member.id, parked, wire, record)
+        except BrokerUnavailable as exc:
+            log.warning("client=%s could not join %s: %s", member.id, channel, exc)
+            return JoinOutcome.BROKER_UNAVAILABLE
+        await self._reported()
+        size = options.history.size
+        position = JoinPosition(history=size > 0)
+        if size > 0:
+            position = await self._position(channel, since, epoch, size)
+        acknowledgement = acknowledge(position)
+        if acknowledgement is not None:
+            member.send(acknowledgement)
+        if parked.overflowed:
+            member.overflow()
+        else:
+            seen = parked.unseen(position.epoch, position.offset) if size > 0 else parked.frames
+            for frame in seen:
+                sink.send(frame)
+            self._hub.swap(channel, member.id, sink)
+        if self._notices_for(channel):
+            notice = protocol.user_joined(channel, member.id, member.user)
+            await self._announce(channel, seal(notice, exclude=member.id))
+        return JoinOutcome.JOINED
+
+    async def _position(
+        self, channel: str, since: int | None, epoch: str | None, size: int
+    ) -> JoinPosition:
+        if since is None:
+            top = await read_history(self._broker, channel, 0, None, 0)
+            return JoinPosition(True, top.epoch, top.top)
+        page: HistoryPage = await read_history(self._broker, channel, since, epoch, size)
+        if not page.complete:  # a hole the client must fill itself: it resumes from the top
+            return JoinPosition(True, page.epoch, page.top, recovering=True)
+        last = page.offsets[-1] if page.offsets else since
+        return JoinPosition(True, page.epoch, last, True, True, page.messages)
+
     async def _full(self, channel: str, most: int) -> bool:
         here = self._hub.members(channel)
         return here >= most or here + await self._others_in(channel) >= most
@@ -107,13 +171,13 @@ class Memberships:
         member.send(member.codec.subscribed(channel))
         self._go_live(member, channel, parked, seen)
 
-    async def leave(self, member: Participant, channel: str) -> None:
+    async def leave(self, member: ChannelMember, channel: str) -> None:
         await self._hub.leave(channel, member.id)
         if self._notices_for(channel):
             notice = protocol.user_left(channel, member.id, member.user)
             await self._announce(channel, seal(notice))
 
-    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+    async def leave_all(self, member: ChannelMember, channels: list[str]) -> None:
         """Leave every channel of a member whose connection ended."""
         for channel in channels:
             try:

@@ -28,7 +28,7 @@ from .drain import close_gradually
 from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
 from .history import Stored
-from .host import Attached, Participant
+from .host import Attached, ChannelMember, Participant
 from .hub import Hub
 from .keepalive import keep_alive
 from .membership import Memberships
@@ -123,6 +123,9 @@ class Node:
             reported=self.reporter.reported,
             others_in=self._others_in,
         )
+        # Joins with the stream position in their reply, and history reads: as they are.
+        self.join_at = self.memberships.join_at
+        self.read_history = self.broker.history
         self._admission = Admission(config.max_connections, config.connect_rate)
         self.user_slots = UserSlots(
             self.presence, self.id, config.user_connection_limit, self.reporter.changed
@@ -228,10 +231,10 @@ class Node:
     ) -> None:
         await self.memberships.resync(member, channel, since, epoch)
 
-    async def leave(self, member: Participant, channel: str) -> None:
+    async def leave(self, member: ChannelMember, channel: str) -> None:
         await self.memberships.leave(member, channel)
 
-    async def leave_all(self, member: Participant, channels: list[str]) -> None:
+    async def leave_all(self, member: ChannelMember, channels: list[str]) -> None:
         await self.memberships.leave_all(member, channels)
 
     async def user_wait(self, user_key: str) -> float:
@@ -310,18 +313,29 @@ class Node:
     # -- health ----------------------------------------------------------------------------------
 
     async def health(self) -> tuple[bool, dict[str, object]]:
-        broker: dict[str, object] = {"url": self.broker.url}
-        try:
-            broker.update(await self.broker.check())
-        except BrokerUnavailable as exc:
-            broker.update(ok=False, error=str(exc))
-        ok = bool(broker.get("ok")) and self.started
-        return ok, {
-            "status": "ok" if ok else "unavailable",
-            "node": self.id,
-            "broker": broker,
-            "connections": len(self.sessions),
-            "channels": len(self.hub.rooms()),
-            "subscriptions": len(self.broker.subscriptions - {CONTROL_CHANNEL}),
-            "tasks": len(asyncio.all_tasks()),
-        }
+        """Whether this node serves (the broker answers a probe), and the details for /health."""
+        return await health_of(self)
+
+    def identified(self, session: Attached, previous_key: str) -> None:
+        """A session's user became known after it opened (a protocol that authenticates in
+        its first command): the server API finds it by its user from now on."""
+        self.control.rekey(session, previous_key)
+
+
+async def health_of(node: Node) -> tuple[bool, dict[str, object]]:
+    """A node's health: the broker's check (a round trip through it) and its numbers."""
+    broker: dict[str, object] = {"url": node.broker.url}
+    try:
+        broker.update(await node.broker.check())
+    except BrokerUnavailable as exc:
+        broker.update(ok=False, error=str(exc))
+    ok = bool(broker.get("ok")) and node.started
+    return ok, {
+        "status": "ok" if ok else "unavailable",
+        "node": node.id,
+        "broker": broker,
+        "connections": len(node.sessions),
+        "channels": len(node.hub.rooms()),
+        "subscriptions": len(node.broker.subscriptions - {CONTROL_CHANNEL}),
+        "tasks": len(asyncio.all_tasks()),
+    }

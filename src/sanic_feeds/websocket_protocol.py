@@ -87,9 +87,8 @@ class FeedsWebSocketProtocol(WebSocketProtocol):
             ) from None
         feeds_config = getattr(getattr(request.route, "ctx", None), "feeds_config", None)
         if feeds_config is not None:
-            chosen = handshake.choose_subprotocol(
-                offered_subprotocols(request.headers), SUBPROTOCOL
-            )
+            spoken = getattr(request.route.ctx, "feeds_subprotocol", SUBPROTOCOL)
+            chosen = handshake.choose_subprotocol(offered_subprotocols(request.headers), spoken)
             return self._feed_handshake(key, chosen, feeds_config)
         # Another of the app's WebSocket routes: Sanic negotiates what that route declares.
         ws = await super().websocket_handshake(request, subprotocols)
