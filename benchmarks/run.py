@@ -7,7 +7,8 @@
 
 The redis_* scenarios (redis_path.py) run sanic-feeds on two instances sharing a private Redis
 beside one instance on the memory broker; cluster_* (redis_cluster_path.py) two instances on a
-private Redis Cluster of three masters, with each master's Redis CPU.
+private Redis Cluster of three masters, with each master's Redis CPU; nats_* (nats_path.py)
+two instances on a private nats-server -js, with its CPU.
 
     .venv/bin/python benchmarks/run.py --servers sanic-feeds --scenarios cluster_chat_50x4_at_2k
 
@@ -49,6 +50,7 @@ from loadgen import (  # noqa: E402  (after the path tweak)
     open_clients,
     percentile,
 )
+from nats_path import NATS_PATH, nats_table  # noqa: E402
 from procs import cpu_seconds, free_port, private_redis, rss_kib, running  # noqa: E402
 from redis_cluster_path import REDIS_CLUSTER_PATH, redis_cluster_table  # noqa: E402
 from redis_path import REDIS_PATH, redis_path_table  # noqa: E402
@@ -349,11 +351,15 @@ SCENARIOS: dict[str, Scenario] = {
     "idle": on_idle,
     **REDIS_PATH,
     **REDIS_CLUSTER_PATH,
+    **NATS_PATH,
 }
 FANOUT_SCENARIOS = [
     name
     for name in SCENARIOS
-    if name != "idle" and name not in REDIS_PATH and name not in REDIS_CLUSTER_PATH
+    if name != "idle"
+    and name not in REDIS_PATH
+    and name not in REDIS_CLUSTER_PATH
+    and name not in NATS_PATH
 ]
 QUICK = ["fanout_100", "fanout_1000", "latency_1000_at_20k", "channels_500x4_at_5k", "idle"]
 
@@ -422,6 +428,9 @@ def table(results: dict[str, Any]) -> str:
     cluster = redis_cluster_table(ours)
     if cluster:
         lines += ["", cluster]
+    nats = nats_table(ours)
+    if nats:
+        lines += ["", nats]
     return "\n".join(lines).strip()
 
 
