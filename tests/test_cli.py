@@ -108,6 +108,13 @@ def test_publish_to_unreachable_broker() -> None:
     assert "published" not in result.stdout
 
 
+def test_serve_with_an_unreachable_broker() -> None:
+    """serve with a broker nobody listens on exits 1 with one line naming it, no traceback."""
+    result = run_cli("serve", "--port", "0", "--broker", DEAD_REDIS)
+    assert_clean_error(result, 1)
+    assert f"cannot start: broker {DEAD_REDIS}: cannot connect to Redis" in result.stderr
+
+
 def test_publish_broker_from_environment() -> None:
     """publish takes the broker from SANIC_FEEDS_BROKER when --broker is not given."""
     result = run_cli("publish", "chan", "1", env={"SANIC_FEEDS_BROKER": DEAD_REDIS})

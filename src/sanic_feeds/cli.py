@@ -154,9 +154,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(config.log_level)
     _warn_unimplemented(settings)
-
+    try:
+        asyncio.run(_reach_broker(config))
+    except BrokerUnavailable as exc:
+        where = config.broker_address.redacted
+        print(f"sanic-feeds: cannot start: broker {where}: {exc}", file=sys.stderr)
+        return 1
     serve(config)
     return 0
+
+
+async def _reach_broker(config: FeedsConfig) -> None:
+    """Connect to the broker once before the server starts: a wrong address, a node that does
+    not answer, a server of the wrong kind (a plain Redis given as a cluster, a Redis without
+    sharded pub/sub) is one clear line and exit status 1, not a traceback from each worker."""
+    if config.broker_address.kind == "memory":
+        return
+    broker = create_broker_for(config)
+    try:
+        await broker.open()  # publish-only: no subscriber, no probe
+    finally:
+        await broker.aclose()
 
 
 def _warn_unimplemented(settings: FileSettings | None) -> None:

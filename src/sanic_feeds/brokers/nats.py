@@ -40,6 +40,9 @@ from .nats_subjects import to_token
 
 log = logging.getLogger(__name__)
 
+START_TIMEOUT = 5.0
+"""Seconds a start waits for a first connection to NATS."""
+
 CONFIRM_TIMEOUT = 5.0
 """Seconds the server has to confirm a subscription or a publish (one PING/PONG)."""
 
@@ -92,18 +95,27 @@ class NatsBroker(Broker):
         self._on_gap = on_gap
         self.error = None
         try:
-            self._nc = await nats.connect(
-                servers=self._servers,
-                name=self._name,
-                connect_timeout=2,
-                reconnect_time_wait=0.2,
-                max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
-                ping_interval=max(1, round(self._probe_interval)),
-                max_outstanding_pings=2,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
-                error_cb=self._error,
+            # nats-py retries a first connection forever when reconnects are unlimited: a
+            # server that does not answer at start is an error after a bound, not a hang.
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=self._servers,
+                    name=self._name,
+                    connect_timeout=2,
+                    reconnect_time_wait=0.2,
+                    max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
+                    ping_interval=max(1, round(self._probe_interval)),
+                    max_outstanding_pings=2,
+                    disconnected_cb=self._disconnected,
+                    reconnected_cb=self._reconnected,
+                    error_cb=self._error,
+                ),
+                START_TIMEOUT,
             )
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"cannot connect to NATS: no server answered within {START_TIMEOUT:g} s"
+            ) from None
         except (NatsError, OSError) as exc:
             raise BrokerUnavailable(f"cannot connect to NATS: {exc!r}") from exc
         self._js = self._nc.jetstream()
@@ -295,8 +307,9 @@ class NatsBroker(Broker):
                 self._on_gap(channel)
             return
         nc = self._nc
-        if nc is not None and not nc.is_connected:
-            # A failed reconnect attempt, every 0.2 s while NATS is down (the loss was logged).
+        if nc is None or not nc.is_connected:
+            # A failed (re)connect attempt, every 0.2 s while NATS is down (the loss, or the
+            # failed start, is reported once elsewhere).
             log.debug("NATS reconnect attempt failed: %r", exc)
             return
         log.warning("NATS client error: %r", exc)

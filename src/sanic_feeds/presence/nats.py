@@ -20,6 +20,7 @@ connection opened on another node counts here from that node's next report on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,6 +33,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from ..brokers.nats import START_TIMEOUT
 from ..brokers.nats_subjects import from_token, to_token
 from ..config import nats_servers
 from ..errors import BrokerUnavailable
@@ -54,12 +56,16 @@ class NatsPresence(Presence):
 
     async def open(self) -> None:
         try:
-            self._nc = await nats.connect(
-                servers=self._servers,
-                connect_timeout=2,
-                reconnect_time_wait=0.2,  # back with the broker's connection, not 2 s later
-                max_reconnect_attempts=-1,
-                error_cb=self._error,
+            # Bounded: nats-py retries a first connection forever with unlimited reconnects.
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=self._servers,
+                    connect_timeout=2,
+                    reconnect_time_wait=0.2,  # back with the broker's connection, not 2 s later
+                    max_reconnect_attempts=-1,
+                    error_cb=self._error,
+                ),
+                START_TIMEOUT,
             )
             js = self._nc.jetstream()
             try:
@@ -68,6 +74,11 @@ class NatsPresence(Presence):
                 self._kv = await js.create_key_value(
                     bucket=self._bucket, ttl=self._max_age, history=1
                 )
+        except TimeoutError:
+            await self.aclose()
+            raise BrokerUnavailable(
+                f"presence: no NATS server answered within {START_TIMEOUT:g} s"
+            ) from None
         except (NatsError, OSError) as exc:
             await self.aclose()
             raise BrokerUnavailable(f"presence bucket {self._bucket!r}: {exc!r}") from exc
@@ -95,7 +106,7 @@ class NatsPresence(Presence):
 
     async def _error(self, exc: Exception) -> None:
         nc = self._nc
-        if nc is not None and not nc.is_connected:
+        if nc is None or not nc.is_connected:
             # A failed reconnect attempt (every 0.2 s while NATS is down): the broker's own
             # connection already reports the outage.
             log.debug("NATS presence connection: reconnect failed: %r", exc)
