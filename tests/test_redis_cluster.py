@@ -111,6 +111,43 @@ async def test_chat_and_rooms_cross_instances_on_every_master(
             assert sorted(m["user"] for m in listed["clients"]) == ["ann", "bob"]
 
 
+async def test_server_api_on_the_cluster(servers: Servers, redis_cluster: RedisCluster) -> None:
+    """The server API on a cluster: publish answers offset and epoch, history and presence
+    read every master's channels, info lists both instances, a disconnect sent to one
+    instance (through the control channel, in its own slot) closes the user's socket on the
+    other, and history_remove empties a channel's stream."""
+    one, two, prefix = servers
+    channels = spread(redis_cluster, prefix, per_master=1)
+    async with (
+        httpx.AsyncClient(base_url=one.http_url, timeout=5) as api,
+        connect(two.ws_url(channels[0], user="dora")) as dora,
+    ):
+        await recv_json(dora)
+
+        async def call(method: str, **params: Any) -> Any:
+            reply = (await api.post(f"/api/{method}", json=params)).json()
+            assert "error" not in reply, reply
+            return reply["result"]
+
+        for channel in channels:
+            published = await call("publish", channel=channel, data={"on": channel})
+            assert published["offset"] == 1 and published["epoch"]
+            history = await call("history", channel=channel, limit=10)
+            assert [p["data"] for p in history["publications"]] == [{"on": channel}]
+        presence = await call("presence", channel=channels[0])
+        assert [c["user"] for c in presence["presence"].values()] == ["dora"]
+
+        async def both_nodes() -> bool:
+            return len((await call("info"))["nodes"]) == 2
+
+        await eventually(both_nodes, timeout=10)
+        await call("history_remove", channel=channels[1])
+        assert (await call("history", channel=channels[1], limit=10))["publications"] == []
+        await call("disconnect", user="dora", disconnect={"code": 4321, "reason": "bye"})
+        await dora.wait_closed()
+        assert dora.close_code == 4321
+
+
 async def test_recovery_with_since_on_every_master(
     servers: Servers, redis_cluster: RedisCluster
 ) -> None:
