@@ -22,7 +22,6 @@ import logging
 import random
 import time
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -34,14 +33,12 @@ from ..config import BrokerAddress, nats_servers
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
 from .base import Broker, DeliverFn, GapFn
+from .nats_connect import first_connection
 from .nats_history import StreamHistory
 from .nats_probe import NatsProbe
 from .nats_subjects import to_token
 
 log = logging.getLogger(__name__)
-
-START_TIMEOUT = 5.0
-"""Seconds a start waits for a first connection to NATS."""
 
 CONFIRM_TIMEOUT = 5.0
 """Seconds the server has to confirm a subscription or a publish (one PING/PONG)."""
@@ -94,30 +91,16 @@ class NatsBroker(Broker):
         self._deliver = deliver
         self._on_gap = on_gap
         self.error = None
-        try:
-            # nats-py retries a first connection forever when reconnects are unlimited: a
-            # server that does not answer at start is an error after a bound, not a hang.
-            self._nc = await asyncio.wait_for(
-                nats.connect(
-                    servers=self._servers,
-                    name=self._name,
-                    connect_timeout=2,
-                    reconnect_time_wait=0.2,
-                    max_reconnect_attempts=-1,  # nats-py gives up after 60 by default
-                    ping_interval=max(1, round(self._probe_interval)),
-                    max_outstanding_pings=2,
-                    disconnected_cb=self._disconnected,
-                    reconnected_cb=self._reconnected,
-                    error_cb=self._error,
-                ),
-                START_TIMEOUT,
-            )
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"cannot connect to NATS: no server answered within {START_TIMEOUT:g} s"
-            ) from None
-        except (NatsError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot connect to NATS: {exc!r}") from exc
+        self._nc = await first_connection(
+            "cannot connect to NATS",
+            self._servers,
+            name=self._name,
+            ping_interval=max(1, round(self._probe_interval)),
+            max_outstanding_pings=2,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+            error_cb=self._error,
+        )
         self._js = self._nc.jetstream()
         try:
             await self._streams.open(self._js)

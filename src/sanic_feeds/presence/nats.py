@@ -20,20 +20,18 @@ connection opened on another node counts here from that node's next report on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from ..brokers.nats import START_TIMEOUT
+from ..brokers.nats_connect import first_connection
 from ..brokers.nats_subjects import from_token, to_token
 from ..config import nats_servers
 from ..errors import BrokerUnavailable
@@ -56,16 +54,8 @@ class NatsPresence(Presence):
 
     async def open(self) -> None:
         try:
-            # Bounded: nats-py retries a first connection forever with unlimited reconnects.
-            self._nc = await asyncio.wait_for(
-                nats.connect(
-                    servers=self._servers,
-                    connect_timeout=2,
-                    reconnect_time_wait=0.2,  # back with the broker's connection, not 2 s later
-                    max_reconnect_attempts=-1,
-                    error_cb=self._error,
-                ),
-                START_TIMEOUT,
+            self._nc = await first_connection(
+                "presence: cannot connect to NATS", self._servers, error_cb=self._error
             )
             js = self._nc.jetstream()
             try:
@@ -74,11 +64,9 @@ class NatsPresence(Presence):
                 self._kv = await js.create_key_value(
                     bucket=self._bucket, ttl=self._max_age, history=1
                 )
-        except TimeoutError:
+        except BrokerUnavailable:
             await self.aclose()
-            raise BrokerUnavailable(
-                f"presence: no NATS server answered within {START_TIMEOUT:g} s"
-            ) from None
+            raise
         except (NatsError, OSError) as exc:
             await self.aclose()
             raise BrokerUnavailable(f"presence bucket {self._bucket!r}: {exc!r}") from exc
