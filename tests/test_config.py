@@ -131,6 +131,7 @@ ALL_TEXT = {
     ' "rate_limit": "5/1"}]',
     "insecure": "on",
     "user_connection_limit": "3",
+    "hook_timeout": "2",
 }
 
 ALL_TYPED = FeedsConfig(
@@ -195,6 +196,7 @@ ALL_TYPED = FeedsConfig(
     ),
     insecure=True,
     user_connection_limit=3,
+    hook_timeout=2.0,
 )
 
 

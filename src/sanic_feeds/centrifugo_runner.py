@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from . import centrifugo_protocol as cp
-from .auth import AuthError
+from .auth import AuthError, Identity
 from .centrifugo_actions import (
     Action,
     Authenticate,
@@ -36,10 +37,20 @@ from .centrifugo_state import CentrifugoState
 from .centrifugo_wire import CENTRIFUGO, CENTRIFUGO_JOIN_LEAVE
 from .errors import BrokerUnavailable
 from .history import JoinPosition
+from .hook_replies import (
+    centrifugo_connect_denied,
+    centrifugo_denied,
+    chat_data,
+    identity_of,
+    rewrite_chat,
+    with_data,
+)
+from .hook_runner import NO_HOOKS, HookRunner
+from .hooks import ConnectRequest, Denial, PublishRequest, SubscribeRequest
 from .host import Attached, Host
 from .hub import Sink
 from .outbound import Outbound
-from .rpc import ClientCall, ClientHandlers, RpcError
+from .rpc import ClientCall, ClientHandlers
 from .session_state import JoinOutcome
 
 log = logging.getLogger(__name__)
@@ -75,7 +86,7 @@ class Driven(Attached, Protocol):
 
 
 class CentrifugoRunner:
-    __slots__ = ("_handlers", "_host", "_session", "_state", "_tokens")
+    __slots__ = ("_handlers", "_headers", "_hooks", "_host", "_session", "_state", "_tokens")
 
     def __init__(
         self,
@@ -84,12 +95,16 @@ class CentrifugoRunner:
         session: Driven,
         tokens: CentrifugoTokens,
         handlers: ClientHandlers,
+        hooks: HookRunner = NO_HOOKS,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._host = host
         self._state = state
         self._session = session
         self._tokens = tokens
         self._handlers = handlers
+        self._hooks = hooks
+        self._headers = headers or {}
 
     async def run(self, actions: list[Action]) -> None:
         session, host, state = self._session, self._host, self._state
@@ -123,12 +138,30 @@ class CentrifugoRunner:
                     await self._deliver(data)
 
     async def _authenticate(self, action: Authenticate) -> None:
-        try:
-            identity = await self._tokens.connection(action.token)
-        except AuthError as exc:
-            log.info("client=%s: token refused: %s", self._session.id, exc.reason)
-            await self.run(self._state.auth_failed(action, exc))
-            return
+        hooked = not action.refresh and self._hooks.hooks.connect is not None
+        identity: Identity | None = None
+        if action.token or not hooked:
+            try:
+                identity = await self._tokens.connection(action.token)
+            except AuthError as exc:
+                log.info("client=%s: token refused: %s", self._session.id, exc.reason)
+                await self.run(self._state.auth_failed(action, exc))
+                return
+        if hooked:
+            request = ConnectRequest(
+                self._state.client,
+                "websocket",
+                "centrifugo",
+                self._headers,
+                identity,
+                data=action.data,
+            )
+            answer = await self._hooks.connect(request)
+            if isinstance(answer, Denial):
+                await self.run(centrifugo_connect_denied(self._state, action, answer))
+                return
+            identity = identity_of(answer, identity) or Identity(user="")
+        assert identity is not None  # verified above when no hook decides
         actions = self._state.authenticated(action, identity, time.time())
         self._host.identified(self._session, "")  # the server API finds it by its user now
         await self.run(actions)
@@ -136,9 +169,26 @@ class CentrifugoRunner:
 
     async def _join(self, action: JoinChannel) -> None:
         session, state = self._session, self._state
+        data: object = None
+        if not action.server_side and self._hooks.hooks.subscribe is not None:
+            request = SubscribeRequest(
+                state.client, "websocket", "centrifugo", session.user, action.channel
+            )
+            answer = await self._hooks.subscribe(request)
+            if isinstance(answer, Denial):
+                state.channels.channels.pop(action.channel, None)
+                await self.run(centrifugo_denied(state, action.id, answer))
+                return
+            subscription = state.channels.channels.get(action.channel)
+            if answer is not None and subscription is not None:
+                data = answer.data
+                if answer.expire_at:
+                    subscription.expires_at = answer.expire_at
+                    session.rearm()
 
         def acknowledge(position: JoinPosition) -> bytes | None:
-            return state.channels.subscribed(action, position, time.time())
+            reply = state.channels.subscribed(action, position, time.time())
+            return with_data(reply, "subscribe", data)
 
         outcome = await self._host.join_at(
             session,
@@ -153,12 +203,27 @@ class CentrifugoRunner:
             await self.run(state.channels.join_failed(action, outcome))
 
     async def _publish(self, action: PublishTo) -> None:
-        session = self._session
+        session, body = self._session, action.body
         if await self._host.user_wait(action.user_key) > 0:
             session.send(cp.error(action.id, ErrorReply.TOO_MANY_REQUESTS))
             return
+        if self._hooks.hooks.publish is not None:
+            request = PublishRequest(
+                self._state.client,
+                "websocket",
+                "centrifugo",
+                session.user,
+                action.channel,
+                chat_data(body),
+            )
+            answer = await self._hooks.publish(request)
+            if isinstance(answer, Denial):
+                await self.run(centrifugo_denied(self._state, action.id, answer))
+                return
+            if answer is not None:
+                body = rewrite_chat(body, answer.data)
         try:
-            await self._host.publish_message(action.channel, action.body)
+            await self._host.publish_message(action.channel, body)
         except BrokerUnavailable:
             session.send(cp.error(action.id, ErrorReply.INTERNAL))
             return
@@ -182,24 +247,24 @@ class CentrifugoRunner:
             return
         self._session.send(history_reply(action, page))
 
-    def _call(self, data: object) -> ClientCall:
+    def _call(self, data: object, method: str = "") -> ClientCall:
         state = self._state
-        return ClientCall(state.client, state.identity.subject, data, state.channels.info)
+        return ClientCall(
+            state.client, state.identity.subject, data, state.channels.info, method=method
+        )
 
     async def _rpc(self, action: CallRpc) -> None:
+        """An RPC handler (or the RPC proxy) is a hook: bounded in time, its errors its own
+        (``RpcError`` answers with its code; anything else is logged and answers 100)."""
         session, state = self._session, self._state
-        handler = self._handlers.rpc.get(action.method)
+        handler = self._handlers.rpc.get(action.method) or self._handlers.fallback
         if handler is None:
             session.send(cp.error(action.id, ErrorReply.METHOD_NOT_FOUND))
             return
-        try:
-            result = await handler(self._call(action.data))
-        except RpcError as exc:
-            session.send(state.rpc_failed(action, exc.code, exc.message))
-            return
-        except Exception:  # the application's bug: the client gets 100, the log the traceback
-            log.exception("client=%s: rpc %r failed", session.id, action.method)
-            session.send(cp.error(action.id, ErrorReply.INTERNAL))
+        call = self._call(action.data, action.method)
+        result = await self._hooks.call(handler, call, object, f"rpc {action.method!r}")
+        if isinstance(result, Denial):
+            await self.run(centrifugo_denied(state, action.id, result))
             return
         session.send(state.rpc_done(action, result))
 

@@ -421,6 +421,12 @@ class FeedsConfig:
         256 * 1024, parse_size, "Largest body accepted by the HTTP publish API (413 above)."
     )
     page: bool = _setting(True, parse_bool, "Serve the chat page at GET / (on/off).")
+    hook_timeout: float = _setting(
+        5.0,
+        float,
+        "Seconds a connect, subscribe, publish, refresh or RPC hook may take before the request "
+        "is refused as a temporary error (docs/hooks.md).",
+    )
     log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
 
     def __post_init__(self) -> None:
@@ -539,6 +545,7 @@ def _validate(config: FeedsConfig) -> None:
         "history_ttl",
         "broker_probe_interval",
         "broker_probe_timeout",
+        "hook_timeout",
     ):
         _check(getattr(config, name) > 0, name, "must be greater than 0")
     _check(

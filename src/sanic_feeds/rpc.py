@@ -29,6 +29,8 @@ class ClientCall:
     """The JSON value the client sent."""
     info: object = None
     """The connection's ``info`` claim, if its token had one."""
+    method: str = ""
+    """The RPC method called (for a handler of every method, such as the RPC proxy)."""
 
 
 RpcHandler = Callable[[ClientCall], Awaitable[object]]
@@ -54,3 +56,5 @@ class ClientHandlers:
 
     rpc: dict[str, RpcHandler] = field(default_factory=dict)
     on_message: MessageHandler | None = None
+    fallback: RpcHandler | None = None
+    """Answers the methods no handler of its own answers (the RPC proxy)."""
