@@ -172,7 +172,12 @@ class CentrifugoRunner:
         data: object = None
         if not action.server_side and self._hooks.hooks.subscribe is not None:
             request = SubscribeRequest(
-                state.client, "websocket", "centrifugo", session.user, action.channel
+                state.client,
+                "websocket",
+                "centrifugo",
+                session.user,
+                action.channel,
+                headers=self._headers,
             )
             answer = await self._hooks.subscribe(request)
             if isinstance(answer, Denial):
@@ -215,6 +220,7 @@ class CentrifugoRunner:
                 session.user,
                 action.channel,
                 chat_data(body),
+                headers=self._headers,
             )
             answer = await self._hooks.publish(request)
             if isinstance(answer, Denial):
@@ -250,7 +256,12 @@ class CentrifugoRunner:
     def _call(self, data: object, method: str = "") -> ClientCall:
         state = self._state
         return ClientCall(
-            state.client, state.identity.subject, data, state.channels.info, method=method
+            state.client,
+            state.identity.subject,
+            data,
+            state.channels.info,
+            method=method,
+            headers=self._headers,
         )
 
     async def _rpc(self, action: CallRpc) -> None:

@@ -27,6 +27,7 @@ from .cluster_urls import redis_cluster_nodes
 from .durations import parse_seconds
 from .errors import ConfigError
 from .namespaces import ChannelOptions, Namespace, Namespaces
+from .proxy_config import ProxyEndpoint, parse_proxy_endpoints
 from .ratelimit import Rate
 
 ENV_PREFIX = "SANIC_FEEDS_"
@@ -421,6 +422,25 @@ class FeedsConfig:
         256 * 1024, parse_size, "Largest body accepted by the HTTP publish API (413 above)."
     )
     page: bool = _setting(True, parse_bool, "Serve the chat page at GET / (on/off).")
+    subscribe_proxy_enabled: bool = _setting(
+        False,
+        parse_bool,
+        "Ask the subscribe proxy before joins of channels without a namespace (on/off).",
+    )
+    publish_proxy_enabled: bool = _setting(
+        False, parse_bool, "Ask the publish proxy before client publishes there (on/off)."
+    )
+    sub_refresh_proxy_enabled: bool = _setting(
+        False, parse_bool, "Refresh expiring subscriptions there with the sub_refresh proxy."
+    )
+    proxy_endpoints: tuple[ProxyEndpoint, ...] = _setting(
+        (),
+        parse_proxy_endpoints,
+        "HTTP proxies, a JSON list: "
+        '[{"event": "connect", "endpoint": "http://app/connect", "timeout": "1s", '
+        '"http_headers": ["Cookie"]}] (events: connect, refresh, subscribe, publish, '
+        "sub_refresh, rpc; docs/hooks.md).",
+    )
     hook_timeout: float = _setting(
         5.0,
         float,
@@ -464,6 +484,9 @@ class FeedsConfig:
             allow_history_for_anonymous=self.allow_history_for_anonymous,
             channel_regex=self.channel_regex,
             max_members=self.max_members,
+            subscribe_proxy_enabled=self.subscribe_proxy_enabled,
+            publish_proxy_enabled=self.publish_proxy_enabled,
+            sub_refresh_proxy_enabled=self.sub_refresh_proxy_enabled,
         )
 
     @cached_property

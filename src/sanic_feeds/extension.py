@@ -36,9 +36,11 @@ from .config import FeedsConfig
 from .connection import Connection, Handoff
 from .errors import FeedsError
 from .feed_connect import ConnectRefused, identify
+from .hook_replies import headers_of
 from .hook_runner import HookRunner
 from .hooks import Hooks
 from .http_api import HttpApi, problem
+from .http_proxy import HttpProxy
 from .metrics import Metrics
 from .node import Node
 from .protocol import CloseCode
@@ -94,6 +96,10 @@ class Feeds:
         self.hooks = Hooks()
         """The application's hooks (see :meth:`on_connect` and docs/hooks.md)."""
         self.hook_runner = HookRunner(self.hooks, c.hook_timeout)
+        self._proxy: HttpProxy | None = None
+        if c.proxy_endpoints:  # the standalone server's hooks: Centrifugo's HTTP proxies
+            self._proxy = HttpProxy(c.proxy_endpoints, c.channel_namespaces)
+            self._proxy.install(self.hooks, self.client_handlers)
         # Decorators: ``@feeds.on_subscribe`` and the like (hooks.py says what each answers).
         self.on_connect = self.hooks.on_connect
         self.on_subscribe = self.hooks.on_subscribe
@@ -186,6 +192,8 @@ class Feeds:
         return bp
 
     async def _start(self, app: Sanic[Any, Any]) -> None:
+        if self._proxy is not None:
+            self._proxy.open()
         node = Node(self.config, bus=self._bus)
         await node.start()
         self.metrics.attach(node)
@@ -200,6 +208,8 @@ class Feeds:
         self.metrics.detach()
         if node is not None:
             await node.stop()
+        if self._proxy is not None:
+            await self._proxy.aclose()
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -279,6 +289,7 @@ class Feeds:
             identity=identity,
             hooks=self.hook_runner,
             client=client,
+            headers=headers_of(request.headers),
         )
         if node.user_slots.limited and identity.subject:
             node.track(

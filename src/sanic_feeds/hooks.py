@@ -138,6 +138,8 @@ class SubscribeRequest:
     channel: str
     data: object = None
     """Centrifugo: the subscribe command's ``data``."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The connection request's headers (lower-case names), for the HTTP proxies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,8 @@ class PublishRequest:
     channel: str
     data: object
     """What the client sent (``/feed/``: a chat's ``message``; Centrifugo: ``data``)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The connection request's headers (lower-case names), for the HTTP proxies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,8 @@ class RefreshRequest:
     transport: str
     protocol: str
     user: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The connection request's headers (lower-case names), for the HTTP proxies."""
 
 
 @dataclass(frozen=True, slots=True)

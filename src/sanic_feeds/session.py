@@ -20,7 +20,7 @@ import secrets
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 
 from .auth import Identity, seconds_left
@@ -98,6 +98,7 @@ class Session:
         codec: Codec = FEED_JSON,
         hooks: HookRunner = NO_HOOKS,
         client: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.wire = wire
@@ -110,7 +111,7 @@ class Session:
         )
         self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
         self._hooks = hooks
-        self._actions = ActionRunner(host, self.state, self, hooks, wire.name)
+        self._actions = ActionRunner(host, self.state, self, hooks, wire.name, headers)
         self.close_code: int | None = None
         self._inbox: deque[str | bytes | Callable[[], list[Action]]] | None = None
         """Client messages waiting for the task; made when the first one comes (a deque is
@@ -132,8 +133,7 @@ class Session:
         return self.state.user
 
     @property
-    def channels(self) -> dict[str, None]:
-        """Joined channels, in join order."""
+    def channels(self) -> dict[str, None]:  # joined channels, in join order
         return self.state.channels
 
     # -- lifecycle -------------------------------------------------------------------------------

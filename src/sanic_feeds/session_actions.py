@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from . import protocol
@@ -58,7 +58,16 @@ class Closable(Participant, Protocol):
 class ActionRunner:
     """One per session: its host, its state machine, and the session itself."""
 
-    __slots__ = ("_expiry", "_gone", "_hooks", "_host", "_session", "_state", "_transport")
+    __slots__ = (
+        "_expiry",
+        "_gone",
+        "_headers",
+        "_hooks",
+        "_host",
+        "_session",
+        "_state",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -67,12 +76,14 @@ class ActionRunner:
         session: Closable,
         hooks: HookRunner = NO_HOOKS,
         transport: str = "websocket",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._host = host
         self._state = state
         self._session = session
         self._hooks = hooks
         self._transport = transport
+        self._headers = headers or {}
         self._expiry: asyncio.TimerHandle | None = None
         self._gone = False
 
@@ -192,7 +203,9 @@ class ActionRunner:
         """Ask the refresh hook; no answer (or a failure) asks again later, the connection
         stays meanwhile; ``None`` lets the credential run out."""
         state = self._state
-        request = RefreshRequest(self._session.id, self._transport, "feed", self._user_id())
+        request = RefreshRequest(
+            self._session.id, self._transport, "feed", self._user_id(), self._headers
+        )
         answer = await self._hooks.refresh(request)
         if self._gone or state.closed is not None:
             return
@@ -221,7 +234,12 @@ class ActionRunner:
         if self._hooks.hooks.subscribe is None:
             return True
         request = SubscribeRequest(
-            self._session.id, self._transport, "feed", self._user_id(), channel
+            self._session.id,
+            self._transport,
+            "feed",
+            self._user_id(),
+            channel,
+            headers=self._headers,
         )
         answer = await self._hooks.subscribe(request)
         if not isinstance(answer, Denial):
@@ -236,7 +254,13 @@ class ActionRunner:
             return
         if self._hooks.hooks.publish is not None:
             request = PublishRequest(
-                self._session.id, self._transport, "feed", self._user_id(), channel, chat_data(body)
+                self._session.id,
+                self._transport,
+                "feed",
+                self._user_id(),
+                channel,
+                chat_data(body),
+                headers=self._headers,
             )
             answer = await self._hooks.publish(request)
             if isinstance(answer, Denial):

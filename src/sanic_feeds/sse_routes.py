@@ -22,6 +22,7 @@ from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .event_stream import EventStream
 from .feed_connect import ConnectRefused, identify
+from .hook_replies import headers_of
 from .hook_runner import NO_HOOKS, HookRunner
 from .http_api import problem
 from .node import Node
@@ -106,6 +107,7 @@ class EventStreamRoutes:
                     wire=SSE,
                     hooks=self._hooks,
                     client=request.ctx.feeds_client,
+                    headers=headers_of(request.headers),
                 )
                 if node.user_slots.limited and identity.subject:
                     finished = session.wait_finished()
