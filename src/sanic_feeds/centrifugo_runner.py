@@ -46,7 +46,7 @@ from .hook_replies import (
     with_data,
 )
 from .hook_runner import NO_HOOKS, HookRunner
-from .hooks import ConnectRequest, Denial, PublishRequest, SubscribeRequest
+from .hooks import ConnectedEvent, ConnectRequest, Denial, PublishRequest, SubscribeRequest
 from .host import Attached, Host
 from .hub import Sink
 from .outbound import Outbound
@@ -164,6 +164,9 @@ class CentrifugoRunner:
         assert identity is not None  # verified above when no hook decides
         actions = self._state.authenticated(action, identity, time.time())
         self._host.identified(self._session, "")  # the server API finds it by its user now
+        if not action.refresh and self._hooks.hooks.connected and not self._state.closed:
+            event = ConnectedEvent(self._state.client, "websocket", "centrifugo", identity.subject)
+            self._host.track(self._hooks.tell_connected(event))
         await self.run(actions)
         self._session.rearm()
 

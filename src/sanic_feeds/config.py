@@ -441,6 +441,15 @@ class FeedsConfig:
         '"http_headers": ["Cookie"]}] (events: connect, refresh, subscribe, publish, '
         "sub_refresh, rpc; docs/hooks.md).",
     )
+    webhook_endpoint: str = _setting(
+        "",
+        str,
+        "URL the event webhooks (channel occupied/vacated, user connected/disconnected) are "
+        "POSTed to; empty: none (docs/hooks.md).",
+    )
+    webhook_secret: str = _setting(
+        "", str, "Key of the webhooks' HMAC-SHA256 signature (X-Feeds-Signature).", repr=False
+    )
     hook_timeout: float = _setting(
         5.0,
         float,
@@ -557,6 +566,11 @@ def _validate(config: FeedsConfig) -> None:
         "--auth jwt needs --jwt-secret (HS256) or --jwt-public-key (RS256/ES256)",
     )
     _check(config.max_channels >= 1, "max_channels", "must be at least 1")
+    _check(
+        not config.webhook_endpoint or bool(config.webhook_secret),
+        "webhook_secret",
+        "--webhook-endpoint needs a secret to sign the events with",
+    )
     _check(config.max_connections >= 0, "max_connections", "must be 0 (no cap) or more")
     _check(config.rate_limit_violations >= 0, "rate_limit_violations", "must be 0 or more")
     _check(config.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")

@@ -37,10 +37,8 @@ from .connection import Connection, Handoff
 from .errors import FeedsError
 from .feed_connect import ConnectRefused, identify
 from .hook_replies import headers_of
-from .hook_runner import HookRunner
-from .hooks import Hooks
+from .hook_wiring import HookWiring
 from .http_api import HttpApi, problem
-from .http_proxy import HttpProxy
 from .metrics import Metrics
 from .node import Node
 from .protocol import CloseCode
@@ -93,13 +91,10 @@ class Feeds:
         self._server_api = ServerApi(self.config, lambda: self.node)
         self.client_handlers = ClientHandlers()
         """RPC and message handlers for Centrifugo clients (see :meth:`rpc`)."""
-        self.hooks = Hooks()
-        """The application's hooks (see :meth:`on_connect` and docs/hooks.md)."""
-        self.hook_runner = HookRunner(self.hooks, c.hook_timeout)
-        self._proxy: HttpProxy | None = None
-        if c.proxy_endpoints:  # the standalone server's hooks: Centrifugo's HTTP proxies
-            self._proxy = HttpProxy(c.proxy_endpoints, c.channel_namespaces)
-            self._proxy.install(self.hooks, self.client_handlers)
+        self._wiring = HookWiring(c, self.client_handlers)
+        self.hooks = self._wiring.hooks
+        """The application's hooks (docs/hooks.md)."""
+        self.hook_runner = self._wiring.runner
         # Decorators: ``@feeds.on_subscribe`` and the like (hooks.py says what each answers).
         self.on_connect = self.hooks.on_connect
         self.on_subscribe = self.hooks.on_subscribe
@@ -192,11 +187,10 @@ class Feeds:
         return bp
 
     async def _start(self, app: Sanic[Any, Any]) -> None:
-        if self._proxy is not None:
-            self._proxy.open()
         node = Node(self.config, bus=self._bus)
         await node.start()
         self.metrics.attach(node)
+        self._wiring.start(node, self.metrics)
         self._node = node
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
@@ -206,10 +200,10 @@ class Feeds:
     async def _stop(self, app: Sanic[Any, Any]) -> None:
         node, self._node = self._node, None
         self.metrics.detach()
+        await self._wiring.before_node_stop(self.metrics)
         if node is not None:
             await node.stop()
-        if self._proxy is not None:
-            await self._proxy.aclose()
+        await self._wiring.after_node_stop()
 
     # -- handlers --------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .hooks import (
+    ConnectedEvent,
     ConnectRequest,
     ConnectResult,
     Denial,
@@ -117,6 +118,14 @@ class HookRunner:
     async def _disconnected(self, event: DisconnectEvent) -> None:
         for hook in list(self.hooks.disconnect):
             await self.call(hook, event, type(None), "disconnect")
+
+    def tell_connected(self, event: ConnectedEvent) -> asyncio.Future[None]:
+        """Tell every connected hook, in a task of its own."""
+        return asyncio.ensure_future(self._connected(event))
+
+    async def _connected(self, event: ConnectedEvent) -> None:
+        for hook in list(self.hooks.connected):
+            await self.call(hook, event, type(None), "connected")
 
     # -- the log ---------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ __all__ = [
     "KEEP",
     "ConnectRequest",
     "ConnectResult",
+    "ConnectedEvent",
     "Denial",
     "Disconnect",
     "DisconnectEvent",
@@ -196,6 +197,16 @@ class RefreshResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectedEvent:
+    """A connection was let in (a notification: nothing to answer)."""
+
+    client: str
+    transport: str
+    protocol: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
 class DisconnectEvent:
     """A connection ended (a notification: nothing to answer)."""
 
@@ -220,6 +231,7 @@ SubscribeHook = Hook[SubscribeRequest, SubscribeResult]
 PublishHook = Hook[PublishRequest, PublishResult]
 RefreshHook = Hook[RefreshRequest, RefreshResult]
 DisconnectHook = Callable[[DisconnectEvent], Awaitable[None]]
+ConnectedHook = Callable[[ConnectedEvent], Awaitable[None]]
 
 
 @dataclass
@@ -232,6 +244,8 @@ class Hooks:
     refresh: RefreshHook | None = None
     disconnect: list[DisconnectHook] = field(default_factory=list)
     """Every one is told (the event webhooks are one of them)."""
+    connected: list[ConnectedHook] = field(default_factory=list)
+    """Told of every connection let in (the event webhooks use it)."""
 
     # The decorators ``Feeds`` hands out as ``feeds.on_connect`` and so on.
 

@@ -21,7 +21,7 @@ from .control import ControlCommand, DisconnectUser, RefreshUser, SubscribeUser,
 from .errors import BrokerUnavailable
 from .hook_replies import chat_data, feed_denied, rewrite_chat
 from .hook_runner import NO_HOOKS, HookRunner
-from .hooks import Denial, PublishRequest, RefreshRequest, SubscribeRequest
+from .hooks import ConnectedEvent, Denial, PublishRequest, RefreshRequest, SubscribeRequest
 from .host import Host, Participant
 from .protocol import CloseCode
 from .session_state import (
@@ -97,6 +97,9 @@ class ActionRunner:
     ) -> None:
         """The opening: the URL channel (welcome, recovery), then each of ``also``."""
         state = self._state
+        if self._hooks.hooks.connected:
+            event = ConnectedEvent(self._session.id, self._transport, "feed", self._user_id())
+            self._host.track(self._hooks.tell_connected(event))
         actions = state.open(
             channel,
             since,
