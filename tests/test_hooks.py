@@ -8,6 +8,7 @@ fixture clears them); each test uses its own channels.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,8 @@ from sanic_feeds.hooks import (
     Hooks,
     PublishRequest,
     PublishResult,
+    RefreshRequest,
+    RefreshResult,
     Refuse,
     SubscribeRequest,
     Unavailable,
@@ -166,6 +169,28 @@ async def test_disconnect_hook_is_told(server: LocalServer, hooks: Hooks) -> Non
         await recv_until(ws, is_type("system"))
     event = await asyncio.wait_for(ended.get(), 5)
     assert (event.user, event.protocol, event.code) == ("zed", "feed", 1000)
+
+
+async def test_refresh_hook_prolongs_then_ends(server: LocalServer, hooks: Hooks) -> None:
+    """At the expiry a connect hook set, the refresh hook is asked: a new ``expire_at`` keeps
+    the connection, ``expired`` closes it with 4401."""
+    asked: list[RefreshRequest] = []
+
+    @server.feeds.on_connect
+    async def short(request: ConnectRequest) -> ConnectResult:
+        return ConnectResult(user="ref", expire_at=time.time() + 0.3)
+
+    @server.feeds.on_refresh
+    async def refresh(request: RefreshRequest) -> RefreshResult:
+        asked.append(request)
+        if len(asked) == 1:
+            return RefreshResult(expire_at=time.time() + 0.3)
+        return RefreshResult(expired=True)
+
+    async with connect(server.ws_url("hook-r")) as ws:
+        await recv_until(ws, is_type("system"))
+        assert await close_of(ws) == (4401, "token expired")
+    assert [r.user for r in asked] == ["ref", "ref"]
 
 
 # -- Centrifugo's protocol: the same hooks -------------------------------------------------------
