@@ -30,7 +30,9 @@ from sanic_feeds.hooks import (
     RefreshRequest,
     RefreshResult,
     Refuse,
+    SubRefreshRequest,
     SubscribeRequest,
+    SubscribeResult,
     Unavailable,
 )
 from support.local_server import LocalServer, local_server
@@ -49,7 +51,7 @@ async def server() -> AsyncIterator[LocalServer]:
 async def hooks(server: LocalServer) -> AsyncIterator[Hooks]:
     yield server.feeds.hooks
     fresh = Hooks()
-    for name in ("connect", "subscribe", "publish", "refresh", "disconnect"):
+    for name in ("connect", "subscribe", "publish", "refresh", "sub_refresh", "disconnect"):
         setattr(server.feeds.hooks, name, getattr(fresh, name))
 
 
@@ -243,3 +245,41 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
 async def _until(check: Any) -> None:
     while not check():
         await asyncio.sleep(0.02)
+
+
+async def test_centrifugo_server_side_refresh(server: LocalServer, hooks: Hooks) -> None:
+    """With refresh hooks the server refreshes: the connect and subscribe replies carry no
+    ttl (the client has nothing to do), the hooks are asked at the expiry, and an ended
+    subscription closes with 3006."""
+    asked: list[str] = []
+
+    @server.feeds.on_connect
+    async def short(request: ConnectRequest) -> ConnectResult:
+        return ConnectResult(user="cfr", expire_at=time.time() + 0.3, data={"motd": "hi"})
+
+    @server.feeds.on_refresh
+    async def refresh(request: RefreshRequest) -> RefreshResult:
+        asked.append(f"refresh {request.user}")
+        return RefreshResult(expire_at=time.time() + 3600)
+
+    @server.feeds.on_subscribe
+    async def expiring(request: SubscribeRequest) -> SubscribeResult:
+        return SubscribeResult(expire_at=time.time() + 0.3, data={"welcome": request.channel})
+
+    @server.feeds.on_sub_refresh
+    async def sub_refresh(request: SubRefreshRequest) -> RefreshResult:
+        asked.append(f"sub_refresh {request.channel}")
+        if asked.count(f"sub_refresh {request.channel}") == 1:
+            return RefreshResult(expire_at=time.time() + 0.3)
+        return RefreshResult(expired=True)
+
+    async with connect(centrifugo_url(server)) as ws:
+        await ws.send('{"id": 1, "connect": {}}')
+        reply = await recv_json(ws)
+        assert "expires" not in reply["connect"] and reply["connect"]["data"] == {"motd": "hi"}
+        await ws.send('{"id": 2, "subscribe": {"channel": "hook-cfr"}}')
+        reply = await recv_until(ws, lambda m: m.get("id") == 2)
+        assert "expires" not in reply["subscribe"]
+        assert reply["subscribe"]["data"] == {"welcome": "hook-cfr"}
+        assert await close_of(ws) == (3006, "subscription expired")
+    assert asked == ["refresh cfr", "sub_refresh hook-cfr", "sub_refresh hook-cfr"]

@@ -14,6 +14,7 @@ from sanic_feeds.hooks import (
     PublishResult,
     RefreshResult,
     Refuse,
+    SubRefreshRequest,
     SubscribeResult,
     Unavailable,
 )
@@ -70,6 +71,9 @@ def test_requests() -> None:
         "encoding": "json",
         "name": "ann",
     }
+    sub = SubRefreshRequest("c1", "websocket", "centrifugo", "56", "news")
+    assert p.sub_refresh_request(sub)["channel"] == "news"
+    assert p.sub_refresh_request(sub)["user"] == "56"
     assert p.forwarded({"cookie": "a=1", "x-other": "2"}, ("Cookie", "X-Absent")) == {
         "Cookie": "a=1"
     }

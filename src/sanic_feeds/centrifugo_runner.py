@@ -33,6 +33,7 @@ from .centrifugo_actions import (
 from .centrifugo_auth import CentrifugoTokens
 from .centrifugo_channels import history_reply, presence_reply
 from .centrifugo_protocol import Disconnect, ErrorReply
+from .centrifugo_refresh import CentrifugoRefresher, without_ttl
 from .centrifugo_state import CentrifugoState
 from .centrifugo_wire import CENTRIFUGO, CENTRIFUGO_JOIN_LEAVE
 from .errors import BrokerUnavailable
@@ -86,7 +87,17 @@ class Driven(Attached, Protocol):
 
 
 class CentrifugoRunner:
-    __slots__ = ("_handlers", "_headers", "_hooks", "_host", "_session", "_state", "_tokens")
+    __slots__ = (
+        "_connect_data",
+        "_handlers",
+        "_headers",
+        "_hooks",
+        "_host",
+        "_session",
+        "_state",
+        "_tokens",
+        "refresher",
+    )
 
     def __init__(
         self,
@@ -105,6 +116,9 @@ class CentrifugoRunner:
         self._handlers = handlers
         self._hooks = hooks
         self._headers = headers or {}
+        self._connect_data: object = None
+        """The connect hook's ``data`` for the connect reply."""
+        self.refresher = CentrifugoRefresher(host, state, session, hooks, self._headers)
 
     async def run(self, actions: list[Action]) -> None:
         session, host, state = self._session, self._host, self._state
@@ -123,7 +137,10 @@ class CentrifugoRunner:
                 case JoinChannel():
                     await self._join(action)
                 case FinishConnect():
-                    session.send(state.connect_reply(action, time.time()))
+                    reply = state.connect_reply(action, time.time())
+                    if self.refresher.refreshes_connection:
+                        reply = without_ttl(reply, "connect") or reply
+                    session.send(with_data(reply, "connect", self._connect_data) or reply)
                     session.release_held()
                     await self.run(state.after_connect(time.time()))
                 case PublishTo():
@@ -161,6 +178,7 @@ class CentrifugoRunner:
                 await self.run(centrifugo_connect_denied(self._state, action, answer))
                 return
             identity = identity_of(answer, identity) or Identity(user="")
+            self._connect_data = None if answer is None else answer.data
         assert identity is not None  # verified above when no hook decides
         actions = self._state.authenticated(action, identity, time.time())
         self._host.identified(self._session, "")  # the server API finds it by its user now
@@ -192,10 +210,15 @@ class CentrifugoRunner:
                 data = answer.data
                 if answer.expire_at:
                     subscription.expires_at = answer.expire_at
+                    if self.refresher.refreshes_subscriptions:
+                        self.refresher.server_channels.add(action.channel)
                     session.rearm()
+        refreshed = action.channel in self.refresher.server_channels
 
         def acknowledge(position: JoinPosition) -> bytes | None:
             reply = state.channels.subscribed(action, position, time.time())
+            if refreshed:
+                reply = without_ttl(reply, "subscribe")
             return with_data(reply, "subscribe", data)
 
         outcome = await self._host.join_at(

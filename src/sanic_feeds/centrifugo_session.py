@@ -209,12 +209,17 @@ class CentrifugoSession:
             self._expiry.cancel()
             self._expiry = None
         deadline = self.state.deadline()
+        due = self._runner.refresher.due()  # a refresh hook is asked at the expiry itself
+        if due is not None:
+            deadline = due if deadline is None else min(deadline, due)
         if deadline is not None and not self._ended:
             delay = max(deadline - time.time(), 0.0)
             self._expiry = asyncio.get_running_loop().call_later(delay, self._tick)
 
     def _tick(self) -> None:
         self._expiry = None
+        if self._runner.refresher.start(time.time()):
+            return  # it rearms when the hooks answered
         for action in self.state.tick(time.time()):
             if isinstance(action, Close):
                 log.info("client=%s: credential expired", self.id)

@@ -100,6 +100,7 @@ class Feeds:
         self.on_subscribe = self.hooks.on_subscribe
         self.on_publish = self.hooks.on_publish
         self.on_refresh = self.hooks.on_refresh
+        self.on_sub_refresh = self.hooks.on_sub_refresh
         self.on_disconnect = self.hooks.on_disconnect
         self._streams = EventStreamRoutes(
             self.config, self.authenticator, lambda: self.node, self.hook_runner

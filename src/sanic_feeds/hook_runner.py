@@ -32,6 +32,7 @@ from .hooks import (
     RefreshRequest,
     RefreshResult,
     Refuse,
+    SubRefreshRequest,
     SubscribeRequest,
     SubscribeResult,
     Unavailable,
@@ -110,6 +111,12 @@ class HookRunner:
         if hook is None:
             return None
         return await self.call(hook, request, RefreshResult, "refresh")
+
+    async def sub_refresh(self, request: SubRefreshRequest) -> RefreshResult | Denial | None:
+        hook = self.hooks.sub_refresh
+        if hook is None:
+            return None
+        return await self.call(hook, request, RefreshResult, "sub_refresh")
 
     def tell(self, event: DisconnectEvent) -> asyncio.Future[None]:
         """Tell every disconnect hook, in a task of its own; failures are logged, no more."""

@@ -46,6 +46,7 @@ __all__ = [
     "RefreshRequest",
     "RefreshResult",
     "Refuse",
+    "SubRefreshRequest",
     "SubscribeRequest",
     "SubscribeResult",
     "Unavailable",
@@ -127,6 +128,8 @@ class ConnectResult:
     """Connection info, sent with its publications (and in presence on Centrifugo's side)."""
     channels: tuple[str, ...] = ()
     """Server-side subscriptions to make (joined without the subscribe hook)."""
+    data: object = None
+    """Centrifugo's protocol: sent to the client in the connect reply."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,20 @@ class RefreshResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SubRefreshRequest:
+    """A subscription's expiry (``expire_at`` of its subscribe hook) has come (Centrifugo's
+    protocol)."""
+
+    client: str
+    transport: str
+    protocol: str
+    user: str
+    channel: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The connection request's headers (lower-case names), for the HTTP proxies."""
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectedEvent:
     """A connection was let in (a notification: nothing to answer)."""
 
@@ -230,6 +247,7 @@ ConnectHook = Hook[ConnectRequest, ConnectResult]
 SubscribeHook = Hook[SubscribeRequest, SubscribeResult]
 PublishHook = Hook[PublishRequest, PublishResult]
 RefreshHook = Hook[RefreshRequest, RefreshResult]
+SubRefreshHook = Hook[SubRefreshRequest, RefreshResult]
 DisconnectHook = Callable[[DisconnectEvent], Awaitable[None]]
 ConnectedHook = Callable[[ConnectedEvent], Awaitable[None]]
 
@@ -242,6 +260,7 @@ class Hooks:
     subscribe: SubscribeHook | None = None
     publish: PublishHook | None = None
     refresh: RefreshHook | None = None
+    sub_refresh: SubRefreshHook | None = None
     disconnect: list[DisconnectHook] = field(default_factory=list)
     """Every one is told (the event webhooks are one of them)."""
     connected: list[ConnectedHook] = field(default_factory=list)
@@ -267,6 +286,11 @@ class Hooks:
     def on_refresh(self, hook: RefreshHook) -> RefreshHook:
         """``hook(RefreshRequest)`` prolongs (or ends) a connection whose expiry came."""
         self.refresh = hook
+        return hook
+
+    def on_sub_refresh(self, hook: SubRefreshHook) -> SubRefreshHook:
+        """``hook(SubRefreshRequest)`` prolongs (or ends) a subscription whose expiry came."""
+        self.sub_refresh = hook
         return hook
 
     def on_disconnect(self, hook: DisconnectHook) -> DisconnectHook:

@@ -33,6 +33,7 @@ from .hooks import (
     PublishResult,
     RefreshRequest,
     RefreshResult,
+    SubRefreshRequest,
     SubscribeRequest,
     SubscribeResult,
     Unavailable,
@@ -63,6 +64,8 @@ class HttpProxy:
             hooks.connect = self.connect
         if "refresh" in events:
             hooks.refresh = self.refresh
+        if "sub_refresh" in events:
+            hooks.sub_refresh = self.sub_refresh
         if "subscribe" in events:
             hooks.subscribe = self.subscribe
         if "publish" in events:
@@ -92,6 +95,13 @@ class HttpProxy:
         endpoint = self._endpoints["refresh"]
         answer = await self._post(endpoint, payloads.refresh_request(request), request.headers)
         return payloads.refresh_answer(answer)
+
+    async def sub_refresh(self, request: SubRefreshRequest) -> RefreshResult | Denial | None:
+        if not self._enabled(request.channel, "sub_refresh_proxy_enabled"):
+            return None
+        endpoint = self._endpoints["sub_refresh"]
+        payload = payloads.sub_refresh_request(request)
+        return payloads.refresh_answer(await self._post(endpoint, payload, request.headers))
 
     async def subscribe(self, request: SubscribeRequest) -> SubscribeResult | Denial | None:
         if not self._enabled(request.channel, "subscribe_proxy_enabled"):

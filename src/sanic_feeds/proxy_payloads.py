@@ -27,6 +27,7 @@ from .hooks import (
     RefreshRequest,
     RefreshResult,
     Refuse,
+    SubRefreshRequest,
     SubscribeRequest,
     SubscribeResult,
     Unavailable,
@@ -67,6 +68,12 @@ def connect_request(request: ConnectRequest) -> Payload:
 
 def refresh_request(request: RefreshRequest) -> Payload:
     return {**_base(request.client, request.transport), "user": request.user}
+
+
+def sub_refresh_request(request: SubRefreshRequest) -> Payload:
+    payload = {**_base(request.client, request.transport), "user": request.user}
+    payload["channel"] = request.channel
+    return payload
 
 
 def subscribe_request(request: SubscribeRequest) -> Payload:
@@ -144,7 +151,13 @@ def connect_answer(answer: object) -> ConnectResult | Denial:
     if not isinstance(subs, dict):
         return Unavailable(MALFORMED)
     every = tuple(dict.fromkeys([*channels, *subs]))
-    return ConnectResult(user=user, expire_at=expire_at, info=result.get("info"), channels=every)
+    return ConnectResult(
+        user=user,
+        expire_at=expire_at,
+        info=result.get("info"),
+        channels=every,
+        data=result.get("data"),
+    )
 
 
 def refresh_answer(answer: object) -> RefreshResult | Denial:
