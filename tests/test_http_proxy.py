@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ def backend_app(backend: Backend) -> Sanic[Any, Any]:
                 return text("<html>oops</html>")
             if sid == "refuse":
                 return json({"error": {"code": 1403, "message": "come back later"}})
+            if sid == "expiring":
+                return json({"result": {"user": "exp", "expire_at": int(time.time()) + 1}})
             if sid.startswith("user-"):
                 return json({"result": {"user": sid[5:], "info": {"via": "cookie"}}})
             return json({"disconnect": {"code": 4501, "reason": "unauthorized"}})
@@ -73,17 +76,22 @@ def backend_app(backend: Backend) -> Sanic[Any, Any]:
                 return json({"result": 5})
             if channel.startswith("px-5xx"):
                 return text("no", status=500)
+            if channel.startswith("px-exp"):
+                return json({"result": {"expire_at": int(time.time()) + 1}})
             return json({"result": {}})
+        if event in ("refresh", "sub_refresh"):
+            return json({"result": {"expired": True}})
         if event == "publish":
             if body["data"] == "bad":
                 return json({"error": {"code": 1001, "message": "not allowed"}})
             return json(
                 {"result": {"data": {"text": str(body["data"]).upper(), "by": body["user"]}}}
             )
-        # rpc
+        if body["method"] == "refuse":
+            return json({"error": {"code": 1002, "message": "no rpc for you"}})
         return json({"result": {"data": {"user": body["user"], "method": body["method"]}}})
 
-    for event in ("connect", "subscribe", "publish", "rpc"):
+    for event in ("connect", "subscribe", "publish", "rpc", "refresh", "sub_refresh"):
 
         async def handler(request: Request, event: str = event) -> HTTPResponse:
             return await answer(request, event)
@@ -92,10 +100,12 @@ def backend_app(backend: Backend) -> Sanic[Any, Any]:
     return app
 
 
+EVENTS = ("connect", "subscribe", "publish", "rpc", "refresh", "sub_refresh")
+
+
 def proxies(url: Any, timeout: float = 0.5) -> tuple[ProxyEndpoint, ...]:
     return tuple(
-        ProxyEndpoint(event, url(event), timeout, ("Cookie", "X-Request-Id"))
-        for event in ("connect", "subscribe", "publish", "rpc")
+        ProxyEndpoint(event, url(event), timeout, ("Cookie", "X-Request-Id")) for event in EVENTS
     )
 
 
@@ -121,6 +131,7 @@ async def world() -> AsyncIterator[World]:
         proxy_endpoints=proxies(backend.url),
         subscribe_proxy_enabled=True,
         publish_proxy_enabled=True,
+        sub_refresh_proxy_enabled=True,
         ping_interval=1,
     )
     down_config = FeedsConfig(
@@ -246,6 +257,29 @@ async def test_centrifugo_refusals_raw(world: World) -> None:
             "message": "internal server error",
             "temporary": True,
         }
+
+
+async def test_refresh_proxies_and_a_refused_rpc(world: World) -> None:
+    """The refresh proxy ends a /feed/ connection at the expiry the connect proxy set (4401);
+    the sub_refresh proxy ends a Centrifugo subscription (3006); an RPC refused by the backend
+    answers with its code."""
+    expiring = {"cookie": "sid=expiring"}
+    async with connect(world.server.ws_url("px-r"), additional_headers=expiring) as ws:
+        assert (await recv_json(ws))["user"] == "exp"
+        assert await close_of(ws) == (4401, "token expired")
+    cookie = {"cookie": "sid=user-r"}
+    async with connect(cf_url(world.server), additional_headers=cookie) as ws:
+        await ws.send('{"id": 1, "connect": {}}')
+        await recv_json(ws)
+        await ws.send('{"id": 2, "rpc": {"method": "refuse", "data": {}}}')
+        reply = await recv_until(ws, lambda m: m.get("id") == 2)
+        assert reply["error"] == {"code": 1002, "message": "no rpc for you"}
+        await ws.send('{"id": 3, "subscribe": {"channel": "px-exp-1"}}')
+        reply = await recv_until(ws, lambda m: m.get("id") == 3)
+        assert "expires" not in reply["subscribe"]
+        assert await close_of(ws) == (3006, "subscription expired")
+    events = [event for event, _, _ in world.backend.requests]
+    assert "refresh" in events and "sub_refresh" in events
 
 
 async def _until(check: Any) -> None:
