@@ -23,6 +23,7 @@ from sanic_feeds.config import (
 )
 from sanic_feeds.errors import ConfigError, FeedsError
 from sanic_feeds.namespaces import ChannelOptions, Namespace
+from sanic_feeds.proxy_config import ProxyEndpoint
 from sanic_feeds.ratelimit import Rate
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -131,6 +132,14 @@ ALL_TEXT = {
     ' "rate_limit": "5/1"}]',
     "insecure": "on",
     "user_connection_limit": "3",
+    "hook_timeout": "2",
+    "webhook_endpoint": "http://app/hook",
+    "webhook_secret": "whsec",
+    "subscribe_proxy_enabled": "on",
+    "publish_proxy_enabled": "on",
+    "sub_refresh_proxy_enabled": "on",
+    "proxy_endpoints": '[{"event": "connect", "endpoint": "http://app/c", "timeout": "2s",'
+    ' "http_headers": ["Cookie"]}]',
 }
 
 ALL_TYPED = FeedsConfig(
@@ -195,6 +204,13 @@ ALL_TYPED = FeedsConfig(
     ),
     insecure=True,
     user_connection_limit=3,
+    hook_timeout=2.0,
+    webhook_endpoint="http://app/hook",
+    webhook_secret="whsec",
+    subscribe_proxy_enabled=True,
+    publish_proxy_enabled=True,
+    sub_refresh_proxy_enabled=True,
+    proxy_endpoints=(ProxyEndpoint("connect", "http://app/c", 2.0, ("Cookie",)),),
 )
 
 

@@ -251,6 +251,8 @@ def test_error_codes_are_their_documented_strings() -> None:
         "not_available",
         "message_too_large",
         "channel_full",
+        "refused",
+        "backend_unavailable",
     }
 
 

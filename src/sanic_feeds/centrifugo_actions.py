@@ -36,6 +36,8 @@ class Authenticate:
     id: int
     token: str
     refresh: bool = False
+    data: object = None
+    """What the client sent with its ``connect`` (for the connect hook)."""
 
 
 @dataclass(frozen=True, slots=True)

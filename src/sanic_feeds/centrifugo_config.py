@@ -10,6 +10,7 @@ Pure code: no I/O.
 from __future__ import annotations
 
 from . import centrifugo_keys as known
+from .centrifugo_proxies import map_channel_proxy, map_client_proxy, map_rpc
 from .config_values import (
     CENTRIFUGO_DEFAULTS,
     TOP_LEVEL_OPTIONS,
@@ -67,7 +68,9 @@ def _channel(out: SettingsBuilder, value: object) -> None:
             "channel.namespaces",
         )
     for name, inner in section.items():
-        if name not in ("without_namespace", "namespaces"):
+        if name == "proxy":
+            map_channel_proxy(out, inner)
+        elif name not in ("without_namespace", "namespaces"):
             out.skip(f"channel.{name}", inner)
 
 
@@ -90,6 +93,8 @@ def _client(out: SettingsBuilder, value: object) -> None:
                 out.set(target, convert(inner), key)
             elif name == "allowed_origins":
                 out.set("allowed_origins", _origins(inner), key)
+            elif name == "proxy":
+                map_client_proxy(out, inner)
             elif name == "connection_rate_limit":
                 per_second = as_int(inner)
                 out.set("connect_rate", Rate(per_second, 1.0) if per_second > 0 else None, key)
@@ -274,5 +279,6 @@ SECTION_MAPPERS = {
     "http_api": _http_api,
     "log": _log,
     "engine": _engine,
+    "rpc": map_rpc,
 }
 """Centrifugo's sections that map onto our settings (``broker`` is told apart by its type)."""

@@ -227,3 +227,26 @@ CHANNEL_OPTIONS = frozenset(
     }
 )
 """The options a namespace (or ``channel.without_namespace``) may set in Centrifugo."""
+PROXY = frozenset(
+    {
+        # docs/server/proxy.md, "Proxy configuration object"
+        "enabled",
+        "endpoint",
+        "timeout",
+        "http_headers",
+        "emulated_headers",
+        "grpc_metadata",
+        "include_connection_meta",
+        "http",
+        "grpc",
+        "binary_encoding",
+        "name",
+    }
+)
+"""The options of one proxy (``client.proxy.connect``, ``channel.proxy.publish``, ...)."""
+CLIENT_PROXY = frozenset({"connect", "refresh"})
+CHANNEL_PROXY = frozenset(
+    {"subscribe", "publish", "sub_refresh", "subscribe_stream", "state", "cache_empty"}
+)
+RPC = frozenset({"proxy", "without_namespace", "namespaces", "namespace_boundary", "ping"})
+RPC_NAMESPACE = frozenset({"name", "proxy_enabled", "proxy_name"})

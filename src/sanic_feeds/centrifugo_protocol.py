@@ -113,6 +113,7 @@ FEED_CLOSES: Final = {
     4403: Disconnect.CONNECTION_LIMIT,
     4429: Disconnect.TOO_MANY_REQUESTS,
     4503: Disconnect.SERVER_ERROR,
+    4504: Disconnect.SERVER_ERROR,
 }
 """The node's close codes (shutdown, slow consumer, ...) as this protocol says them."""
 

@@ -23,6 +23,8 @@ from .centrifugo_session import CentrifugoSession
 from .centrifugo_state import Settings
 from .config import FeedsConfig
 from .connection import Connection, Handoff
+from .hook_replies import headers_of
+from .hook_runner import NO_HOOKS, HookRunner
 from .node import Node
 from .protocol import CloseCode
 from .rpc import ClientHandlers
@@ -42,9 +44,11 @@ class CentrifugoRoute:
         authenticator: Authenticator,
         node: Callable[[], Node],
         handlers: ClientHandlers,
+        hooks: HookRunner = NO_HOOKS,
     ) -> None:
         self._node = node
         self._handlers = handlers
+        self._hooks = hooks
         self._tokens = CentrifugoTokens(authenticator, insecure=config.insecure)
         self._settings = Settings(
             ping_interval=round(config.ping_interval),
@@ -78,6 +82,8 @@ class CentrifugoRoute:
             handlers=self._handlers,
             settings=self._settings,
             peer=request.client_ip,
+            hooks=self._hooks,
+            headers=headers_of(request.headers),
         )
         session.start()
         await conn.serve()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from . import centrifugo_protocol as cp
-from .auth import AuthError
+from .auth import AuthError, Identity
 from .centrifugo_actions import (
     Action,
     Authenticate,
@@ -32,14 +33,25 @@ from .centrifugo_actions import (
 from .centrifugo_auth import CentrifugoTokens
 from .centrifugo_channels import history_reply, presence_reply
 from .centrifugo_protocol import Disconnect, ErrorReply
+from .centrifugo_refresh import CentrifugoRefresher, without_ttl
 from .centrifugo_state import CentrifugoState
 from .centrifugo_wire import CENTRIFUGO, CENTRIFUGO_JOIN_LEAVE
 from .errors import BrokerUnavailable
 from .history import JoinPosition
+from .hook_replies import (
+    centrifugo_connect_denied,
+    centrifugo_denied,
+    chat_data,
+    identity_of,
+    rewrite_chat,
+    with_data,
+)
+from .hook_runner import NO_HOOKS, HookRunner
+from .hooks import ConnectedEvent, ConnectRequest, Denial, PublishRequest, SubscribeRequest
 from .host import Attached, Host
 from .hub import Sink
 from .outbound import Outbound
-from .rpc import ClientCall, ClientHandlers, RpcError
+from .rpc import ClientCall, ClientHandlers
 from .session_state import JoinOutcome
 
 log = logging.getLogger(__name__)
@@ -75,7 +87,17 @@ class Driven(Attached, Protocol):
 
 
 class CentrifugoRunner:
-    __slots__ = ("_handlers", "_host", "_session", "_state", "_tokens")
+    __slots__ = (
+        "_connect_data",
+        "_handlers",
+        "_headers",
+        "_hooks",
+        "_host",
+        "_session",
+        "_state",
+        "_tokens",
+        "refresher",
+    )
 
     def __init__(
         self,
@@ -84,12 +106,19 @@ class CentrifugoRunner:
         session: Driven,
         tokens: CentrifugoTokens,
         handlers: ClientHandlers,
+        hooks: HookRunner = NO_HOOKS,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._host = host
         self._state = state
         self._session = session
         self._tokens = tokens
         self._handlers = handlers
+        self._hooks = hooks
+        self._headers = headers or {}
+        self._connect_data: object = None
+        """The connect hook's ``data`` for the connect reply."""
+        self.refresher = CentrifugoRefresher(host, state, session, hooks, self._headers)
 
     async def run(self, actions: list[Action]) -> None:
         session, host, state = self._session, self._host, self._state
@@ -108,7 +137,10 @@ class CentrifugoRunner:
                 case JoinChannel():
                     await self._join(action)
                 case FinishConnect():
-                    session.send(state.connect_reply(action, time.time()))
+                    reply = state.connect_reply(action, time.time())
+                    if self.refresher.refreshes_connection:
+                        reply = without_ttl(reply, "connect") or reply
+                    session.send(with_data(reply, "connect", self._connect_data) or reply)
                     session.release_held()
                     await self.run(state.after_connect(time.time()))
                 case PublishTo():
@@ -123,22 +155,71 @@ class CentrifugoRunner:
                     await self._deliver(data)
 
     async def _authenticate(self, action: Authenticate) -> None:
-        try:
-            identity = await self._tokens.connection(action.token)
-        except AuthError as exc:
-            log.info("client=%s: token refused: %s", self._session.id, exc.reason)
-            await self.run(self._state.auth_failed(action, exc))
-            return
+        hooked = not action.refresh and self._hooks.hooks.connect is not None
+        identity: Identity | None = None
+        if action.token or not hooked:
+            try:
+                identity = await self._tokens.connection(action.token)
+            except AuthError as exc:
+                log.info("client=%s: token refused: %s", self._session.id, exc.reason)
+                await self.run(self._state.auth_failed(action, exc))
+                return
+        if hooked:
+            request = ConnectRequest(
+                self._state.client,
+                "websocket",
+                "centrifugo",
+                self._headers,
+                identity,
+                data=action.data,
+            )
+            answer = await self._hooks.connect(request)
+            if isinstance(answer, Denial):
+                await self.run(centrifugo_connect_denied(self._state, action, answer))
+                return
+            identity = identity_of(answer, identity) or Identity(user="")
+            self._connect_data = None if answer is None else answer.data
+        assert identity is not None  # verified above when no hook decides
         actions = self._state.authenticated(action, identity, time.time())
         self._host.identified(self._session, "")  # the server API finds it by its user now
+        if not action.refresh and self._hooks.hooks.connected and not self._state.closed:
+            event = ConnectedEvent(self._state.client, "websocket", "centrifugo", identity.subject)
+            self._host.track(self._hooks.tell_connected(event))
         await self.run(actions)
         self._session.rearm()
 
     async def _join(self, action: JoinChannel) -> None:
         session, state = self._session, self._state
+        data: object = None
+        if not action.server_side and self._hooks.hooks.subscribe is not None:
+            request = SubscribeRequest(
+                state.client,
+                "websocket",
+                "centrifugo",
+                session.user,
+                action.channel,
+                headers=self._headers,
+            )
+            answer = await self._hooks.subscribe(request)
+            if isinstance(answer, Denial):
+                state.channels.channels.pop(action.channel, None)
+                await self.run(centrifugo_denied(state, action.id, answer))
+                return
+            subscription = state.channels.channels.get(action.channel)
+            if answer is not None and subscription is not None:
+                data = answer.data
+                if answer.expire_at:
+                    subscription.expires_at = answer.expire_at
+                    if self.refresher.refreshes_subscriptions:
+                        self.refresher.server_channels.add(action.channel)
+                    session.rearm()
+        refreshed = action.channel in self.refresher.server_channels
 
         def acknowledge(position: JoinPosition) -> bytes | None:
-            return state.channels.subscribed(action, position, time.time())
+            reply = state.channels.subscribed(action, position, time.time())
+            if refreshed:
+                reply = without_ttl(reply, "subscribe")
+            return with_data(reply, "subscribe", data)
 
         outcome = await self._host.join_at(
             session,
@@ -153,12 +234,28 @@ class CentrifugoRunner:
             await self.run(state.channels.join_failed(action, outcome))
 
     async def _publish(self, action: PublishTo) -> None:
-        session = self._session
+        session, body = self._session, action.body
         if await self._host.user_wait(action.user_key) > 0:
             session.send(cp.error(action.id, ErrorReply.TOO_MANY_REQUESTS))
             return
+        if self._hooks.hooks.publish is not None:
+            request = PublishRequest(
+                self._state.client,
+                "websocket",
+                "centrifugo",
+                session.user,
+                action.channel,
+                chat_data(body),
+                headers=self._headers,
+            )
+            answer = await self._hooks.publish(request)
+            if isinstance(answer, Denial):
+                await self.run(centrifugo_denied(self._state, action.id, answer))
+                return
+            if answer is not None:
+                body = rewrite_chat(body, answer.data)
         try:
-            await self._host.publish_message(action.channel, action.body)
+            await self._host.publish_message(action.channel, body)
         except BrokerUnavailable:
             session.send(cp.error(action.id, ErrorReply.INTERNAL))
             return
@@ -182,24 +279,29 @@ class CentrifugoRunner:
             return
         self._session.send(history_reply(action, page))
 
-    def _call(self, data: object) -> ClientCall:
+    def _call(self, data: object, method: str = "") -> ClientCall:
         state = self._state
-        return ClientCall(state.client, state.identity.subject, data, state.channels.info)
+        return ClientCall(
+            state.client,
+            state.identity.subject,
+            data,
+            state.channels.info,
+            method=method,
+            headers=self._headers,
+        )
 
     async def _rpc(self, action: CallRpc) -> None:
+        """An RPC handler (or the RPC proxy) is a hook: bounded in time, its errors its own
+        (``RpcError`` answers with its code; anything else is logged and answers 100)."""
         session, state = self._session, self._state
-        handler = self._handlers.rpc.get(action.method)
+        handler = self._handlers.rpc.get(action.method) or self._handlers.fallback
         if handler is None:
             session.send(cp.error(action.id, ErrorReply.METHOD_NOT_FOUND))
             return
-        try:
-            result = await handler(self._call(action.data))
-        except RpcError as exc:
-            session.send(state.rpc_failed(action, exc.code, exc.message))
-            return
-        except Exception:  # the application's bug: the client gets 100, the log the traceback
-            log.exception("client=%s: rpc %r failed", session.id, action.method)
-            session.send(cp.error(action.id, ErrorReply.INTERNAL))
+        call = self._call(action.data, action.method)
+        result = await self._hooks.call(handler, call, object, f"rpc {action.method!r}")
+        if isinstance(result, Denial):
+            await self.run(centrifugo_denied(state, action.id, result))
             return
         session.send(state.rpc_done(action, result))
 

@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping
 
 from .centrifugo_actions import Close
 from .centrifugo_auth import CentrifugoTokens
@@ -27,6 +28,8 @@ from .centrifugo_state import CentrifugoState, Settings
 from .connection import Connection
 from .control import ControlCommand
 from .frames import text_frame
+from .hook_runner import NO_HOOKS, HookRunner
+from .hooks import DisconnectEvent
 from .host import Host
 from .outbound import Outbound
 from .protocol import CloseCode
@@ -68,6 +71,7 @@ class CentrifugoSession:
         "_ended",
         "_expiry",
         "_finished",
+        "_hooks",
         "_inbox",
         "_paused",
         "_runner",
@@ -92,6 +96,8 @@ class CentrifugoSession:
         handlers: ClientHandlers,
         settings: Settings,
         peer: str = "",
+        hooks: HookRunner = NO_HOOKS,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.conn = conn
@@ -100,7 +106,10 @@ class CentrifugoSession:
         self.state = CentrifugoState(self.id, host.limits, settings)
         self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
         self.held = Held(self.outbound)
-        self._runner = CentrifugoRunner(host, self.state, self, tokens, handlers)
+        self._hooks = hooks
+        self._runner = CentrifugoRunner(
+            host, self.state, self, tokens, handlers, hooks, headers or {}
+        )
         self.close_code: int | None = None
         self._inbox: deque[str | bytes | ControlCommand] = deque()
         self._paused = False
@@ -200,12 +209,17 @@ class CentrifugoSession:
             self._expiry.cancel()
             self._expiry = None
         deadline = self.state.deadline()
+        due = self._runner.refresher.due()  # a refresh hook is asked at the expiry itself
+        if due is not None:
+            deadline = due if deadline is None else min(deadline, due)
         if deadline is not None and not self._ended:
             delay = max(deadline - time.time(), 0.0)
             self._expiry = asyncio.get_running_loop().call_later(delay, self._tick)
 
     def _tick(self) -> None:
         self._expiry = None
+        if self._runner.refresher.start(time.time()):
+            return  # it rearms when the hooks answered
         for action in self.state.tick(time.time()):
             if isinstance(action, Close):
                 log.info("client=%s: credential expired", self.id)
@@ -239,6 +253,9 @@ class CentrifugoSession:
             self.host.detach(self, self.outbound.high_water)
             code = self.close_code or self.conn.close_received
             log.info("close client=%s user=%r code=%s", self.id, self.user, code)
+            if self._hooks.hooks.disconnect and self.state.connected:
+                event = DisconnectEvent(self.id, "websocket", "centrifugo", self.user, code)
+                self.host.track(self._hooks.tell(event))
             if not self._finished.done():
                 self._finished.set_result(None)
 

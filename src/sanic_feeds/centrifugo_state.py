@@ -134,7 +134,7 @@ class CentrifugoState:
             if not isinstance(token, str):
                 return self._close(Disconnect.BAD_REQUEST, "bad request: token")
             self.connecting = True
-            return [Authenticate(ident, token)]
+            return [Authenticate(ident, token, data=params.get("data"))]
         if not self.connected:
             return self._close(Disconnect.BAD_REQUEST, "bad request: connect first")
         channels = self.channels

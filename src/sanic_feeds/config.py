@@ -27,6 +27,7 @@ from .cluster_urls import redis_cluster_nodes
 from .durations import parse_seconds
 from .errors import ConfigError
 from .namespaces import ChannelOptions, Namespace, Namespaces
+from .proxy_config import ProxyEndpoint, parse_proxy_endpoints
 from .ratelimit import Rate
 
 ENV_PREFIX = "SANIC_FEEDS_"
@@ -421,6 +422,40 @@ class FeedsConfig:
         256 * 1024, parse_size, "Largest body accepted by the HTTP publish API (413 above)."
     )
     page: bool = _setting(True, parse_bool, "Serve the chat page at GET / (on/off).")
+    subscribe_proxy_enabled: bool = _setting(
+        False,
+        parse_bool,
+        "Ask the subscribe proxy before joins of channels without a namespace (on/off).",
+    )
+    publish_proxy_enabled: bool = _setting(
+        False, parse_bool, "Ask the publish proxy before client publishes there (on/off)."
+    )
+    sub_refresh_proxy_enabled: bool = _setting(
+        False, parse_bool, "Refresh expiring subscriptions there with the sub_refresh proxy."
+    )
+    proxy_endpoints: tuple[ProxyEndpoint, ...] = _setting(
+        (),
+        parse_proxy_endpoints,
+        "HTTP proxies, a JSON list: "
+        '[{"event": "connect", "endpoint": "http://app/connect", "timeout": "1s", '
+        '"http_headers": ["Cookie"]}] (events: connect, refresh, subscribe, publish, '
+        "sub_refresh, rpc; docs/hooks.md).",
+    )
+    webhook_endpoint: str = _setting(
+        "",
+        str,
+        "URL the event webhooks (channel occupied/vacated, user connected/disconnected) are "
+        "POSTed to; empty: none (docs/hooks.md).",
+    )
+    webhook_secret: str = _setting(
+        "", str, "Key of the webhooks' HMAC-SHA256 signature (X-Feeds-Signature).", repr=False
+    )
+    hook_timeout: float = _setting(
+        5.0,
+        float,
+        "Seconds a connect, subscribe, publish, refresh or RPC hook may take before the request "
+        "is refused as a temporary error (docs/hooks.md).",
+    )
     log_level: str = _setting("INFO", str, "Log level: DEBUG, INFO, WARNING, ERROR.")
 
     def __post_init__(self) -> None:
@@ -458,6 +493,9 @@ class FeedsConfig:
             allow_history_for_anonymous=self.allow_history_for_anonymous,
             channel_regex=self.channel_regex,
             max_members=self.max_members,
+            subscribe_proxy_enabled=self.subscribe_proxy_enabled,
+            publish_proxy_enabled=self.publish_proxy_enabled,
+            sub_refresh_proxy_enabled=self.sub_refresh_proxy_enabled,
         )
 
     @cached_property
@@ -528,6 +566,11 @@ def _validate(config: FeedsConfig) -> None:
         "--auth jwt needs --jwt-secret (HS256) or --jwt-public-key (RS256/ES256)",
     )
     _check(config.max_channels >= 1, "max_channels", "must be at least 1")
+    _check(
+        not config.webhook_endpoint or bool(config.webhook_secret),
+        "webhook_secret",
+        "--webhook-endpoint needs a secret to sign the events with",
+    )
     _check(config.max_connections >= 0, "max_connections", "must be 0 (no cap) or more")
     _check(config.rate_limit_violations >= 0, "rate_limit_violations", "must be 0 or more")
     _check(config.max_message_size >= 64, "max_message_size", "must be at least 64 bytes")
@@ -539,6 +582,7 @@ def _validate(config: FeedsConfig) -> None:
         "history_ttl",
         "broker_probe_interval",
         "broker_probe_timeout",
+        "hook_timeout",
     ):
         _check(getattr(config, name) > 0, name, "must be greater than 0")
     _check(

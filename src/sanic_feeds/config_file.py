@@ -57,6 +57,7 @@ from .config_values import (
     shown,
 )
 from .errors import ConfigError
+from .proxy_config import ProxyEndpoint, proxy_endpoints_from
 
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 """The environment variable naming a configuration file (``--config`` wins over it)."""
@@ -151,6 +152,8 @@ def settings_from_document(document: Mapping[str, object], path: str) -> FileSet
             map_broker(out, value)
         elif key == "namespaces":
             out.set(key, namespaces_from(out, value, key), key)
+        elif key == "proxy_endpoints":
+            out.set(key, _proxies(out, value, key), key)
         elif key in _FIELDS:
             out.set(key, _setting(out, key, value, key), key)
         elif key in SECTION_MAPPERS:
@@ -160,6 +163,16 @@ def settings_from_document(document: Mapping[str, object], path: str) -> FileSet
         else:
             raise out.error(key, "unknown option" + hint(key, [*_FIELDS, *known.SECTIONS]))
     return out.done()
+
+
+def _proxies(out: SettingsBuilder, value: object, key: str) -> tuple[ProxyEndpoint, ...]:
+    """``[[proxy_endpoints]]`` tables (or a JSON list), as ``proxy_config`` reads them."""
+    if not isinstance(value, list):
+        raise out.error(key, f"expected a list of proxies, got {shown(value)}")
+    try:
+        return proxy_endpoints_from(value)
+    except ValueError as exc:
+        raise out.error(key, str(exc)) from None
 
 
 def _setting(out: SettingsBuilder, name: str, value: object, key: str) -> object:

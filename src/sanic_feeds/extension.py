@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -34,6 +35,9 @@ from .centrifugo_route import PROTOBUF_SUBPROTOCOL, CentrifugoRoute
 from .config import FeedsConfig
 from .connection import Connection, Handoff
 from .errors import FeedsError
+from .feed_connect import ConnectRefused, identify
+from .hook_replies import headers_of
+from .hook_wiring import HookWiring
 from .http_api import HttpApi, problem
 from .metrics import Metrics
 from .node import Node
@@ -85,11 +89,28 @@ class Feeds:
         self.metrics = Metrics()
         self._api = HttpApi(self.config, lambda: self.node, self.metrics)
         self._server_api = ServerApi(self.config, lambda: self.node)
-        self._streams = EventStreamRoutes(self.config, self.authenticator, lambda: self.node)
         self.client_handlers = ClientHandlers()
         """RPC and message handlers for Centrifugo clients (see :meth:`rpc`)."""
+        self._wiring = HookWiring(c, self.client_handlers)
+        self.hooks = self._wiring.hooks
+        """The application's hooks (docs/hooks.md)."""
+        self.hook_runner = self._wiring.runner
+        # Decorators: ``@feeds.on_subscribe`` and the like (hooks.py says what each answers).
+        self.on_connect = self.hooks.on_connect
+        self.on_subscribe = self.hooks.on_subscribe
+        self.on_publish = self.hooks.on_publish
+        self.on_refresh = self.hooks.on_refresh
+        self.on_sub_refresh = self.hooks.on_sub_refresh
+        self.on_disconnect = self.hooks.on_disconnect
+        self._streams = EventStreamRoutes(
+            self.config, self.authenticator, lambda: self.node, self.hook_runner
+        )
         self._centrifugo = CentrifugoRoute(
-            self.config, self.authenticator, lambda: self.node, self.client_handlers
+            self.config,
+            self.authenticator,
+            lambda: self.node,
+            self.client_handlers,
+            self.hook_runner,
         )
 
     @property
@@ -170,6 +191,7 @@ class Feeds:
         node = Node(self.config, bus=self._bus)
         await node.start()
         self.metrics.attach(node)
+        self._wiring.start(node, self.metrics)
         self._node = node
 
     async def _drain(self, app: Sanic[Any, Any]) -> None:
@@ -179,8 +201,10 @@ class Feeds:
     async def _stop(self, app: Sanic[Any, Any]) -> None:
         node, self._node = self._node, None
         self.metrics.detach()
+        await self._wiring.before_node_stop(self.metrics)
         if node is not None:
             await node.stop()
+        await self._wiring.after_node_stop()
 
     # -- handlers --------------------------------------------------------------------------------
 
@@ -224,13 +248,27 @@ class Feeds:
             query={key: request.args.get(key) for key in request.args},
             subprotocols=offered_subprotocols(request.headers),
         )
+        client = secrets.token_hex(8)
         try:
-            identity = await self.authenticator.authenticate(handshake)
+            admitted = await identify(
+                self.authenticator,
+                self.hook_runner,
+                handshake,
+                client=client,
+                channel=unquote(channel),
+                transport="websocket",
+            )
         except AuthError as exc:
             log.info("refused a socket: %s (peer %s)", exc.reason, request.client_ip)
             conn.close(CloseCode.POLICY_VIOLATION, exc.reason)
             await conn.serve()
             return
+        except ConnectRefused as exc:
+            log.info("connect hook refused a socket: %d (peer %s)", exc.code, request.client_ip)
+            conn.close(exc.code, exc.reason)
+            await conn.serve()
+            return
+        identity = admitted.identity
         if node.user_slots.limited:
             slot = await node.user_slots.acquire(identity.subject)
             if slot is not None:
@@ -239,13 +277,21 @@ class Feeds:
                 return
         user = identity.user if self.authenticator.verifies_user else identity.user or None
         session = Session(
-            node, conn, user=clean_user_name(user), peer=request.client_ip, identity=identity
+            node,
+            conn,
+            user=clean_user_name(user),
+            peer=request.client_ip,
+            identity=identity,
+            hooks=self.hook_runner,
+            client=client,
+            headers=headers_of(request.headers),
         )
         if node.user_slots.limited and identity.subject:
             node.track(
                 node.user_slots.release_when_finished(identity.subject, session.wait_finished())
             )
         session.start(unquote(channel), request.args.get("since"), request.args.get("epoch"))
+        session.join_for_server(admitted.server_channels)
         await conn.serve()
 
     async def _index(self, request: Request) -> HTTPResponse:

@@ -83,6 +83,12 @@ class ChannelOptions:
     """Largest message a client may publish here, in bytes of JSON (0: only the server's)."""
     max_members: int = 0
     """Most members a channel may have, counted over the cluster (0: no cap)."""
+    subscribe_proxy_enabled: bool = False
+    """Subscribes to these channels are asked of the subscribe proxy (docs/hooks.md)."""
+    publish_proxy_enabled: bool = False
+    """Client publishes here are asked of the publish proxy, which may change the data."""
+    sub_refresh_proxy_enabled: bool = False
+    """Expiring subscriptions here are refreshed by the sub_refresh proxy."""
 
     def __post_init__(self) -> None:
         if self.history_size < 0:

@@ -58,6 +58,12 @@ class ErrorCode(StrEnum):
     """The chat is larger than the namespace's ``max_message_size``; it was not delivered."""
     CHANNEL_FULL = "channel_full"
     """The channel has the most members its namespace allows (``max_members``)."""
+    REFUSED = "refused"
+    """The application's hook (or proxied backend) refused it; ``refusal`` is its own code and
+    ``message`` its message (docs/hooks.md)."""
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    """The application's hook or backend did not answer in time (or not properly); nothing was
+    done. Retry later."""
 
 
 class CloseCode(IntEnum):
@@ -93,6 +99,9 @@ class CloseCode(IntEnum):
     """The URL's channel names a namespace that is not configured: do not reconnect."""
     CHANNEL_FULL = 4409
     """The URL's channel has the most members its namespace allows: reconnect later."""
+    BACKEND_UNAVAILABLE = 4504
+    """The application's connect or subscribe hook (or proxied backend) did not answer in time,
+    or not properly: reconnect with backoff."""
     DISCONNECTED = 4410
     """The server API disconnected this user or connection (``disconnect`` without a code of
     its own): do not reconnect on your own."""

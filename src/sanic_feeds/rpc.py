@@ -11,7 +11,7 @@ handler holds up that connection's next commands, not anybody else's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import FeedsError
@@ -29,6 +29,10 @@ class ClientCall:
     """The JSON value the client sent."""
     info: object = None
     """The connection's ``info`` claim, if its token had one."""
+    method: str = ""
+    """The RPC method called (for a handler of every method, such as the RPC proxy)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The connection request's headers (lower-case names)."""
 
 
 RpcHandler = Callable[[ClientCall], Awaitable[object]]
@@ -54,3 +58,5 @@ class ClientHandlers:
 
     rpc: dict[str, RpcHandler] = field(default_factory=dict)
     on_message: MessageHandler | None = None
+    fallback: RpcHandler | None = None
+    """Answers the methods no handler of its own answers (the RPC proxy)."""

@@ -20,12 +20,15 @@ import secrets
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from functools import partial
 
 from .auth import Identity, seconds_left
 from .codec import FEED_JSON, Codec
 from .connection import Connection
 from .control import ControlCommand
+from .hook_runner import NO_HOOKS, HookRunner
+from .hooks import DisconnectEvent
 from .host import Host
 from .outbound import Outbound
 from .protocol import CloseCode
@@ -69,6 +72,7 @@ class Session:
         "_done",
         "_ended",
         "_finished",
+        "_hooks",
         "_inbox",
         "_paused",
         "_task",
@@ -92,18 +96,22 @@ class Session:
         identity: Identity | None = None,
         wire: Wire = WEBSOCKET,
         codec: Codec = FEED_JSON,
+        hooks: HookRunner = NO_HOOKS,
+        client: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.host = host
         self.wire = wire
         """How this connection's messages are framed (its transport's codec)."""
         self.conn = conn
-        self.id = secrets.token_hex(8)
+        self.id = client or secrets.token_hex(8)
         self.peer = peer
         self.state = SessionState(
             self.id, user, identity or Identity(user=user), limits=host.limits, codec=codec
         )
         self.outbound = Outbound(conn.transport, host.flusher, host.client_buffer, self.overflow)
-        self._actions = ActionRunner(host, self.state, self)
+        self._hooks = hooks
+        self._actions = ActionRunner(host, self.state, self, hooks, wire.name, headers)
         self.close_code: int | None = None
         self._inbox: deque[str | bytes | Callable[[], list[Action]]] | None = None
         """Client messages waiting for the task; made when the first one comes (a deque is
@@ -125,8 +133,7 @@ class Session:
         return self.state.user
 
     @property
-    def channels(self) -> dict[str, None]:
-        """Joined channels, in join order."""
+    def channels(self) -> dict[str, None]:  # joined channels, in join order
         return self.state.channels
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -153,6 +160,12 @@ class Session:
         opening = self._actions.open(channel, since, epoch, also, expires_in)
         self._task = asyncio.ensure_future(self._work(opening))
         self.conn.attach(self)
+
+    def join_for_server(self, channels: Sequence[str]) -> None:
+        """Join ``channels`` as the server's (a connect hook's): no permission, no hook."""
+        state = self.state
+        for channel in channels:
+            self.submit(partial(state.server_subscribe, channel))
 
     def receive(self, message: str | bytes | Callable[[], list[Action]]) -> None:
         """A client message (or a server input, see :meth:`submit`): handle it after those
@@ -232,6 +245,9 @@ class Session:
             self.host.detach(self, self.outbound.high_water)
             code = self.close_code or self.conn.close_received
             log.info("close client=%s user=%r code=%s", self.id, self.user, code)
+            if self._hooks.hooks.disconnect:
+                event = DisconnectEvent(self.id, self.wire.name, "feed", self.user_key, code)
+                self.host.track(self._hooks.tell(event))
             self._done = True
             if self._finished is not None and not self._finished.done():
                 self._finished.set_result(None)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from . import protocol
 from .control import ControlCommand, DisconnectUser, RefreshUser, SubscribeUser, UnsubscribeUser
 from .errors import BrokerUnavailable
+from .hook_replies import chat_data, feed_denied, rewrite_chat
+from .hook_runner import NO_HOOKS, HookRunner
+from .hooks import ConnectedEvent, Denial, PublishRequest, RefreshRequest, SubscribeRequest
 from .host import Host, Participant
 from .protocol import CloseCode
 from .session_state import (
@@ -38,6 +41,9 @@ from .session_state import (
 
 log = logging.getLogger(__name__)
 
+REFRESH_RETRY = 10.0
+"""Seconds before asking a refresh hook again that did not answer."""
+
 
 class Closable(Participant, Protocol):
     @property
@@ -52,12 +58,32 @@ class Closable(Participant, Protocol):
 class ActionRunner:
     """One per session: its host, its state machine, and the session itself."""
 
-    __slots__ = ("_expiry", "_gone", "_host", "_session", "_state")
+    __slots__ = (
+        "_expiry",
+        "_gone",
+        "_headers",
+        "_hooks",
+        "_host",
+        "_session",
+        "_state",
+        "_transport",
+    )
 
-    def __init__(self, host: Host, state: SessionState, session: Closable) -> None:
+    def __init__(
+        self,
+        host: Host,
+        state: SessionState,
+        session: Closable,
+        hooks: HookRunner = NO_HOOKS,
+        transport: str = "websocket",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self._host = host
         self._state = state
         self._session = session
+        self._hooks = hooks
+        self._transport = transport
+        self._headers = headers or {}
         self._expiry: asyncio.TimerHandle | None = None
         self._gone = False
 
@@ -71,6 +97,9 @@ class ActionRunner:
     ) -> None:
         """The opening: the URL channel (welcome, recovery), then each of ``also``."""
         state = self._state
+        if self._hooks.hooks.connected:
+            event = ConnectedEvent(self._session.id, self._transport, "feed", self._user_id())
+            self._host.track(self._hooks.tell_connected(event))
         actions = state.open(
             channel,
             since,
@@ -134,6 +163,8 @@ class ActionRunner:
                 case Publish(channel=channel, body=body, user_key=user_key):
                     await self._publish(channel, body, user_key)
                 case Join(channel=channel, since=since, epoch=epoch, greeting=greeting, ack=ack):
+                    if ack is None and not await self._may_join(channel, greeting is not None):
+                        continue
                     outcome = await host.join(session, channel, since, epoch, greeting, ack)
                     if outcome is not JoinOutcome.JOINED:
                         await self.run(state.join_failed(channel, greeting is not None, outcome))
@@ -155,8 +186,14 @@ class ActionRunner:
                     self.expire(at)
 
     def _tick(self) -> None:
-        """The credential's expiry timer fired: the only actions then are closes."""
+        """The credential's expiry timer fired: the only actions then are closes (or, with a
+        refresh hook, asking it for a new expiry first)."""
         self._expiry = None
+        at = self._state.expires_at
+        if self._hooks.hooks.refresh is not None and at is not None and time.monotonic() >= at:
+            if self._state.closed is None and not self._gone:
+                self._host.track(asyncio.ensure_future(self._refresh()))
+            return
         actions = self._state.tick(time.monotonic())
         for action in actions:
             if isinstance(action, Close):
@@ -165,17 +202,76 @@ class ActionRunner:
         if not actions and self._state.closed is None:
             self.expire(self._state.expires_at)  # woken a hair early: wait for the rest
 
+    async def _refresh(self) -> None:
+        """Ask the refresh hook; no answer (or a failure) asks again later, the connection
+        stays meanwhile; ``None`` lets the credential run out."""
+        state = self._state
+        request = RefreshRequest(
+            self._session.id, self._transport, "feed", self._user_id(), self._headers
+        )
+        answer = await self._hooks.refresh(request)
+        if self._gone or state.closed is not None:
+            return
+        if isinstance(answer, Denial):
+            state.expires_at = time.monotonic() + REFRESH_RETRY
+            self.expire(state.expires_at)
+            return
+        expired = answer is None or answer.expired
+        at = None if answer is None else answer.expire_at
+        expires_in = None if at is None else at - time.time()
+        if not expired:
+            log.info("client=%s: connection refreshed by the refresh hook", self._session.id)
+        self._now(state.server_refresh(time.monotonic(), expired, expires_in))
+
     async def _members(self, channel: str) -> list[dict[str, object]] | None:
         try:
             return await self._host.read_presence(channel)
         except BrokerUnavailable:
             return None
 
+    def _user_id(self) -> str:
+        return self._state.identity.subject or self._state.user
+
+    async def _may_join(self, channel: str, opening: bool) -> bool:
+        """Ask the subscribe hook (joins the server makes are not asked)."""
+        if self._hooks.hooks.subscribe is None:
+            return True
+        request = SubscribeRequest(
+            self._session.id,
+            self._transport,
+            "feed",
+            self._user_id(),
+            channel,
+            headers=self._headers,
+        )
+        answer = await self._hooks.subscribe(request)
+        if not isinstance(answer, Denial):
+            return True
+        await self.run(feed_denied(self._state, channel, answer, joining=True, opening=opening))
+        return False
+
     async def _publish(self, channel: str, body: bytes, user_key: str) -> None:
         wait = await self._host.user_wait(user_key)
         if wait > 0:
             await self.run(self._state.user_limited(channel, wait))
             return
+        if self._hooks.hooks.publish is not None:
+            request = PublishRequest(
+                self._session.id,
+                self._transport,
+                "feed",
+                self._user_id(),
+                channel,
+                chat_data(body),
+                headers=self._headers,
+            )
+            answer = await self._hooks.publish(request)
+            if isinstance(answer, Denial):
+                denied = feed_denied(self._state, channel, answer, joining=False, opening=False)
+                await self.run(denied)
+                return
+            if answer is not None:
+                body = rewrite_chat(body, answer.data)
         try:
             await self._host.publish_message(channel, body)
         except BrokerUnavailable:

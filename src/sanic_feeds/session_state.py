@@ -32,6 +32,7 @@ REFUSING = frozenset(
         CloseCode.POLICY_VIOLATION,
         CloseCode.INVALID_CHANNEL,
         CloseCode.BROKER_UNAVAILABLE,
+        CloseCode.BACKEND_UNAVAILABLE,
         CloseCode.TOKEN_EXPIRED,
         CloseCode.RATE_LIMITED,
         CloseCode.INTERNAL_ERROR,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 from urllib.parse import unquote
 
@@ -20,6 +21,9 @@ from .auth import Authenticator, AuthError, Handshake, Identity
 from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .event_stream import EventStream
+from .feed_connect import ConnectRefused, identify
+from .hook_replies import headers_of
+from .hook_runner import NO_HOOKS, HookRunner
 from .http_api import problem
 from .node import Node
 from .permissions import Refusal
@@ -38,11 +42,16 @@ class EventStreamRoutes:
     """``GET /sse/<channel>`` and ``GET /sse?channel=a&channel=b``, for one ``Feeds``."""
 
     def __init__(
-        self, config: FeedsConfig, authenticator: Authenticator, node: Callable[[], Node]
+        self,
+        config: FeedsConfig,
+        authenticator: Authenticator,
+        node: Callable[[], Node],
+        hooks: HookRunner = NO_HOOKS,
     ) -> None:
         self.config = config
         self.authenticator = authenticator
         self._node = node
+        self._hooks = hooks
 
     def register(self, bp: Blueprint) -> None:
         bp.add_route(self.stream, "/sse", methods=["GET"], name="sse")
@@ -96,6 +105,9 @@ class EventStreamRoutes:
                     peer=request.client_ip,
                     identity=identity,
                     wire=SSE,
+                    hooks=self._hooks,
+                    client=request.ctx.feeds_client,
+                    headers=headers_of(request.headers),
                 )
                 if node.user_slots.limited and identity.subject:
                     finished = session.wait_finished()
@@ -155,11 +167,24 @@ class EventStreamRoutes:
         handshake = Handshake(
             headers=request.headers, query={key: request.args.get(key) for key in request.args}
         )
+        request.ctx.feeds_client = client = secrets.token_hex(8)
         try:
-            identity = await self.authenticator.authenticate(handshake)
+            admitted = await identify(
+                self.authenticator,
+                self._hooks,
+                handshake,
+                client=client,
+                channel=channels[0],
+                transport="sse",
+            )
         except AuthError as exc:
             log.info("refused a stream: %s (peer %s)", exc.reason, request.client_ip)
             return problem(401, "unauthorized", exc.reason), *none[1:]
+        except ConnectRefused as exc:
+            log.info("connect hook refused a stream: %d (peer %s)", exc.code, request.client_ip)
+            status = 503 if exc.code in (CloseCode.BACKEND_UNAVAILABLE, 1011) else 403
+            return problem(status, "refused", exc.reason), *none[1:]
+        identity = admitted.identity
         permissions = self._node().limits.permissions
         for name in channels:
             verdict = permissions.subscribe(identity, name)

@@ -1,0 +1,95 @@
+"""When a channel gets its first member anywhere in the cluster, and loses its last one.
+
+Each node counts, in the presence backend, whether it has members of a channel: +1 when its
+own members of the channel go from none to some, -1 when they go back to none (the same
+per-node counters the per-user connection limit uses, which leave out nodes whose reports
+expired). The node whose +1 made the cluster-wide count 1 says "occupied"; the node whose -1
+made it 0 says "vacated". The increment and the read are one transaction, so of two nodes
+whose first members arrive at once exactly one sees 1, and of two whose last members leave at
+once exactly one sees 0.
+
+What this cannot see (docs/hooks.md): a node that crashes with members stops counting once its
+report expires (``node_ttl``), without a "vacated"; a channel whose members come and go on one
+node faster than the backend answers is counted in order, per channel, so its events stay in
+order but may lag. When the presence backend is down the change is not counted and no event
+is sent (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .errors import BrokerUnavailable
+from .presence.base import Presence
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "#room:"
+"""Counter names in the presence backend (``#`` cannot start a user id the server counts)."""
+
+
+class Occupancy:
+    """Watches this node's members per channel and reports the cluster's first and last."""
+
+    def __init__(
+        self,
+        presence: Presence,
+        node_id: str,
+        local_members: Callable[[str], int],
+        emit: Callable[[str, str], None],
+    ) -> None:
+        self._presence = presence
+        self._node_id = node_id
+        self._local_members = local_members
+        self._emit = emit
+        """Called with ("channel.occupied" or "channel.vacated", channel)."""
+        self._held: set[str] = set()
+        """Channels this node counts itself as having members of."""
+        self._queues: dict[str, list[int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def changed(self, channel: str) -> None:
+        """The hub's members of ``channel`` changed (called from its ``on_change``)."""
+        if channel.startswith("#"):
+            return  # the node's own channels (the control channel)
+        has = self._local_members(channel) > 0
+        if has == (channel in self._held):
+            return
+        if has:
+            self._held.add(channel)
+        else:
+            self._held.discard(channel)
+        queue = self._queues.get(channel)
+        if queue is not None:  # a task is counting this channel: it takes this change next
+            queue.append(1 if has else -1)
+            return
+        self._queues[channel] = [1 if has else -1]
+        task = asyncio.ensure_future(self._count(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _count(self, channel: str) -> None:
+        queue = self._queues[channel]
+        try:
+            while queue:
+                delta = queue.pop(0)
+                try:
+                    total = await self._presence.user_connections(
+                        KEY_PREFIX + channel, self._node_id, delta
+                    )
+                except BrokerUnavailable as exc:
+                    log.warning("occupancy of %s not counted: %s", channel, exc)
+                    continue
+                if delta > 0 and total == 1:
+                    self._emit("channel.occupied", channel)
+                elif delta < 0 and total == 0:
+                    self._emit("channel.vacated", channel)
+        finally:
+            del self._queues[channel]
+
+    async def aclose(self) -> None:
+        """Wait (briefly) for the counts in flight, so a clean stop says "vacated"."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2.0)

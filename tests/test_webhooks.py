@@ -1,0 +1,158 @@
+"""Event webhooks from two instances on a private Redis: one "occupied" when a channel's first
+member arrives anywhere, one "vacated" when its last leaves anywhere, user events, signatures,
+and every event delivered after a receiver that was down comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse, empty
+from sanic.server.async_server import AsyncioServer
+from websockets.asyncio.client import connect
+
+from sanic_feeds import FeedsConfig
+from sanic_feeds.webhooks import SIGNATURE_HEADER, signature
+from support.local_server import LocalServer, local_server
+from support.ports import free_port
+from support.redis_server import RedisServer
+from support.ws import recv_until
+from test_hooks import is_type
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SECRET = "webhook-test-secret"
+_apps = itertools.count(1)
+
+
+@dataclass
+class Receiver:
+    port: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+    bad_signatures: int = 0
+    server: AsyncioServer | None = None
+
+    async def start(self) -> None:
+        app: Sanic[Any, Any] = Sanic(f"webhook_receiver_{next(_apps)}")
+        app.config.MOTD = False
+        app.config.TOUCHUP = False
+
+        async def hook(request: Request) -> HTTPResponse:
+            given = request.headers.get(SIGNATURE_HEADER, "")
+            if not hmac.compare_digest(signature(SECRET, request.body), given):
+                self.bad_signatures += 1
+                return empty(status=401)
+            event = orjson.loads(request.body)
+            if all(e["id"] != event["id"] for e in self.events):  # at least once: drop repeats
+                self.events.append(event)
+            return empty()
+
+        app.add_route(hook, "/hook", methods=["POST"])
+        server = await app.create_server(
+            host="127.0.0.1", port=self.port, return_asyncio_server=True, access_log=False
+        )
+        assert server is not None
+        await server.startup()
+        await server.start_serving()
+        self.server = server
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.close()
+
+    def of(self, channel: str) -> list[str]:
+        return [e["type"] for e in self.events if e.get("channel") == channel]
+
+
+@dataclass
+class Cluster:
+    one: LocalServer
+    two: LocalServer
+    receiver: Receiver
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(redis_server: RedisServer) -> AsyncIterator[Cluster]:
+    if not redis_server.is_running:
+        redis_server.start()
+    receiver = Receiver(free_port())
+    await receiver.start()
+    config = FeedsConfig(
+        broker=redis_server.url,
+        webhook_endpoint=f"http://127.0.0.1:{receiver.port}/hook",
+        webhook_secret=SECRET,
+        drain_time=0.5,
+    )
+    try:
+        async with local_server(config) as one, local_server(config) as two:
+            yield Cluster(one, two, receiver)
+    finally:
+        await receiver.stop()
+
+
+async def until(check: Any, timeout: float = 8.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.05)
+
+
+async def member(server: LocalServer, channel: str, user: str) -> Any:
+    ws = await connect(server.ws_url(channel, user=user))
+    await recv_until(ws, is_type("system"))
+    return ws
+
+
+async def test_occupied_and_vacated_once_over_the_cluster(cluster: Cluster) -> None:
+    """Members arrive at once on both instances, more come and go: exactly one "occupied",
+    then exactly one "vacated" after the last leaves anywhere; signed; user events too."""
+    channel = "wh-room"
+    one, two = cluster.one, cluster.two
+    first = await asyncio.gather(
+        member(one, channel, "ann"), member(two, channel, "bob"), member(one, channel, "cy")
+    )
+    await until(lambda: cluster.receiver.of(channel) == ["channel.occupied"])
+    await first[0].close()
+    later = await member(two, channel, "dee")
+    for ws in first[1:]:
+        await ws.close()
+    await asyncio.sleep(0.3)
+    assert cluster.receiver.of(channel) == ["channel.occupied"]  # dee is still there
+    await later.close()
+    await until(lambda: cluster.receiver.of(channel) == ["channel.occupied", "channel.vacated"])
+    await until(lambda: sum(1 for e in cluster.receiver.events if "user" in e) == 8)
+    users = [(e["type"], e["user"]) for e in cluster.receiver.events if "user" in e]
+    kinds = ("user.connected", "user.disconnected")
+    assert sorted(users) == sorted((k, u) for u in ("ann", "bob", "cy", "dee") for k in kinds)
+    assert cluster.receiver.bad_signatures == 0
+
+
+async def test_a_receiver_that_was_down_gets_every_event(cluster: Cluster) -> None:
+    """While the receiver is down the events wait and are retried with backoff; when it comes
+    back each arrives, in order per channel; /metrics counts the retries."""
+    receiver = cluster.receiver
+    await receiver.stop()
+    for round_ in range(2):
+        ws = await member(cluster.one, "wh-down", f"u{round_}")
+        await ws.close()
+    await asyncio.sleep(1.0)
+    await receiver.start()
+    expected = ["channel.occupied", "channel.vacated"] * 2
+    await until(lambda: receiver.of("wh-down") == expected, timeout=15)
+    metrics = await asyncio.to_thread(_metrics, cluster.one.http_url)
+    assert "sanic_feeds_webhooks_retried_total" in metrics
+
+
+def _metrics(url: str) -> str:
+    import httpx
+
+    return httpx.get(f"{url}/metrics").text
