@@ -232,18 +232,33 @@ class Hub:
         task.add_done_callback(self._recoveries.discard)
 
     async def _recover(self, channel: str, epoch: str, offset: int) -> None:
-        page = await read_history(self._broker, channel, offset, epoch, self._history_limit)
+        """Fan out what the history has after ``offset``, then the held-back messages.
+
+        A held-back message further on than the history reached (its id is not the next one)
+        means messages were stored after the read and before the subscription delivered again
+        (a subscription moving between masters): the history is read again from there, rather
+        than releasing the later messages over a hole no one would notice.
+        """
+        for _ in range(RECOVERY_READS):
+            page = await read_history(self._broker, channel, offset, epoch, self._history_limit)
+            parked = self._parked.get(channel)
+            if not self._members.get(channel) or parked is None:
+                self._parked.pop(channel, None)
+                return
+            for body in page.messages:
+                self._fan_out(channel, body, "")
+            if page.offsets:
+                self._last[channel] = (page.epoch, page.offsets[-1])
+            self.recovered += len(page.messages)
+            epoch, offset = self._last.get(channel, (epoch, offset))
+            following = parked.next_stored(epoch, offset)
+            if not page.complete or following is None or following == offset + 1:
+                break
         parked = self._parked.pop(channel, None)
-        if not self._members.get(channel) or parked is None:
+        if parked is None:
             return
-        for body in page.messages:
-            self._fan_out(channel, body, "")
-        if page.offsets:
-            self._last[channel] = (page.epoch, page.offsets[-1])
-        self.recovered += len(page.messages)
-        last = self._last.get(channel, (epoch, offset))
         # The same replay rule as a member's resync: what the history just gave is dropped.
-        for payload in parked.unseen(*last):
+        for payload in parked.unseen(epoch, offset):
             self.deliver(channel, payload)
         if not page.complete or parked.overflowed:
             self._notify_gap(channel)
@@ -302,6 +317,9 @@ def fan_out(groups: dict[Wire, dict[str, Sink]], body: bytes, exclude: str) -> i
             count += len(members)
     return count
 
+
+RECOVERY_READS = 5
+"""History reads one gap refill may take while held-back messages show a hole after it."""
 
 HISTORY_ATTEMPTS = 8
 """Tries to read a history (about 5 s with backoff) before a replay gives up."""

@@ -41,6 +41,15 @@ class ReplayBuffer:
         body_of = self.wire.body_of
         return [f for f in self.frames if not _replayed(body_of(f), epoch, last)]
 
+    def next_stored(self, epoch: str, last: int) -> int | None:
+        """The id of the first parked stored message of ``epoch`` after ``last``, or None."""
+        body_of = self.wire.body_of
+        for frame in self.frames:
+            position = position_of(body_of(frame))
+            if position is not None and position[0] == epoch and position[1] > last:
+                return position[1]
+        return None
+
 
 def _replayed(payload: bytes, epoch: str, last: int) -> bool:
     position = position_of(payload)  # None for messages not stored (notices): always forwarded

@@ -121,7 +121,11 @@ class RedisCluster:
         return next(s for s in self.servers if s.port == port)
 
     def masters(self) -> list[RedisServer]:
-        return [self.server_at(n.port) for n in self.nodes() if n.master and not n.failed]
+        """The masters that serve slots (a node can say "master" with none for a moment: just
+        formed, or before it becomes a replica again after a failover)."""
+        return [
+            self.server_at(n.port) for n in self.nodes() if n.master and not n.failed and n.slots
+        ]
 
     def master_of(self, key: str) -> RedisServer:
         """The master that serves ``key``'s slot now."""

@@ -53,6 +53,9 @@ class ShardedSubscriptions:
         self.probes: dict[bytes, Shard] = {}
         """Each master's probe channel -> its shard."""
         self._moves: set[asyncio.Task[None]] = set()
+        self._held: dict[bytes, list[bytes]] = {}
+        """Channels being moved to another master -> their messages meanwhile, held back until
+        the gap is reported (see ``_follow``)."""
         self.moved = 0
         """Subscriptions moved to another master (each reported as a gap)."""
 
@@ -119,23 +122,45 @@ class ShardedSubscriptions:
             task.add_done_callback(self._moves.discard)
 
     async def _follow(self, key: bytes, shard: Shard) -> None:
+        """Subscribe ``key`` on its new master, then report the gap the move may have made.
+
+        The new subscription's first messages can arrive before this coroutine resumes after
+        the subscription is confirmed (they come in the same read): delivered at once, they
+        would move the hub's position past the messages stored while no master had the
+        channel, and its refill would start after them. So they are held back until the gap is
+        reported (the hub then holds live messages itself), then handed over in order.
+        """
+        held = self._held.setdefault(key, [])
         try:
             await shard.require_subscriber().subscribe(key)
         except BrokerUnavailable as exc:
             log.info("moving a subscription to %r failed (%s); trying again", shard, exc)
             self._router.wake()
+            self._release(key)
             return
         channel = self.channels.get(key)
-        if channel is not None and self._home.get(key) is shard:
+        if channel is not None and self._home.get(key) is shard and self._held.get(key) is held:
             self.moved += 1
             log.info("subscription of %r moved to %r; members may have a gap", channel, shard)
             if self._on_gap is not None:
                 self._on_gap(channel)
+        self._release(key)
+
+    def _release(self, key: bytes) -> None:
+        """Deliver what was held back for ``key`` while it moved."""
+        channel = self.channels.get(key)
+        for data in self._held.pop(key, ()):
+            if channel is not None:
+                self._deliver(channel, data)
 
     # -- callbacks of the shards' subscribers ----------------------------------------------------
 
     def on_message(self, key: bytes, data: bytes) -> None:
         channel = self.channels.get(key)
+        held = self._held.get(key)
+        if held is not None and channel is not None:
+            held.append(data)
+            return
         if channel is not None:
             try:
                 self._deliver(channel, data)
