@@ -44,12 +44,13 @@ class CentrifugoRoute:
         handlers: ClientHandlers,
     ) -> None:
         self._node = node
-        self._handlers = handlers
-        self._tokens = CentrifugoTokens(authenticator, insecure=config.insecure)
-        self._settings = Settings(
+        self.handlers = handlers
+        self.tokens = CentrifugoTokens(authenticator, insecure=config.insecure)
+        self.settings = Settings(
             ping_interval=round(config.ping_interval),
-            tokens=self._tokens,
+            tokens=self.tokens,
         )
+        """What every Centrifugo connection of this server is held to, whatever its transport."""
 
     async def socket(self, request: Request, ws: Any) -> None:
         conn: Connection
@@ -74,9 +75,9 @@ class CentrifugoRoute:
         session = CentrifugoSession(
             node,
             conn,
-            tokens=self._tokens,
-            handlers=self._handlers,
-            settings=self._settings,
+            tokens=self.tokens,
+            handlers=self.handlers,
+            settings=self.settings,
             peer=request.client_ip,
         )
         session.start()

@@ -21,12 +21,12 @@ from collections import deque
 from .centrifugo_actions import Close
 from .centrifugo_auth import CentrifugoTokens
 from .centrifugo_control import server_command
-from .centrifugo_protocol import FEED_CLOSES, PING, disconnect_reason
+from .centrifugo_protocol import FEED_CLOSES, disconnect_reason
 from .centrifugo_runner import CentrifugoRunner
 from .centrifugo_state import CentrifugoState, Settings
+from .centrifugo_wire import WEBSOCKET_FRAMING, CentrifugoFraming
 from .connection import Connection
 from .control import ControlCommand
-from .frames import text_frame
 from .host import Host
 from .outbound import Outbound
 from .protocol import CloseCode
@@ -35,8 +35,6 @@ from .session import INBOX_LIMIT
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-
-PING_FRAME = text_frame(PING)
 
 
 class Held:
@@ -75,6 +73,7 @@ class CentrifugoSession:
         "_task",
         "close_code",
         "conn",
+        "framing",
         "held",
         "host",
         "id",
@@ -92,9 +91,12 @@ class CentrifugoSession:
         handlers: ClientHandlers,
         settings: Settings,
         peer: str = "",
+        framing: CentrifugoFraming = WEBSOCKET_FRAMING,
     ) -> None:
         self.host = host
         self.conn = conn
+        self.framing = framing
+        """How the connection's transport carries frames (its replies and its wires)."""
         self.id = secrets.token_hex(8)
         self.peer = peer
         self.state = CentrifugoState(self.id, host.limits, settings)
@@ -165,7 +167,7 @@ class CentrifugoSession:
     # -- what the runner and the node use ---------------------------------------------------
 
     def send(self, body: bytes) -> None:
-        self.outbound.send(text_frame(body))
+        self.outbound.send(self.framing.frame(body))
 
     def release_held(self) -> None:
         self.held.release()
@@ -187,7 +189,7 @@ class CentrifugoSession:
     def keepalive(self, now: float, timeout: float) -> None:
         """The node's sweep: ping (``{}``) a connected client, drop one that never connected."""
         if self.state.connected:
-            self.outbound.send(PING_FRAME)
+            self.outbound.send(self.framing.ping)
         else:
             self._sweeps += 1
             if self._sweeps >= 2 and self.state.closed is None:

@@ -31,6 +31,7 @@ from .auth import (
 )
 from .brokers import MemoryBus
 from .centrifugo_route import PROTOBUF_SUBPROTOCOL, CentrifugoRoute
+from .centrifugo_streams import CentrifugoStreams
 from .config import FeedsConfig
 from .connection import Connection, Handoff
 from .errors import FeedsError
@@ -90,6 +91,9 @@ class Feeds:
         """RPC and message handlers for Centrifugo clients (see :meth:`rpc`)."""
         self._centrifugo = CentrifugoRoute(
             self.config, self.authenticator, lambda: self.node, self.client_handlers
+        )
+        self._centrifugo_streams = CentrifugoStreams(
+            self.config, self._centrifugo, lambda: self.node
         )
 
     @property
@@ -151,6 +155,7 @@ class Feeds:
             ctx_feeds_subprotocol=PROTOBUF_SUBPROTOCOL,
         )
         self._streams.register(bp)
+        self._centrifugo_streams.register(bp)
         self._api.register(bp)
         self._server_api.register(bp)
         if config.page:
