@@ -153,7 +153,8 @@ class CentrifugoSession:
                     self.conn.resume_reading()
                 if isinstance(message, str | bytes):
                     self.host.tally("client_messages")
-                    await self._runner.run(self.state.receive(message, time.time()))
+                    command = self.framing.commands(message)
+                    await self._runner.run(self.state.receive(command, time.time()))
                 else:
                     await self._runner.run(server_command(self.state, message, time.time()))
                     self.rearm()  # a refresh may have moved the expiry

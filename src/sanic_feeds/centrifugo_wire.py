@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .centrifugo_protobuf import commands_as_json, reply_as_json, reply_of
 from .centrifugo_protocol import PING, position_body, push_of
-from .frames import payload_of, text_frame
+from .frames import binary_frame, payload_of, text_frame
 from .wire import Wire
 
 
@@ -52,12 +53,18 @@ class CentrifugoFraming:
     identity.
     """
 
-    __slots__ = ("frame", "join_leave", "name", "payload_of", "ping", "pushes")
+    __slots__ = ("commands", "frame", "join_leave", "name", "payload_of", "ping", "pushes")
 
     def __init__(
-        self, name: str, frame: Callable[[bytes], bytes], payload_of: Callable[[bytes], bytes]
+        self,
+        name: str,
+        frame: Callable[[bytes], bytes],
+        payload_of: Callable[[bytes], bytes],
+        commands: Callable[[str | bytes], str | bytes] = lambda message: message,
     ) -> None:
         self.name = name
+        self.commands = commands
+        """A client message as the JSON encoding's frame, for the state machine."""
         self.frame = frame
         """The bytes that carry one frame (a reply, a push) to the client."""
         self.payload_of = payload_of
@@ -99,6 +106,22 @@ SSE_FRAMING = CentrifugoFraming("sse", _sse_event, _sse_payload)
 
 HTTP_STREAM_FRAMING = CentrifugoFraming("http_stream", _line, _line_payload)
 """``/connection/http_stream``: one frame per line of the response body (JSON encoding)."""
+
+
+def _protobuf_frame(frame: bytes) -> bytes:
+    reply = reply_of(frame)
+    return binary_frame(reply) if reply else b""
+
+
+def _protobuf_payload(frame: bytes) -> bytes:
+    return reply_as_json(payload_of(frame))
+
+
+PROTOBUF_FRAMING = CentrifugoFraming(
+    "protobuf", _protobuf_frame, _protobuf_payload, commands_as_json
+)
+"""``/connection/websocket`` with the ``centrifuge-protobuf`` subprotocol: one binary frame of
+varint-delimited messages per frame of the JSON encoding (``centrifugo_protobuf.py``)."""
 
 CENTRIFUGO: Wire = WEBSOCKET_FRAMING.pushes
 """WebSocket subscribers that did not ask for join/leave pushes."""
