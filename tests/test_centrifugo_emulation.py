@@ -24,8 +24,10 @@ from sanic_feeds.centrifugo_emulation import (
     EmulatedSessions,
     EmulationRequest,
     farewell,
+    parse_protobuf_request,
     parse_request,
 )
+from sanic_feeds.centrifugo_pb.centrifugo_client_pb2 import EmulationRequest as ProtobufRequest
 from sanic_feeds.centrifugo_wire import HTTP_STREAM_FRAMING, SSE_FRAMING
 from support.local_server import local_server
 
@@ -95,13 +97,20 @@ async def test_the_javascript_sdk_over_emulation(redis_url: str, transport: str)
 
 
 def test_requests_are_read_strictly() -> None:
-    """An /emulation body must name a session, a node id and the commands, as strings."""
+    """An /emulation body must name a session, a node id and the commands (JSON strings, or
+    an EmulationRequest in the Protobuf encoding)."""
     request = parse_request(b'{"session":"s1","node":"host-1-ab","data":"{\\"id\\":1}"}')
     assert request == EmulationRequest("host-1-ab", "s1", '{"id":1}')
     assert parse_request(request.encode()) == request
     for bad in (b"[]", b"nope", b'{"session":"s","node":"n"}', b'{"session":"s","node":"a b"}'):
         with pytest.raises(BadEmulationRequest):
-            parse_request(bad + b"")
+            parse_request(bad)
+    binary = ProtobufRequest(node="host-1-ab", session="s1", data=b"\x02\x08\x01")
+    request = parse_protobuf_request(binary.SerializeToString())
+    assert request == EmulationRequest("host-1-ab", "s1", b"\x02\x08\x01")
+    assert parse_request(request.encode()) == request  # forwarded to another node as base64
+    with pytest.raises(BadEmulationRequest):
+        parse_protobuf_request(b"\xff\xff")
 
 
 def test_a_forwarded_request_reaches_only_its_session() -> None:

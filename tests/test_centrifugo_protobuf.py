@@ -1,6 +1,7 @@
 """Centrifugo's Protobuf encoding: the translation to and from JSON without sockets, and
-centrifuge-js's protobuf build (in Node) beside a JSON client, on two instances on one private
-Redis: connect, join, publish both ways, presence, history, RPC, recovery, a refused token
+centrifuge-js's protobuf build (in Node, over WebSocket and over HTTP streaming with commands
+posted to the other instance) beside a JSON client, on two instances on one private Redis:
+connect, join, publish every way, presence, history, RPC, recovery, a refused token
 (tests/js/check_protobuf.js). The Node run is skipped where Node or ``npm ci`` is missing.
 """
 
@@ -93,8 +94,11 @@ async def test_the_javascript_sdk_speaks_protobuf(redis_url: str) -> None:
         given = {
             "one": f"ws://127.0.0.1:{one.port}/connection/websocket",
             "two": f"ws://127.0.0.1:{two.port}/connection/websocket",
+            "one_stream": f"{one.http_url}/connection/http_stream",
+            "two_emulation": f"{two.http_url}/emulation",
             "ann": token("ann"),
             "bob": token("bob"),
+            "carol": token("carol"),
             "bad": jwt.encode({"sub": "ann"}, "not-the-secret-but-long-enough-for-hs256"),
         }
         node = await asyncio.create_subprocess_exec(
@@ -109,13 +113,16 @@ async def test_the_javascript_sdk_speaks_protobuf(redis_url: str) -> None:
     results = orjson.loads(out.strip().splitlines()[-1])
     assert results["client"] is True
     assert results["join_user"] == "bob"
+    assert results["carol_transport"] == "http_stream"
     assert results["ann_received"] == [
         {"data": {"text": "hi"}, "user": "bob", "offset": 1},
         {"data": {"text": "yo"}, "user": "ann", "offset": 2},
+        {"data": {"text": "hey"}, "user": "carol", "offset": 3},
     ]
-    assert results["bob_received"] == [{"text": "hi"}, {"text": "yo"}]
-    assert results["presence_users"] == ["ann", "bob"]
-    assert results["history"] == [{"text": "hi"}, {"text": "yo"}]
+    said = [{"text": "hi"}, {"text": "yo"}, {"text": "hey"}]
+    assert results["bob_received"] == results["carol_received"] == said
+    assert results["presence_users"] == ["ann", "bob", "carol"]
+    assert results["history"] == said
     assert results["rpc"] == {"user": "ann", "asked": {"x": 1}}
     assert results["recovery"] == {"wasRecovering": True, "recovered": True, "data": [0, 1, 2]}
     assert results["refused"] == 3500

@@ -25,6 +25,8 @@ Pure code but for the registry's calls into sessions.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import secrets
@@ -34,7 +36,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
+from google.protobuf.message import DecodeError
 
+from .centrifugo_pb.centrifugo_client_pb2 import EmulationRequest as ProtobufRequest
 from .centrifugo_wire import CentrifugoFraming
 
 log = logging.getLogger(__name__)
@@ -52,7 +56,8 @@ _NODE_ID = re.compile(r"[\w.-]{1,100}", re.ASCII)
 
 
 class BadEmulationRequest(ValueError):
-    """An ``/emulation`` body that is not ``{"session", "node", "data"}`` strings."""
+    """An ``/emulation`` body that is not ``{"session", "node", "data"}`` strings (or, in the
+    Protobuf encoding, not an ``EmulationRequest``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +66,19 @@ class EmulationRequest:
 
     node: str
     session: str
-    data: str
-    """The commands, as the client would have sent them in one WebSocket frame."""
+    data: str | bytes
+    """The commands, as the client would have sent them in one WebSocket frame (bytes in the
+    Protobuf encoding)."""
 
     def encode(self) -> bytes:
-        """As another node's channel carries it (the same shape as the request)."""
-        return orjson.dumps({"node": self.node, "session": self.session, "data": self.data})
+        """As another node's channel carries it (the request's shape; Protobuf commands in
+        ``binary``, base64)."""
+        body: dict[str, str] = {"node": self.node, "session": self.session}
+        if isinstance(self.data, bytes):
+            body["binary"] = base64.b64encode(self.data).decode()
+        else:
+            body["data"] = self.data
+        return orjson.dumps(body)
 
 
 def parse_request(body: bytes) -> EmulationRequest:
@@ -80,13 +92,35 @@ def parse_request(body: bytes) -> EmulationRequest:
     if not isinstance(value, dict):
         raise BadEmulationRequest("not an object")
     node, session, data = value.get("node"), value.get("session"), value.get("data")
-    if not (isinstance(node, str) and isinstance(session, str) and isinstance(data, str)):
+    if isinstance(value.get("binary"), str) and data is None:
+        try:
+            data = base64.b64decode(value["binary"], validate=True)
+        except binascii.Error:
+            raise BadEmulationRequest("binary is not base64") from None
+    if not (isinstance(node, str) and isinstance(session, str) and isinstance(data, str | bytes)):
         raise BadEmulationRequest("session, node and data must be strings")
+    return _checked(EmulationRequest(node, session, data))
+
+
+def parse_protobuf_request(body: bytes) -> EmulationRequest:
+    """An ``/emulation`` body in the Protobuf encoding (an ``EmulationRequest``)."""
+    if len(body) > MAX_REQUEST_SIZE:
+        raise BadEmulationRequest("too large")
+    request = ProtobufRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError:
+        raise BadEmulationRequest("not an EmulationRequest") from None
+    return _checked(EmulationRequest(request.node, request.session, request.data))
+
+
+def _checked(request: EmulationRequest) -> EmulationRequest:
+    node, session = request.node, request.session
     if not _NODE_ID.fullmatch(node):
         raise BadEmulationRequest("not a node id")
     if not session:
         raise BadEmulationRequest("no session")
-    return EmulationRequest(node, session, data)
+    return request
 
 
 def node_channel(node: str) -> str:
@@ -138,7 +172,7 @@ class EmulatedSessions:
     def remove(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 
-    def deliver(self, session_id: str, data: str) -> bool:
+    def deliver(self, session_id: str, data: str | bytes) -> bool:
         """Hand ``data`` to the session; False when this node has no such session."""
         session = self._sessions.get(session_id)
         if session is None:

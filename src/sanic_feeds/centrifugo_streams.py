@@ -1,6 +1,10 @@
 """Centrifugo's emulation transports: ``/connection/http_stream``, ``/connection/sse`` and
 ``/emulation`` (Sanic glue).
 
+HTTP streaming and ``/emulation`` speak the Protobuf encoding too, for requests sent as
+``application/octet-stream`` (centrifuge-js's protobuf build); SSE is JSON only, as in
+Centrifugo.
+
 The SDK (centrifuge-js) opens a stream with its ``connect`` command in it (the POST body of
 ``http_stream``, the ``cf_connect`` query parameter of ``sse``), reads the server's frames from
 the response (one JSON frame per line, or per SSE event), and sends its further commands by
@@ -10,7 +14,7 @@ the response (one JSON frame per line, or per SSE event), and sends its further 
 A stream is an :class:`~.event_stream.EventStream` (the chunked response written straight to
 the transport, as ``/sse/`` does) driving a :class:`~.centrifugo_session.CentrifugoSession`
 with the transport's framing: the same state machine, node, channels and limits as
-``/connection/websocket``. Only the JSON encoding is spoken here.
+``/connection/websocket``.
 """
 
 from __future__ import annotations
@@ -31,11 +35,17 @@ from .centrifugo_emulation import (
     farewell,
     new_session_id,
     node_channel,
+    parse_protobuf_request,
     parse_request,
 )
 from .centrifugo_route import CentrifugoRoute
 from .centrifugo_session import CentrifugoSession
-from .centrifugo_wire import HTTP_STREAM_FRAMING, SSE_FRAMING, CentrifugoFraming
+from .centrifugo_wire import (
+    HTTP_STREAM_FRAMING,
+    HTTP_STREAM_PROTOBUF_FRAMING,
+    SSE_FRAMING,
+    CentrifugoFraming,
+)
 from .config import FeedsConfig
 from .errors import BrokerError
 from .event_stream import EventStream
@@ -47,7 +57,11 @@ from .websocket_protocol import stream_transport
 
 log = logging.getLogger(__name__)
 
-_KEEPALIVES = {SSE_FRAMING.name: KEEPALIVE, HTTP_STREAM_FRAMING.name: b""}
+_KEEPALIVES = {
+    SSE_FRAMING.name: KEEPALIVE,
+    HTTP_STREAM_FRAMING.name: b"",
+    HTTP_STREAM_PROTOBUF_FRAMING.name: b"",
+}
 """What an idle stream gets at a sweep before it is connected (an SSE comment; an HTTP
 stream has no way to say nothing, and the session's pings follow soon)."""
 
@@ -87,8 +101,9 @@ class CentrifugoStreams:
         body = request.body
         if len(body) > MAX_REQUEST_SIZE:
             return problem(413, "too_large", f"at most {MAX_REQUEST_SIZE} bytes")
-        if "octet-stream" in request.headers.get("content-type", ""):
-            return problem(415, "not_supported", "only the JSON encoding is spoken here")
+        if _is_protobuf(request):
+            framing, content_type = HTTP_STREAM_PROTOBUF_FRAMING, "application/octet-stream"
+            return await self._serve(request, body, framing, content_type)
         try:
             connect = body.decode()
         except UnicodeDecodeError:
@@ -96,7 +111,11 @@ class CentrifugoStreams:
         return await self._serve(request, connect, HTTP_STREAM_FRAMING, "application/json")
 
     async def _serve(
-        self, request: Request, connect: str, framing: CentrifugoFraming, content_type: str
+        self,
+        request: Request,
+        connect: str | bytes,
+        framing: CentrifugoFraming,
+        content_type: str,
     ) -> HTTPResponse | None:
         refused = self._origin_refused(request)
         if refused is not None:
@@ -177,8 +196,9 @@ class CentrifugoStreams:
         refused = self._origin_refused(request)
         if refused is not None:
             return refused
+        parse = parse_protobuf_request if _is_protobuf(request) else parse_request
         try:
-            command = parse_request(request.body)
+            command = parse(request.body)
         except BadEmulationRequest as exc:
             return problem(400, "invalid_request", str(exc))
         node = self._node()
@@ -217,3 +237,7 @@ class CentrifugoStreams:
         if origin is None or origin not in self.config.allowed_origins:
             return {}
         return {"access-control-allow-origin": origin, "vary": "Origin"}
+
+
+def _is_protobuf(request: Request) -> bool:
+    return "octet-stream" in request.headers.get("content-type", "")

@@ -123,6 +123,12 @@ PROTOBUF_FRAMING = CentrifugoFraming(
 """``/connection/websocket`` with the ``centrifuge-protobuf`` subprotocol: one binary frame of
 varint-delimited messages per frame of the JSON encoding (``centrifugo_protobuf.py``)."""
 
+HTTP_STREAM_PROTOBUF_FRAMING = CentrifugoFraming(
+    "http_stream_protobuf", reply_of, reply_as_json, commands_as_json
+)
+"""``/connection/http_stream`` with ``Content-Type: application/octet-stream``: the response
+body is the varint-delimited Replies themselves."""
+
 CENTRIFUGO: Wire = WEBSOCKET_FRAMING.pushes
 """WebSocket subscribers that did not ask for join/leave pushes."""
 
