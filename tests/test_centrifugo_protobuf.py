@@ -1,8 +1,9 @@
-"""Centrifugo's Protobuf encoding: the translation to and from JSON without sockets, and
-centrifuge-js's protobuf build (in Node, over WebSocket and over HTTP streaming with commands
-posted to the other instance) beside a JSON client, on two instances on one private Redis:
-connect, join, publish every way, presence, history, RPC, recovery, a refused token
-(tests/js/check_protobuf.js). The Node run is skipped where Node or ``npm ci`` is missing.
+"""Centrifugo's Protobuf encoding: the translation to and from JSON without sockets;
+centrifuge-python with ``use_protobuf``; and centrifuge-js's protobuf build (in Node, over
+WebSocket and over HTTP streaming with commands posted to the other instance) beside a JSON
+client, on two instances on one private Redis: connect, join, publish every way, presence,
+history, RPC, recovery, a refused token (tests/js/check_protobuf.js). The Node run is skipped
+where Node or ``npm ci`` is missing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import jwt
 import orjson
 import pytest
+from centrifuge import Client, PublicationContext, SubscriptionEventHandler
 
 from sanic_feeds import FeedsConfig
 from sanic_feeds.centrifugo_pb.centrifugo_client_pb2 import Command, Reply
@@ -126,3 +128,37 @@ async def test_the_javascript_sdk_speaks_protobuf(redis_url: str) -> None:
     assert results["rpc"] == {"user": "ann", "asked": {"x": 1}}
     assert results["recovery"] == {"wasRecovering": True, "recovered": True, "data": [0, 1, 2]}
     assert results["refused"] == 3500
+
+
+async def test_the_python_sdk_speaks_protobuf() -> None:
+    """centrifuge-python with ``use_protobuf``: connect, subscribe, publish, and receive what
+    the application publishes, as JSON text in bytes."""
+
+    class Heard(SubscriptionEventHandler):  # type: ignore[misc]  # the SDK ships no types
+        def __init__(self) -> None:
+            self.publications: asyncio.Queue[PublicationContext] = asyncio.Queue()
+
+        async def on_publication(self, ctx: PublicationContext) -> None:
+            await self.publications.put(ctx)
+
+    config = FeedsConfig(auth="jwt", jwt_secret=SECRET)
+    async with local_server(config) as server:
+        url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+        sdk = Client(url, token=token("ann"), use_protobuf=True)
+        try:
+            await sdk.connect()
+            heard = Heard()
+            sub = sdk.new_subscription("py-room", events=heard)
+            await sub.subscribe()
+            await sub.publish(b'{"text":"hi"}')
+            await server.feeds.publish("py-room", {"n": 1})
+            got = [await asyncio.wait_for(heard.publications.get(), 5) for _ in range(2)]
+            assert [orjson.loads(ctx.pub.data) for ctx in got] == [{"text": "hi"}, {"n": 1}]
+            assert got[0].pub.info.user == "ann"
+            history = await sub.history(limit=10)
+            assert [orjson.loads(p.data) for p in history.publications] == [
+                {"text": "hi"},
+                {"n": 1},
+            ]
+        finally:
+            await sdk.disconnect()
