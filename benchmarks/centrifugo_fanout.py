@@ -7,7 +7,9 @@ same run.
 One sanic-feeds process (memory broker, pinned to CPU 0 like benchmarks/run.py) holds 1,000
 picows WebSocket clients on ``/feed/feed-room`` and 1,000 picows clients of Centrifugo's JSON
 protocol on ``/connection/websocket`` (``connect``, then ``subscribe`` to ``cf-room``; they
-answer the server's pings), and 1,000 clients of its HTTP-streaming emulation (raw HTTP/1.1 on
+answer the server's pings), 1,000 such clients speaking its Protobuf encoding (the
+``centrifuge-protobuf`` subprotocol, on ``pb-room``), and 1,000 clients of its HTTP-streaming
+emulation (raw HTTP/1.1 on
 uvloop: ``POST /connection/http_stream`` with the connect command, then the subscribe to
 ``hs-room`` posted to ``/emulation`` with the connect reply's session; they count the
 publications in what arrives). A ``/feed/`` publisher sends chats to one channel, then the
@@ -36,10 +38,23 @@ sys.path.insert(0, str(HERE))
 
 from loadgen import Subscriber, Tally, close_all, message, open_clients  # noqa: E402
 from procs import free_port, running  # noqa: E402
+from sanic_feeds.centrifugo_pb.centrifugo_client_pb2 import Command  # noqa: E402
+from sanic_feeds.centrifugo_protobuf import varint  # noqa: E402
 from sse_fanout import measure  # noqa: E402
 
 PY = sys.executable
 SUBSCRIBE = b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"cf-room"}}'
+
+
+def _protobuf_subscribe() -> bytes:
+    connect, subscribe = Command(id=1), Command(id=2)
+    connect.connect.SetInParent()
+    subscribe.subscribe.channel = "pb-room"
+    return b"".join(varint(m.ByteSize()) + m.SerializeToString() for m in (connect, subscribe))
+
+
+PB_SUBSCRIBE = _protobuf_subscribe()
+PB_PING = b"\x00"
 
 
 class CentrifugoSubscriber(Subscriber):
@@ -61,14 +76,44 @@ class CentrifugoSubscriber(Subscriber):
         super().on_ws_frame(transport, frame)
 
 
-async def open_centrifugo(url: str, count: int, tally: Tally) -> list[Subscriber]:
+class ProtobufSubscriber(Subscriber):
+    """A Centrifugo Protobuf client: as :class:`CentrifugoSubscriber`, in binary frames (the
+    publication's data is the chat's JSON text, stamp and all)."""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        transport.send(WSMsgType.BINARY, PB_SUBSCRIBE)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is not WSMsgType.BINARY:
+            super().on_ws_frame(transport, frame)
+            return
+        payload = frame.get_payload_as_bytes()
+        tally = self.tally
+        if payload == PB_PING:
+            transport.send(WSMsgType.BINARY, PB_PING)
+        elif payload.startswith(b"\x08\x02", 1):  # the reply to command 2, the subscribe
+            tally.welcomed += 1
+            tally.changed.set()
+        elif tally.record and STAMP.search(payload):
+            tally.deliveries += 1
+
+
+async def open_centrifugo(
+    url: str, count: int, tally: Tally, protobuf: bool = False
+) -> list[Subscriber]:
     clients: list[Subscriber] = []
     semaphore = asyncio.Semaphore(200)
 
     async def one() -> None:
         async with semaphore:
             _, client = await ws_connect(
-                lambda: CentrifugoSubscriber(tally), url, max_frame_size=1 << 20
+                lambda: (ProtobufSubscriber if protobuf else CentrifugoSubscriber)(tally),
+                url,
+                max_frame_size=1 << 20,
+                extra_headers={"Sec-WebSocket-Protocol": "centrifuge-protobuf"}
+                if protobuf
+                else None,
             )
             clients.append(client)  # type: ignore[arg-type]
 
@@ -80,6 +125,7 @@ async def open_centrifugo(url: str, count: int, tally: Tally) -> list[Subscriber
     return clients
 
 
+STAMP = re.compile(rb'"(\d+) (\d+) x')
 PUB = b'"pub":'
 _SESSION = re.compile(rb'"session":"([^"]+)","node":"([^"]+)"')
 
@@ -180,13 +226,16 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         feed_tally, cf_tally = Tally(), Tally()
         base = f"ws://127.0.0.1:{port}"
         feed_clients = await open_clients(f"{base}/feed/feed-room", args.clients, feed_tally)
-        cf_clients = await open_centrifugo(f"{base}/connection/websocket", args.clients, cf_tally)
+        cf_url = f"{base}/connection/websocket"
+        cf_clients = await open_centrifugo(cf_url, args.clients, cf_tally)
+        pb_tally = Tally()
+        pb_clients = await open_centrifugo(cf_url, args.clients, pb_tally, protobuf=True)
         streams, stream_counts = await open_streams(port, args.clients)
         publishers = {
             room: (await open_clients(f"{base}/feed/{room}", 1, Tally()))[0]
-            for room in ("feed-room", "cf-room", "hs-room")
+            for room in ("feed-room", "cf-room", "pb-room", "hs-room")
         }
-        feed_tally.record = cf_tally.record = True
+        feed_tally.record = cf_tally.record = pb_tally.record = True
 
         def sender(room: str) -> Callable[[int], None]:
             transport = publishers[room].transport
@@ -196,6 +245,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         kinds: dict[str, tuple[Callable[[int], None], Callable[[], int]]] = {
             "feed": (sender("feed-room"), lambda: feed_tally.deliveries),
             "centrifugo": (sender("cf-room"), lambda: cf_tally.deliveries),
+            "protobuf": (sender("pb-room"), lambda: pb_tally.deliveries),
             "http_stream": (sender("hs-room"), lambda: stream_counts["pubs"]),
         }
         for send, received in kinds.values():  # warm-up
@@ -207,7 +257,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 cpu, count = await measure(proc.pid, send, received, args.rate, args.seconds)
                 per_delivery[kind].append(cpu / max(count, 1) * 1e6)
                 delivered[kind] += count
-        close_all([*feed_clients, *cf_clients, *publishers.values()])
+        close_all([*feed_clients, *cf_clients, *pb_clients, *publishers.values()])
         for client in streams:
             if client.transport is not None:
                 client.transport.close()
@@ -216,7 +266,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     result: dict[str, object] = {"clients_per_kind": args.clients, "rate_per_s": args.rate}
     for kind, figures in per_delivery.items():
         result[f"{kind}_cpu_us_per_delivery"] = round(statistics.median(figures), 3)
-    for kind in ("centrifugo", "http_stream"):
+    for kind in ("centrifugo", "protobuf", "http_stream"):
         result[f"{kind}_over_feed"] = round(statistics.median(per_delivery[kind]) / feed, 3)
         result[f"rounds_{kind}_over_feed"] = [
             round(c / f, 3) for c, f in zip(per_delivery[kind], per_delivery["feed"], strict=True)
@@ -232,7 +282,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=50.0, help="messages/s per channel")
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3)
-    result = uvloop.run(asyncio.wait_for(main(parser.parse_args()), 120))
+    result = uvloop.run(asyncio.wait_for(main(parser.parse_args()), 300))
     print(json.dumps(result, indent=2))
     out = HERE / "results" / "centrifugo_fanout.json"
     out.parent.mkdir(exist_ok=True)
