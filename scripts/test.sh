@@ -38,8 +38,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-# Centrifugo's JavaScript SDK (tests/js, pinned by its lockfile) for tests/test_centrifugo_js.py;
-# without Node that test is skipped.
+# Centrifugo's JavaScript SDK (tests/js, pinned by its lockfile) for tests/test_centrifugo_*.py:
+# in Node (WebSocket, HTTP streaming, SSE, Protobuf) and its browser bundle in Chromium; without
+# Node those tests are skipped.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 else

@@ -3,9 +3,9 @@
 The socket is handed over like a ``/feed/`` one (``FeedsWebSocketProtocol``: the lean
 ``FeedSocket``), admitted by the same instance limits, and served by a
 :class:`~sanic_feeds.centrifugo_session.CentrifugoSession`. Authentication happens in the
-protocol's ``connect`` command, not in the upgrade request. Only the JSON encoding is spoken: a
-client asking for ``centrifuge-protobuf`` gets it in the handshake (so its WebSocket opens) and
-is then closed with 3506 "inappropriate protocol", which SDKs do not retry.
+protocol's ``connect`` command, not in the upgrade request. A client that offers the
+``centrifuge-protobuf`` subprotocol gets it in the handshake and speaks the Protobuf encoding
+(binary frames, ``centrifugo_protobuf.py``); the others JSON.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from sanic import Request
 
 from .auth import Authenticator, offered_subprotocols
 from .centrifugo_auth import CentrifugoTokens
-from .centrifugo_protocol import Disconnect
 from .centrifugo_session import CentrifugoSession
 from .centrifugo_state import Settings
+from .centrifugo_wire import PROTOBUF_FRAMING, WEBSOCKET_FRAMING
 from .config import FeedsConfig
 from .connection import Connection, Handoff
 from .hook_replies import headers_of
@@ -47,13 +47,14 @@ class CentrifugoRoute:
         hooks: HookRunner = NO_HOOKS,
     ) -> None:
         self._node = node
-        self._handlers = handlers
-        self._hooks = hooks
-        self._tokens = CentrifugoTokens(authenticator, insecure=config.insecure)
-        self._settings = Settings(
+        self.hooks = hooks
+        self.handlers = handlers
+        self.tokens = CentrifugoTokens(authenticator, insecure=config.insecure)
+        self.settings = Settings(
             ping_interval=round(config.ping_interval),
-            tokens=self._tokens,
+            tokens=self.tokens,
         )
+        """What every Centrifugo connection of this server is held to, whatever its transport."""
 
     async def socket(self, request: Request, ws: Any) -> None:
         conn: Connection
@@ -70,20 +71,17 @@ class CentrifugoRoute:
             conn.close(CloseCode.TRY_AGAIN_LATER, refused)
             await conn.serve()
             return
-        if PROTOBUF_SUBPROTOCOL in offered_subprotocols(request.headers):
-            log.info("refused a protobuf client (peer %s): JSON only", request.client_ip)
-            conn.close(Disconnect.INAPPROPRIATE_PROTOCOL, "protobuf is not supported, use JSON")
-            await conn.serve()
-            return
+        protobuf = PROTOBUF_SUBPROTOCOL in offered_subprotocols(request.headers)
         session = CentrifugoSession(
             node,
             conn,
-            tokens=self._tokens,
-            handlers=self._handlers,
-            settings=self._settings,
+            tokens=self.tokens,
+            handlers=self.handlers,
+            settings=self.settings,
             peer=request.client_ip,
-            hooks=self._hooks,
+            hooks=self.hooks,
             headers=headers_of(request.headers),
+            framing=PROTOBUF_FRAMING if protobuf else WEBSOCKET_FRAMING,
         )
         session.start()
         await conn.serve()

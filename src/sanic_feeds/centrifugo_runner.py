@@ -35,7 +35,7 @@ from .centrifugo_channels import history_reply, presence_reply
 from .centrifugo_protocol import Disconnect, ErrorReply
 from .centrifugo_refresh import CentrifugoRefresher, without_ttl
 from .centrifugo_state import CentrifugoState
-from .centrifugo_wire import CENTRIFUGO, CENTRIFUGO_JOIN_LEAVE
+from .centrifugo_wire import CentrifugoFraming
 from .errors import BrokerUnavailable
 from .history import JoinPosition
 from .hook_replies import (
@@ -68,6 +68,10 @@ class Driven(Attached, Protocol):
 
     @property
     def outbound(self) -> Outbound: ...
+
+    @property
+    def framing(self) -> CentrifugoFraming:
+        """How its transport carries frames: the wires it joins channels with."""
 
     @property
     def held(self) -> Sink:
@@ -226,7 +230,7 @@ class CentrifugoRunner:
             action.channel,
             since=action.since,
             epoch=action.epoch,
-            wire=CENTRIFUGO_JOIN_LEAVE if action.join_leave else CENTRIFUGO,
+            wire=session.framing.wire(action.join_leave),
             sink=session.held if action.server_side else session.outbound,
             acknowledge=acknowledge,
         )

@@ -22,12 +22,12 @@ from collections.abc import Mapping
 from .centrifugo_actions import Close
 from .centrifugo_auth import CentrifugoTokens
 from .centrifugo_control import server_command
-from .centrifugo_protocol import FEED_CLOSES, PING, disconnect_reason
+from .centrifugo_protocol import FEED_CLOSES, disconnect_reason
 from .centrifugo_runner import CentrifugoRunner
 from .centrifugo_state import CentrifugoState, Settings
+from .centrifugo_wire import WEBSOCKET_FRAMING, CentrifugoFraming
 from .connection import Connection
 from .control import ControlCommand
-from .frames import text_frame
 from .hook_runner import NO_HOOKS, HookRunner
 from .hooks import DisconnectEvent
 from .host import Host
@@ -38,8 +38,6 @@ from .session import INBOX_LIMIT
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
-
-PING_FRAME = text_frame(PING)
 
 
 class Held:
@@ -79,6 +77,7 @@ class CentrifugoSession:
         "_task",
         "close_code",
         "conn",
+        "framing",
         "held",
         "host",
         "id",
@@ -98,9 +97,12 @@ class CentrifugoSession:
         peer: str = "",
         hooks: HookRunner = NO_HOOKS,
         headers: Mapping[str, str] | None = None,
+        framing: CentrifugoFraming = WEBSOCKET_FRAMING,
     ) -> None:
         self.host = host
         self.conn = conn
+        self.framing = framing
+        """How the connection's transport carries frames (its replies and its wires)."""
         self.id = secrets.token_hex(8)
         self.peer = peer
         self.state = CentrifugoState(self.id, host.limits, settings)
@@ -160,7 +162,8 @@ class CentrifugoSession:
                     self.conn.resume_reading()
                 if isinstance(message, str | bytes):
                     self.host.tally("client_messages")
-                    await self._runner.run(self.state.receive(message, time.time()))
+                    command = self.framing.commands(message)
+                    await self._runner.run(self.state.receive(command, time.time()))
                 else:
                     await self._runner.run(server_command(self.state, message, time.time()))
                     self.rearm()  # a refresh may have moved the expiry
@@ -174,7 +177,7 @@ class CentrifugoSession:
     # -- what the runner and the node use ---------------------------------------------------
 
     def send(self, body: bytes) -> None:
-        self.outbound.send(text_frame(body))
+        self.outbound.send(self.framing.frame(body))
 
     def release_held(self) -> None:
         self.held.release()
@@ -196,7 +199,7 @@ class CentrifugoSession:
     def keepalive(self, now: float, timeout: float) -> None:
         """The node's sweep: ping (``{}``) a connected client, drop one that never connected."""
         if self.state.connected:
-            self.outbound.send(PING_FRAME)
+            self.outbound.send(self.framing.ping)
         else:
             self._sweeps += 1
             if self._sweeps >= 2 and self.state.closed is None:

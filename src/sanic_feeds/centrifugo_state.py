@@ -70,6 +70,9 @@ class CentrifugoState:
     closed: int | None = None
     expires_at: float | None = None
     """Unix time the connection's credential runs out (``refresh`` moves it)."""
+    emulation: dict[str, str] | None = None
+    """``session`` and ``node`` for the connect reply of an emulated connection (the SDK sends
+    its later commands to ``/emulation`` with them)."""
     _server_data: dict[str, object] = field(default_factory=dict)
     """Per server-side channel, the ``data`` of its ``subs`` claim entry."""
     _pending: list[cp.Frame] = field(default_factory=list)
@@ -212,6 +215,8 @@ class CentrifugoState:
         self.connecting, self.connected = False, True
         result: dict[str, object] = {"client": self.client, "version": VERSION}
         result.update(self._ttl(now))
+        if self.emulation is not None:
+            result.update(self.emulation)
         if self.settings.ping_interval > 0:
             result.update(ping=self.settings.ping_interval, pong=True)
         subs = self.channels.server_results

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .connection import Listener
@@ -92,6 +93,8 @@ class EventStream:
 
     __slots__ = (
         "_done",
+        "_farewell",
+        "_keepalive",
         "_listener",
         "_timer",
         "close_code",
@@ -106,8 +109,15 @@ class EventStream:
         *,
         close_timeout: float,
         cursor: StreamCursor | None = None,
+        farewell: Callable[[int, str], bytes] = close_event,
+        keepalive: bytes = KEEPALIVE,
     ) -> None:
+        """``farewell``: the last bytes of a stream closed with a code and reason (``b""``:
+        none); ``keepalive``: what an idle stream gets at each sweep (``b""``: nothing). The
+        defaults are ``/sse/``'s; Centrifugo's emulation transports say a close their way."""
         self.transport = ChunkedTransport(raw, cursor)
+        self._farewell = farewell
+        self._keepalive = keepalive
         self.close_timeout = close_timeout
         self.close_code: int | None = None
         self.state = OPEN
@@ -133,7 +143,7 @@ class EventStream:
         self.close_code = code
         transport = self.transport
         if not transport.is_closing():
-            transport.write(close_event(code, reason))
+            transport.write(self._farewell(code, reason))
         transport.close()
         self._done.set()
         self._timer = asyncio.get_running_loop().call_later(self.close_timeout, self._abort)
@@ -150,7 +160,7 @@ class EventStream:
         if self.state != OPEN or transport.is_closing():
             return
         if not transport.wrote:
-            transport.write(KEEPALIVE)
+            transport.write(self._keepalive)
         transport.wrote = False
 
     async def serve(self) -> None:

@@ -32,6 +32,7 @@ from .auth import (
 )
 from .brokers import MemoryBus
 from .centrifugo_route import PROTOBUF_SUBPROTOCOL, CentrifugoRoute
+from .centrifugo_streams import CentrifugoStreams
 from .config import FeedsConfig
 from .connection import Connection, Handoff
 from .errors import FeedsError
@@ -112,6 +113,9 @@ class Feeds:
             self.client_handlers,
             self.hook_runner,
         )
+        self._centrifugo_streams = CentrifugoStreams(
+            self.config, self._centrifugo, lambda: self.node
+        )
 
     @property
     def node(self) -> Node:
@@ -172,6 +176,7 @@ class Feeds:
             ctx_feeds_subprotocol=PROTOBUF_SUBPROTOCOL,
         )
         self._streams.register(bp)
+        self._centrifugo_streams.register(bp)
         self._api.register(bp)
         self._server_api.register(bp)
         if config.page:

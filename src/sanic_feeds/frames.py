@@ -67,6 +67,11 @@ def text_frame(payload: bytes) -> bytes:
     return _frame(_FIN_TEXT, payload)
 
 
+def binary_frame(payload: bytes) -> bytes:
+    """One final, unmasked binary frame carrying ``payload``."""
+    return _frame(0x80 | Opcode.BINARY, payload)
+
+
 def control_frame(opcode: Opcode, payload: bytes = b"") -> bytes:
     """A ping, pong or close frame (payload at most 125 bytes, as the RFC requires)."""
     if len(payload) > 125:
