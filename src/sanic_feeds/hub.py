@@ -232,17 +232,12 @@ class Hub:
         task.add_done_callback(self._recoveries.discard)
 
     async def _recover(self, channel: str, epoch: str, offset: int) -> None:
-        """Fan out what the history has after ``offset``, then the held-back messages.
-
-        A held-back message further on than the history reached (its id is not the next one)
-        means messages were stored after the read and before the subscription delivered again
-        (a subscription moving between masters): the history is read again from there, rather
-        than releasing the later messages over a hole no one would notice.
-        """
+        """Fan out what the history has after ``offset``, then the held-back messages; read
+        again while the first held-back one is further on (messages stored after the read,
+        before the subscription delivered again): never release them over a hole."""
         for _ in range(RECOVERY_READS):
             page = await read_history(self._broker, channel, offset, epoch, self._history_limit)
-            parked = self._parked.get(channel)
-            if not self._members.get(channel) or parked is None:
+            if not self._members.get(channel) or (parked := self._parked.get(channel)) is None:
                 self._parked.pop(channel, None)
                 return
             for body in page.messages:
@@ -251,11 +246,9 @@ class Hub:
                 self._last[channel] = (page.epoch, page.offsets[-1])
             self.recovered += len(page.messages)
             epoch, offset = self._last.get(channel, (epoch, offset))
-            following = parked.next_stored(epoch, offset)
-            if not page.complete or following is None or following == offset + 1:
+            if not page.complete or parked.next_stored(epoch, offset) in (None, offset + 1):
                 break
-        parked = self._parked.pop(channel, None)
-        if parked is None:
+        if (parked := self._parked.pop(channel, None)) is None:
             return
         # The same replay rule as a member's resync: what the history just gave is dropped.
         for payload in parked.unseen(epoch, offset):
