@@ -420,3 +420,31 @@ async def test_server_api_acts_on_sdk_connections_on_both_instances(servers: Ser
             assert gone.code == 3503
         await asyncio.sleep(0.3)
         assert first.state == ClientState.DISCONNECTED and second.state == ClientState.DISCONNECTED
+
+
+async def test_reconnect_after_an_instance_restarts(servers: Servers) -> None:
+    """The SDK's instance stops (3001 shutdown: the SDK reconnects) and starts again on the
+    same address; the SDK comes back by itself and recovers what the other instance
+    published meanwhile, then goes on live."""
+    config = servers.one.feeds.config
+    async with local_server(config) as first:
+        port = first.port
+        url = f"ws://127.0.0.1:{port}/connection/websocket"
+        sdk = Client(url, events=Events(), token=token("ann"), max_reconnect_delay=0.5)
+        heard = SubEvents()
+        sub = sdk.new_subscription("short:restart", events=heard, recoverable=True)
+        await sdk.connect()
+        await sub.subscribe()
+        await next_of(heard.subscribed)
+        await servers.two.feeds.publish("short:restart", "before")
+        assert (await next_of(heard.publications)).pub.data == "before"
+    try:
+        await servers.two.feeds.publish("short:restart", "while down")
+        async with local_server(config, port=port):
+            back = await next_of(heard.subscribed, timeout=10)
+            assert (back.was_recovering, back.recovered) == (True, True)
+            assert (await next_of(heard.publications)).pub.data == "while down"
+            await servers.two.feeds.publish("short:restart", "after")
+            assert (await next_of(heard.publications)).pub.data == "after"
+    finally:
+        await sdk.disconnect()

@@ -56,6 +56,7 @@ async def local_server(
     *,
     bus: MemoryBus | None = None,
     protocol: type[WebSocketProtocol] = FeedsWebSocketProtocol,
+    port: int | None = None,
     **settings: Any,
 ) -> AsyncIterator[LocalServer]:
     """Run a feeds server on a free port for the duration of the ``async with`` block.
@@ -70,7 +71,7 @@ async def local_server(
     app.config.TOUCHUP = False
     feeds = Feeds(config, bus=bus, **settings) if config else Feeds(bus=bus, **settings)
     feeds.install(app)
-    port = free_port()
+    port = port or free_port()  # a given port: an instance restarting where it was
     server = await app.create_server(
         host="127.0.0.1",
         port=port,
