@@ -18,7 +18,7 @@ import pytest
 
 from sanic_feeds import FeedsConfig
 from sanic_feeds.rpc import ClientCall
-from support.local_server import local_server
+from support.local_server import LocalServer, local_server
 
 JS = Path(__file__).parent / "js"
 SECRET = "centrifugo-js-test-secret-of-32-bytes"
@@ -42,6 +42,11 @@ async def test_the_javascript_sdk(redis_url: str) -> None:
             @server.feeds.rpc("whoami")
             async def whoami(call: ClientCall) -> object:
                 return {"user": call.user}
+
+            @server.feeds.rpc("message_ann")
+            async def message_ann(call: ClientCall, server: LocalServer = server) -> object:
+                await server.feeds.send_message("ann", call.data)
+                return {}
 
         given = {
             "one": f"ws://127.0.0.1:{one.port}/connection/websocket",
@@ -70,6 +75,7 @@ async def test_the_javascript_sdk(redis_url: str) -> None:
     assert results["history"] == [{"text": "hi"}]
     assert results["rpc"] == {"user": "ann"}
     assert results["rpc_missing"] == 104
+    assert results["message"] == {"hello": "ann"}
     assert results["recovery"] == {"wasRecovering": True, "recovered": True, "data": [0, 1, 2]}
     assert results["refused"] == 3500
     assert results["refused_state"] == "disconnected"

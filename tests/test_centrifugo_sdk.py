@@ -448,3 +448,22 @@ async def test_reconnect_after_an_instance_restarts(servers: Servers) -> None:
             assert (await next_of(heard.publications)).pub.data == "after"
     finally:
         await sdk.disconnect()
+
+
+async def test_a_message_to_a_user_reaches_feed_sockets_on_every_instance(servers: Servers) -> None:
+    """Feeds.send_message on one instance reaches the user's /feed/ socket on the other as a
+    ``message`` frame, and nobody else's."""
+    one, two = servers.one, servers.two
+    async with (
+        connect(two.ws_url("lobby", token=token("erin"))) as erin,
+        connect(two.ws_url("lobby", token=token("frank"))) as frank,
+    ):
+        await recv_until(erin, lambda m: m["type"] == "system")
+        await recv_until(frank, lambda m: m["type"] == "system")
+        await one.feeds.send_message("erin", {"note": 1})
+        got = await recv_until(erin, lambda m: m["type"] == "message")
+        assert got == {"type": "message", "data": {"note": 1}}
+        await frank.send(orjson.dumps({"type": "ping"}).decode())
+        assert (await recv_until(frank, lambda m: m["type"] in ("pong", "message")))[
+            "type"
+        ] == "pong"

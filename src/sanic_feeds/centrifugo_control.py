@@ -5,16 +5,26 @@ what each means on this one: ``subscribe`` joins the channel and announces it wi
 ``subscribe`` push (the SDKs then show a server-side subscription), ``unsubscribe`` leaves it
 with an ``unsubscribe`` push (code 2000, "server unsubscribe": the SDKs do not resubscribe),
 ``disconnect`` closes with the given code (by default 3503, "force disconnect": the SDKs do
-not reconnect), ``refresh`` ends the credential now or moves its expiry. Pure code.
+not reconnect), ``refresh`` ends the credential now or moves its expiry, ``message`` is a
+``message`` push (the SDKs' message event). Pure code.
 """
 
 from __future__ import annotations
+
+import orjson
 
 from . import centrifugo_protocol as cp
 from .centrifugo_actions import Action, Leave, Send
 from .centrifugo_protocol import Disconnect
 from .centrifugo_state import CentrifugoState
-from .control import ControlCommand, DisconnectUser, RefreshUser, SubscribeUser, UnsubscribeUser
+from .control import (
+    ControlCommand,
+    DisconnectUser,
+    MessageUser,
+    RefreshUser,
+    SubscribeUser,
+    UnsubscribeUser,
+)
 from .permissions import Refusal, options_of
 from .protocol import CloseCode
 
@@ -50,4 +60,6 @@ def server_command(state: CentrifugoState, command: ControlCommand, now: float) 
         case RefreshUser(expire_at=expire_at):
             state.expires_at = expire_at or None
             return []
+        case MessageUser(data=data):
+            return [Send(orjson.dumps({"push": {"message": {"data": data}}}))]
     return []

@@ -77,13 +77,24 @@ class RefreshUser:
     expire_at: float | None = None
 
 
-ControlCommand = SubscribeUser | UnsubscribeUser | DisconnectUser | RefreshUser
+@dataclass(frozen=True, slots=True)
+class MessageUser:
+    """Send ``data`` to the user's connections (or only ``client``): an asynchronous message
+    that belongs to no channel (Centrifugo's ``message`` push)."""
+
+    user: str
+    data: object
+    client: str = ""
+
+
+ControlCommand = SubscribeUser | UnsubscribeUser | DisconnectUser | RefreshUser | MessageUser
 
 _OPS: dict[str, type[ControlCommand]] = {
     "subscribe": SubscribeUser,
     "unsubscribe": UnsubscribeUser,
     "disconnect": DisconnectUser,
     "refresh": RefreshUser,
+    "message": MessageUser,
 }
 _NAMES = {kind: name for name, kind in _OPS.items()}
 
@@ -138,4 +149,5 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "keep": tuple,
     "expired": bool,
     "expire_at": (int, float, type(None)),
+    "data": object,
 }

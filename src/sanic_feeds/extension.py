@@ -35,6 +35,7 @@ from .centrifugo_route import PROTOBUF_SUBPROTOCOL, CentrifugoRoute
 from .centrifugo_streams import CentrifugoStreams
 from .config import FeedsConfig
 from .connection import Connection, Handoff
+from .control import MessageUser
 from .errors import FeedsError
 from .feed_connect import ConnectRefused, identify
 from .hook_replies import headers_of
@@ -134,6 +135,13 @@ class Feeds:
         Retrying with the same ``idempotency_key`` never delivers a message twice.
         """
         await self.node.publish(channel, data, idempotency_key)
+
+    async def send_message(self, user: str, data: object, *, client: str = "") -> None:
+        """Send ``data`` to every connection of ``user`` (or only ``client``), on every instance:
+        a ``{"type": "message", "data"}`` frame on ``/feed/`` and SSE, a ``message`` push on
+        Centrifugo's protocol. At most once, like the server API's user actions; nothing is
+        stored. :class:`~sanic_feeds.errors.BrokerUnavailable` when the broker refuses it."""
+        await self.node.control.send(MessageUser(user, data, client))
 
     def rpc(self, method: str) -> Callable[[RpcHandler], RpcHandler]:
         """Decorator: answer Centrifugo clients' ``rpc`` calls of ``method``::

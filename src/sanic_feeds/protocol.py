@@ -292,6 +292,12 @@ def data(channel: str, payload: JSONValue) -> bytes:
     return orjson.dumps({"type": "data", "channel": channel, "data": payload})
 
 
+def message(payload: object) -> bytes:
+    """A message from the backend to one user's connections, in no channel
+    (``Feeds.send_message``); never stored, not recovered."""
+    return orjson.dumps({"type": "message", "data": payload})
+
+
 def recovered(channel: str, complete: bool, count: int, epoch: str, offset: int) -> bytes:
     """After a replay: were all missed messages there (``recovered``), how many were sent, and
     the id (``offset``, in ``epoch``) the client now holds every message up to."""

@@ -17,7 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from . import protocol
-from .control import ControlCommand, DisconnectUser, RefreshUser, SubscribeUser, UnsubscribeUser
+from .control import (
+    ControlCommand,
+    DisconnectUser,
+    MessageUser,
+    RefreshUser,
+    SubscribeUser,
+    UnsubscribeUser,
+)
 from .errors import BrokerUnavailable
 from .hook_replies import chat_data, feed_denied, rewrite_chat
 from .hook_runner import NO_HOOKS, HookRunner
@@ -145,6 +152,9 @@ class ActionRunner:
             case RefreshUser(expired=expired, expire_at=expire_at):
                 expires_in = None if expire_at is None else expire_at - time.time()
                 self._now(state.server_refresh(time.monotonic(), expired, expires_in))
+            case MessageUser(data=data):
+                if state.closed is None:
+                    self._session.send(protocol.message(data))
 
     def _now(self, actions: list[Action]) -> None:
         """Carry out actions that need no await (a close, an expiry change)."""

@@ -55,6 +55,11 @@ async function main() {
   const history = await sub.history({ limit: 10 });
   results.history = history.publications.map((p) => p.data);
   results.rpc = (await ann.rpc('whoami', { x: 1 })).data;
+  // An asynchronous message from the backend (Feeds.send_message, here from an RPC handler
+  // on the other instance's side of the broker): the client's "message" event.
+  const message = once(ann, 'message');
+  await bob.rpc('message_ann', { hello: 'ann' });
+  results.message = (await message).data;
   try {
     await ann.rpc('nope', {});
     results.rpc_missing = 'no error';
