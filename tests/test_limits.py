@@ -204,3 +204,27 @@ async def test_user_connection_limit_spans_instances(backend_url: str) -> None:
         await eventually(freed, timeout=5, description="the closed connection uncounted")
         async with connect(one.ws_url("r", token="t1")) as again:
             assert (await recv_json(again))["user"] == "ann"
+
+
+async def test_user_connection_limit_on_centrifugos_protocol() -> None:
+    """The same limit on /connection/websocket: a user's connection over it is closed with
+    3504 (Centrifugo's "connection limit"), counted with their /feed/ ones."""
+    import jwt
+
+    secret = "limit-test-secret-of-32-bytes-long!"
+    token = jwt.encode({"sub": "ann"}, secret)
+    settings: dict[str, Any] = {"auth": "jwt", "jwt_secret": secret, "user_connection_limit": 1}
+    async with local_server(ping_interval=60, **settings) as server:
+        async with connect(server.ws_url("r", token=token)) as feed:
+            await recv_json(feed)
+            url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+            async with connect(url) as centrifugo:
+                await centrifugo.send(orjson.dumps({"id": 1, "connect": {"token": token}}).decode())
+                await centrifugo.wait_closed()
+                assert centrifugo.close_code == 3504
+        await eventually(lambda: not server.node.sessions, description="both closed")
+        url = f"ws://127.0.0.1:{server.port}/connection/websocket"
+        async with connect(url) as again:  # the slot is free again
+            await again.send(orjson.dumps({"id": 1, "connect": {"token": token}}).decode())
+            reply = orjson.loads(await again.recv())
+            assert reply["id"] == 1 and "connect" in reply

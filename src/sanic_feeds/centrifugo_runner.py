@@ -158,6 +158,19 @@ class CentrifugoRunner:
                 case Deliver(data=data):
                     await self._deliver(data)
 
+    async def _over_user_limit(self, user: str) -> bool:
+        """Take a slot of ``--user-connection-limit`` for this connection (closing it when the
+        user already holds them all), released when the connection ends."""
+        slots = self._host.user_slots
+        if not slots.limited or not user:
+            return False
+        refused = await slots.acquire(user)
+        if refused is not None:
+            self._session.close(*refused)  # 4403 reads 3504 "connection limit" here
+            return True
+        self._host.track(slots.release_when_finished(user, self._session.wait_finished()))
+        return False
+
     async def _authenticate(self, action: Authenticate) -> None:
         hooked = not action.refresh and self._hooks.hooks.connect is not None
         identity: Identity | None = None
@@ -184,6 +197,8 @@ class CentrifugoRunner:
             identity = identity_of(answer, identity) or Identity(user="")
             self._connect_data = None if answer is None else answer.data
         assert identity is not None  # verified above when no hook decides
+        if not action.refresh and await self._over_user_limit(identity.subject):
+            return
         actions = self._state.authenticated(action, identity, time.time())
         self._host.identified(self._session, "")  # the server API finds it by its user now
         if not action.refresh and self._hooks.hooks.connected and not self._state.closed:

@@ -12,6 +12,7 @@ The standalone server (``sanic-feeds serve``) is built on exactly this.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import secrets
@@ -87,7 +88,6 @@ class Feeds:
         self.url_prefix = url_prefix.rstrip("/")
         self._bus = bus
         self._node: Node | None = None
-        self._page: str | None = None
         self.metrics = Metrics()
         self._api = HttpApi(self.config, lambda: self.node, self.metrics)
         self._server_api = ServerApi(self.config, lambda: self.node)
@@ -137,10 +137,8 @@ class Feeds:
         await self.node.publish(channel, data, idempotency_key)
 
     async def send_message(self, user: str, data: object, *, client: str = "") -> None:
-        """Send ``data`` to every connection of ``user`` (or only ``client``), on every instance:
-        a ``{"type": "message", "data"}`` frame on ``/feed/`` and SSE, a ``message`` push on
-        Centrifugo's protocol. At most once, like the server API's user actions; nothing is
-        stored. :class:`~sanic_feeds.errors.BrokerUnavailable` when the broker refuses it."""
+        """``data`` to ``user``'s connections (or ``client``) on every instance, at most once:
+        ``{"type": "message", "data"}``, or Centrifugo's ``message`` push (docs/protocol.md)."""
         await self.node.control.send(MessageUser(user, data, client))
 
     def rpc(self, method: str) -> Callable[[RpcHandler], RpcHandler]:
@@ -299,15 +297,17 @@ class Feeds:
             client=client,
             headers=headers_of(request.headers),
         )
-        if node.user_slots.limited and identity.subject:
-            node.track(
-                node.user_slots.release_when_finished(identity.subject, session.wait_finished())
-            )
+        if node.user_slots.limited and (subject := identity.subject):
+            node.track(node.user_slots.release_when_finished(subject, session.wait_finished()))
         session.start(unquote(channel), request.args.get("since"), request.args.get("epoch"))
         session.join_for_server(admitted.server_channels)
         await conn.serve()
 
     async def _index(self, request: Request) -> HTTPResponse:
-        if self._page is None:
-            self._page = resources.files("sanic_feeds").joinpath("static/index.html").read_text()
-        return html(self._page)
+        return html(_page())
+
+
+@functools.cache
+def _page() -> str:
+    """The chat page, read once."""
+    return resources.files("sanic_feeds").joinpath("static/index.html").read_text()

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from .admission import UserSlots
 from .codec import Codec
 from .control import ControlCommand
 from .history import HistoryPage, JoinPosition, Stored
@@ -91,6 +92,10 @@ class Host(Protocol):
 
     @property
     def draining(self) -> bool: ...
+
+    @property
+    def user_slots(self) -> UserSlots:
+        """Connections per user over the cluster (``--user-connection-limit``)."""
 
     def attach(self, session: Attached) -> None:
         """The session opened: count it, close it on shutdown, ping it."""
