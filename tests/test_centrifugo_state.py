@@ -237,3 +237,31 @@ def test_generated_frames_never_raise(items: list[object], connect_first: bool) 
             reply = orjson.loads(action.body)
             if "error" in reply:
                 assert reply["error"]["code"] in {100, 101, 102, 103, 104, 105, 106, 107, 108}
+
+
+def test_a_namespace_rate_limit_refuses_publishes_with_111() -> None:
+    """A namespace's per-connection rate_limit holds on this protocol too: over it, error 111
+    (too many requests, temporary) and nothing published."""
+    from sanic_feeds.namespaces import OPEN_CHANNELS, ChannelOptions, Namespace, Namespaces
+    from sanic_feeds.permissions import Permissions
+    from sanic_feeds.ratelimit import Rate
+    from sanic_feeds.session_state import Limits
+
+    fast = ChannelOptions(allow_publish_for_client=True, rate_limit=Rate(2, 60))
+    limits = Limits(permissions=Permissions(Namespaces(OPEN_CHANNELS, [Namespace("fast", fast)])))
+    state = CentrifugoState("c1", limits)
+    [auth] = state.receive(frame({"id": 1, "connect": {"token": "t"}}), NOW)
+    assert isinstance(auth, Authenticate)
+    [finish] = state.authenticated(auth, Identity(user="ann", subject="ann"), NOW)
+    assert isinstance(finish, FinishConnect)
+    state.connect_reply(finish, NOW)
+    publish = {"publish": {"channel": "fast:x", "data": 1}}
+    for ident in (2, 3):
+        [allowed] = state.receive(frame({"id": ident, **publish}), NOW)
+        assert isinstance(allowed, PublishTo)
+    over = state.receive(frame({"id": 4, **publish}), NOW)
+    assert sent(over) == [
+        {"id": 4, "error": {"code": 111, "message": "too many requests", "temporary": True}}
+    ]
+    [later] = state.receive(frame({"id": 5, **publish}), NOW + 30)
+    assert isinstance(later, PublishTo)

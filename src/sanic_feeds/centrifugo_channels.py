@@ -26,11 +26,14 @@ from .centrifugo_actions import (
     ReadHistory,
     ReadPresence,
     Send,
+    Tally,
 )
 from .centrifugo_auth import SubscriptionGrant
 from .centrifugo_protocol import Disconnect, ErrorReply
+from .channels import namespace_of
 from .history import HistoryPage, JoinPosition
 from .permissions import Permissions, Refusal, options_of
+from .ratelimit import NamespaceBuckets
 from .session_state import JoinOutcome
 
 
@@ -77,6 +80,8 @@ class ChannelCommands:
     channels: dict[str, Subscription] = field(default_factory=dict)
     server_results: dict[str, dict[str, object]] = field(default_factory=dict)
     """Server-side subscriptions joined at connect: their entries of the connect reply."""
+    rates: NamespaceBuckets = field(default_factory=NamespaceBuckets)
+    """This connection's buckets for the namespaces' ``rate_limit``."""
     announce_server_side: bool = False
     """The connect reply is sent: a server-side subscription now comes with a push."""
 
@@ -199,7 +204,7 @@ class ChannelCommands:
 
     # -- publish, presence, history ---------------------------------------------------------
 
-    def publish(self, ident: int, params: dict[str, object]) -> list[Action]:
+    def publish(self, ident: int, params: dict[str, object], now: float) -> list[Action]:
         channel = params.get("channel")
         if not isinstance(channel, str) or "data" not in params:
             return [bad_request(ident)]
@@ -212,6 +217,9 @@ class ChannelCommands:
         most = allowed.options.max_message_size
         if most and len(body) > most:
             return [Send(cp.error(ident, ErrorReply.LIMIT_EXCEEDED, "message too large"))]
+        rate = allowed.options.rate_limit
+        if rate is not None and self.rates.take(namespace_of(channel), rate, now) > 0:
+            return [Tally("rate_limited"), Send(cp.error(ident, ErrorReply.TOO_MANY_REQUESTS))]
         user_key = self.identity.subject or self.client
         return [PublishTo(ident, channel, body, user_key)]
 

@@ -147,7 +147,7 @@ class CentrifugoState:
             case "unsubscribe":
                 return channels.unsubscribe(ident, params)
             case "publish":
-                return channels.publish(ident, params)
+                return channels.publish(ident, params, now)
             case "presence" | "presence_stats":
                 return channels.presence(ident, params, stats=method == "presence_stats")
             case "history":

@@ -67,6 +67,22 @@ class TokenBucket:
         return (1.0 - self._tokens) / self._refill
 
 
+class NamespaceBuckets:
+    """One connection's token buckets, one per namespace whose ``rate_limit`` it has used."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: dict[str | None, TokenBucket] = {}
+
+    def take(self, namespace: str | None, rate: Rate, now: float) -> float:
+        """0.0 when a message to ``namespace`` may go now, else the seconds to wait."""
+        bucket = self._buckets.get(namespace)
+        if bucket is None:
+            bucket = self._buckets[namespace] = TokenBucket(rate, now)
+        return bucket.take(now)
+
+
 class UserLimiter(ABC):
     """At most ``rate.count`` messages per user per window of ``rate.seconds``."""
 

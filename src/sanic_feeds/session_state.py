@@ -25,7 +25,7 @@ from .errors import ProtocolError
 from .namespaces import OPEN_CHANNELS, Namespaces
 from .permissions import Permissions, Refusal, options_of
 from .protocol import CloseCode, ErrorCode
-from .ratelimit import Rate, TokenBucket
+from .ratelimit import NamespaceBuckets, Rate, TokenBucket
 
 REFUSING = frozenset(
     {
@@ -178,7 +178,7 @@ class SessionState:
     expires_at: float | None = None
     """When the credential runs out (the same clock as ``now``); see :meth:`tick`."""
     _bucket: TokenBucket | None = None
-    _namespace_buckets: dict[str | None, TokenBucket] = field(default_factory=dict)
+    _namespace_buckets: NamespaceBuckets = field(default_factory=NamespaceBuckets)
     """Namespace -> this connection's bucket for the namespace's ``rate_limit``."""
     _violations: int = 0
 
@@ -319,11 +319,7 @@ class SessionState:
             text = f"Message over {most} bytes; not delivered"
             return [self._error(ErrorCode.MESSAGE_TOO_LARGE, text, channel)]
         if options.rate_limit is not None and now is not None:
-            namespace = namespace_of(channel)
-            bucket = self._namespace_buckets.get(namespace)
-            if bucket is None:
-                bucket = self._namespace_buckets[namespace] = TokenBucket(options.rate_limit, now)
-            wait = bucket.take(now)
+            wait = self._namespace_buckets.take(namespace_of(channel), options.rate_limit, now)
             if wait > 0:
                 text = f"Rate limit {options.rate_limit} in this namespace: message not delivered"
                 return [
