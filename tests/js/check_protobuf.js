@@ -47,7 +47,13 @@ async function main() {
   const sub = ann.newSubscription('pb-room', { recoverable: true, joinLeave: true });
   const received = [];
   sub.on('publication', (ctx) => received.push({ data: decode(ctx.data), user: ctx.info && ctx.info.user, offset: number(ctx.offset) }));
-  const joined = once(sub, 'join');
+  // Carol's own join notice may still be on its way when ann subscribes: wait for bob's.
+  const joined = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no join of bob in 5000 ms')), 5000);
+    sub.on('join', (ctx) => {
+      if (ctx.info.user === 'bob') { clearTimeout(timer); resolve(ctx); }
+    });
+  });
   sub.subscribe();
   await once(sub, 'subscribed');
   const bobSub = bob.newSubscription('pb-room');
