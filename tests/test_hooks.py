@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from centrifuge import Client, ClientState, SubscriptionState
+from centrifuge import Client, ClientState
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -35,6 +35,7 @@ from sanic_feeds.hooks import (
     SubscribeResult,
     Unavailable,
 )
+from support.centrifugo_sdk import refused_then_published
 from support.local_server import LocalServer, local_server
 from support.ws import recv_json, recv_until
 
@@ -222,29 +223,11 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         await sdk.connect()
         await sdk.ready(5)
         assert sdk.state == ClientState.CONNECTED
-        secret = sdk.new_subscription("hook-cf-secret")
-        await secret.subscribe()
-        await asyncio.wait_for(_until(lambda: secret.state == SubscriptionState.UNSUBSCRIBED), 5)
-        room = sdk.new_subscription("hook-cf-room")
-        got: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def on_pub(ctx: Any) -> None:
-            await got.put(ctx)
-
-        room.events.on_publication = on_pub
-        await room.subscribe()
-        await room.ready(5)
-        await room.publish("hi")
-        publication = await asyncio.wait_for(got.get(), 5)
+        publication = await refused_then_published(sdk, "hook-cf-secret", "hook-cf-room", "hi")
         assert publication.pub.data == {"text": "HI"}
         assert publication.pub.info.user == "cf-7"
     finally:
         await sdk.disconnect()
-
-
-async def _until(check: Any) -> None:
-    while not check():
-        await asyncio.sleep(0.02)
 
 
 async def test_centrifugo_server_side_refresh(server: LocalServer, hooks: Hooks) -> None:

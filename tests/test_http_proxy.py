@@ -18,13 +18,14 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
-from centrifuge import Client, ClientState, SubscriptionState
+from centrifuge import Client, ClientState
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse, json, text
 from websockets.asyncio.client import connect
 
 from sanic_feeds import FeedsConfig
 from sanic_feeds.proxy_config import ProxyEndpoint
+from support.centrifugo_sdk import refused_then_published
 from support.local_server import LocalServer, local_server
 from support.ports import free_port
 from support.ws import recv_json, recv_until
@@ -221,20 +222,7 @@ async def test_centrifugo_sdk_through_the_proxies(world: World) -> None:
         await sdk.connect()
         await sdk.ready(5)
         assert sdk.state == ClientState.CONNECTED
-        secret = sdk.new_subscription("px-secret-cf")
-        await secret.subscribe()
-        await asyncio.wait_for(_until(lambda: secret.state == SubscriptionState.UNSUBSCRIBED), 5)
-        room = sdk.new_subscription("px-cf-room")
-        got: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def on_pub(ctx: Any) -> None:
-            await got.put(ctx)
-
-        room.events.on_publication = on_pub
-        await room.subscribe()
-        await room.ready(5)
-        await room.publish("hi")
-        publication = await asyncio.wait_for(got.get(), 5)
+        publication = await refused_then_published(sdk, "px-secret-cf", "px-cf-room", "hi")
         assert publication.pub.data == {"text": "HI", "by": "cf"}
         reply = await sdk.rpc("whoami", {})
         assert reply.data == {"user": "cf", "method": "whoami"}
@@ -280,11 +268,6 @@ async def test_refresh_proxies_and_a_refused_rpc(world: World) -> None:
         assert await close_of(ws) == (3006, "subscription expired")
     events = [event for event, _, _ in world.backend.requests]
     assert "refresh" in events and "sub_refresh" in events
-
-
-async def _until(check: Any) -> None:
-    while not check():
-        await asyncio.sleep(0.02)
 
 
 async def test_a_centrifugo_file_with_proxies_works_as_it_is() -> None:
