@@ -47,7 +47,7 @@ class UserSlots:
     let in over the limit.
     """
 
-    __slots__ = ("_changed", "_limit", "_node_id", "_presence", "_releases")
+    __slots__ = ("_changed", "_limit", "_node_id", "_presence")
 
     def __init__(
         self, presence: Presence, node_id: str, limit: int, changed: Callable[[], None]
@@ -58,7 +58,6 @@ class UserSlots:
         self._node_id = node_id
         self._limit = limit
         self._changed = changed
-        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def limited(self) -> bool:
@@ -88,7 +87,8 @@ class UserSlots:
             log.warning("could not uncount a connection of a user: %s", exc)
 
     def release_when_finished(self, user: str, finished: Awaitable[None]) -> asyncio.Task[None]:
-        """Uncount ``user``'s connection once ``finished`` (the session's end) is done."""
+        """Uncount ``user``'s connection once ``finished`` (the session's end) is done. The
+        caller keeps the task (``Host.track``: the node waits for it when it stops)."""
 
         async def wait_then_release() -> None:
             try:
@@ -96,7 +96,4 @@ class UserSlots:
             finally:
                 await self.release(user)
 
-        task = asyncio.create_task(wait_then_release(), name="sanic-feeds:user-slot")
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
-        return task
+        return asyncio.create_task(wait_then_release(), name="sanic-feeds:user-slot")
