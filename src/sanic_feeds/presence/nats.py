@@ -13,6 +13,11 @@ expired ones: a report counts exactly until its ttl, whatever the bucket's age l
 Keeping an unchanged member list alive rewrites it with a new expiry (a key-value entry cannot
 be extended in place), from the copy this node wrote last.
 
+Readers list the live node reports from the stream's per-subject state (``STREAM.INFO`` with
+a subject filter), then read each one: a key-value watcher is not used for this, since
+nats-py's watcher can signal "no more entries" before the entries the server already sent
+have been handed over, which reads as an empty cluster under load.
+
 Connections per user (only with a per-user connection limit) travel in the node reports: a
 user's total is this node's live count plus what the other nodes reported last, so a
 connection opened on another node counts here from that node's next report on.
@@ -20,6 +25,7 @@ connection opened on another node counts here from that node's next report on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -28,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -47,6 +54,7 @@ class NatsPresence(Presence):
         self._max_age = max_age
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
+        self._js: JetStreamContext | None = None
         self._written: dict[tuple[str, str], bytes] = {}
         """(node, channel) -> the member list JSON this process wrote last."""
         self._users: dict[str, dict[str, int]] = {}
@@ -57,7 +65,7 @@ class NatsPresence(Presence):
             self._nc = await first_connection(
                 "presence: cannot connect to NATS", self._servers, error_cb=self._error
             )
-            js = self._nc.jetstream()
+            js = self._js = self._nc.jetstream()
             try:
                 self._kv = await js.key_value(self._bucket)
             except NatsError:
@@ -74,6 +82,7 @@ class NatsPresence(Presence):
     async def aclose(self) -> None:
         nc, self._nc = self._nc, None
         self._kv = None
+        self._js = None
         if nc is not None and not nc.is_closed:
             # With NATS down, nats-py's flush of the closing connection raises
             # (ConnectionResetError): stopping the node must not fail for it.
@@ -154,22 +163,23 @@ class NatsPresence(Presence):
     async def _reports(self) -> dict[str, dict[str, object]]:
         """Node id -> its live report."""
         kv = self._require(connected=True)
+        assert self._js is not None
+        prefix = f"$KV.{self._bucket}."
         found: dict[str, dict[str, object]] = {}
-        now = time.time()
         try:
-            watcher = await kv.watch("node.*", ignore_deletes=True)
-            try:
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    if entry.value:
-                        report = orjson.loads(entry.value)
-                        if float(report["expires"]) > now:
-                            found[from_token(entry.key.partition(".")[2])] = report
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]  # untyped in nats-py
+            info = await self._js.stream_info(
+                f"KV_{self._bucket}", subjects_filter=f"{prefix}node.*"
+            )
+            keys = [subject[len(prefix) :] for subject in info.state.subjects or {}]
+            entries = await asyncio.gather(*(_latest(kv, key) for key in keys))
         except (NatsError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc!r}") from exc
+        now = time.time()
+        for key, value in zip(keys, entries, strict=True):
+            if value:
+                report = orjson.loads(value)
+                if float(report["expires"]) > now:
+                    found[from_token(key.partition(".")[2])] = report
         return found
 
     async def nodes(self) -> list[str]:
@@ -224,6 +234,14 @@ class NatsPresence(Presence):
                 if float(listed["expires"]) > now:
                     found.extend(Member.from_json(orjson.dumps(m)) for m in listed["members"])
         return found
+
+
+async def _latest(kv: KeyValue, key: str) -> bytes | None:
+    """The key's value, or None where it was purged or deleted since it was listed."""
+    try:
+        return (await kv.get(key)).value
+    except KeyNotFoundError:
+        return None
 
 
 def _with_expiry(expires: float, members_json: bytes) -> bytes:
