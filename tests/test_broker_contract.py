@@ -376,6 +376,26 @@ async def test_history_expires_and_restarts_with_a_new_epoch(open_broker: OpenBr
     assert again.epoch != first.epoch
 
 
+async def test_history_of_a_busy_channel_outlives_its_ttl(
+    open_broker: OpenBroker, backend_url: str
+) -> None:
+    """Each publish keeps the history alive for ttl more: publishing every 0.1 s for three
+    ttls of 0.3 s keeps the epoch and, on memory and Redis, every message (the expiry is
+    renewed as it runs down). JetStream ages each message out on its own (``max_age``): there
+    the newest are kept, with no hole before them."""
+    node = await open_broker(None, HistoryPolicy(size=100, ttl=0.3))
+    first = await node.publish_stored("busy", b'{"type":"data"}')
+    for _ in range(9):
+        await asyncio.sleep(0.1)
+        await node.publish_stored("busy", b'{"type":"data"}')
+    page = await node.history("busy", since=0, epoch=first.epoch, limit=100)
+    assert page.epoch == first.epoch
+    if backend_url.startswith("nats"):
+        assert page.offsets == list(range(page.offsets[0], 11)) and len(page.offsets) >= 2
+    else:
+        assert (page.offsets, page.complete) == (list(range(1, 11)), True)
+
+
 async def test_empty_channel_history(open_broker: OpenBroker) -> None:
     """A channel that never stored anything has an empty, complete history from 0."""
     node = await open_broker(None)
