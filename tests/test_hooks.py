@@ -12,9 +12,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 import pytest_asyncio
 from centrifuge import Client, ClientState
+from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -79,8 +82,9 @@ async def close_of(ws: Any) -> tuple[int | None, str | None]:
 
 
 async def test_connect_hook_names_the_user_from_a_cookie(server: LocalServer, hooks: Hooks) -> None:
-    """The user the hook names is the member's user; its channels are joined as the server's;
-    a refusal closes with the hook's code and reason."""
+    """The user the hook names is the member's user; its channels are joined as the server's,
+    on a socket and on an event stream alike (the stream's event ids then name them too); a
+    refusal closes with the hook's code and reason."""
     seen: list[ConnectRequest] = []
 
     @server.feeds.on_connect
@@ -96,6 +100,21 @@ async def test_connect_hook_names_the_user_from_a_cookie(server: LocalServer, ho
         side = await recv_until(ws, is_type("subscribed"))
         assert side == {"type": "subscribed", "channel": "hook-side", "server": True}
     assert seen[0].channels == ("hook-a",) and seen[0].protocol == "feed"
+    async with (
+        httpx.AsyncClient(timeout=5, headers={"cookie": "sid=good"}) as http,
+        aconnect_sse(http, "GET", f"{server.http_url}/sse/hook-a") as source,
+        asyncio.timeout(5),
+    ):
+        events = (e async for e in source.aiter_sse() if e.data)
+        welcome = orjson.loads((await anext(events)).data)
+        assert (welcome["type"], welcome["user"]) == ("system", "user-42")
+        side = orjson.loads((await anext(events)).data)
+        assert side == {"type": "subscribed", "channel": "hook-side", "server": True}
+        await server.feeds.publish("hook-side", {"n": 1})
+        event = await anext(events)
+        assert orjson.loads(event.data)["data"] == {"n": 1}
+        assert event.id.startswith("hook-side=")  # a reconnect's Last-Event-ID recovers it
+    assert seen[-1].transport == "sse"
     async with connect(server.ws_url("hook-a"), additional_headers={"cookie": "sid=bad"}) as ws:
         assert await close_of(ws) == (4501, "unauthorized")
 
