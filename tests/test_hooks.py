@@ -220,7 +220,9 @@ async def test_refresh_hook_prolongs_then_ends(server: LocalServer, hooks: Hooks
 
 async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks: Hooks) -> None:
     """Connect names the user (no token needed), subscribe refuses with the hook's code (the
-    SDK gives up: unsubscribed with it), publish data is rewritten for every subscriber."""
+    SDK gives up: unsubscribed with it), publish data is rewritten for every subscriber. The
+    connect hook's ``info`` and the subscribe hook's are the client's ``conn_info`` and
+    ``chan_info`` in its publications and in presence."""
 
     @server.feeds.on_connect
     async def who(request: ConnectRequest) -> ConnectResult:
@@ -228,10 +230,11 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         return ConnectResult(user="cf-7", info={"role": "tester"})
 
     @server.feeds.on_subscribe
-    async def gate(request: SubscribeRequest) -> None:
+    async def gate(request: SubscribeRequest) -> SubscribeResult:
         assert request.user == "cf-7"
         if request.channel == "hook-cf-secret":
             raise Refuse(403, "permission denied")
+        return SubscribeResult(info={"seat": request.channel})
 
     @server.feeds.on_publish
     async def upper(request: PublishRequest) -> PublishResult:
@@ -244,7 +247,18 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         assert sdk.state == ClientState.CONNECTED
         publication = await refused_then_published(sdk, "hook-cf-secret", "hook-cf-room", "hi")
         assert publication.pub.data == {"text": "HI"}
-        assert publication.pub.info.user == "cf-7"
+        info = publication.pub.info
+        assert (info.user, info.conn_info, info.chan_info) == (
+            "cf-7",
+            {"role": "tester"},
+            {"seat": "hook-cf-room"},
+        )
+        presence = await sdk.presence("hook-cf-room")
+        listed = presence.clients[sdk.client_id]
+        assert (listed.conn_info, listed.chan_info) == (
+            {"role": "tester"},
+            {"seat": "hook-cf-room"},
+        )
     finally:
         await sdk.disconnect()
 
