@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx
 import jwt
 import orjson
 import pytest
@@ -24,6 +25,7 @@ from centrifuge import (
     ConnectedContext,
     DisconnectedContext,
     JoinContext,
+    LeaveContext,
     PublicationContext,
     ReplyError,
     ServerPublicationContext,
@@ -130,6 +132,7 @@ class SubEvents(SubscriptionEventHandler):  # type: ignore[misc]  # the SDK ship
     subscribed: asyncio.Queue[SubscribedContext] = field(default_factory=asyncio.Queue)
     publications: asyncio.Queue[PublicationContext] = field(default_factory=asyncio.Queue)
     joins: asyncio.Queue[JoinContext] = field(default_factory=asyncio.Queue)
+    leaves: asyncio.Queue[LeaveContext] = field(default_factory=asyncio.Queue)
 
     async def on_subscribed(self, ctx: SubscribedContext) -> None:
         await self.subscribed.put(ctx)
@@ -139,6 +142,9 @@ class SubEvents(SubscriptionEventHandler):  # type: ignore[misc]  # the SDK ship
 
     async def on_join(self, ctx: JoinContext) -> None:
         await self.joins.put(ctx)
+
+    async def on_leave(self, ctx: LeaveContext) -> None:
+        await self.leaves.put(ctx)
 
 
 async def next_of(queue: asyncio.Queue[T], timeout: float = 5.0) -> T:
@@ -261,11 +267,14 @@ async def test_recovery_after_a_disconnect(servers: Servers) -> None:
 
 
 async def test_join_leave_presence_and_history(servers: Servers) -> None:
-    """Join pushes for a subscriber that asked; presence and its stats over both instances;
-    history with a limit, and reversed."""
+    """Join and leave pushes for a subscriber that asked; presence and its stats over both
+    instances; history with a limit, and reversed. A member's connection info (its token's
+    ``info``) and channel info (its subscription token's) are in its join and leave pushes
+    and in presence on the other instance, for SDKs, the server API and ``/feed/`` alike."""
+    seat = jwt.encode({"sub": "bob", "channel": "room", "info": {"seat": 7}}, SECRET)
     async with (
         client(servers.url(servers.one), token=token("ann")) as (ann, _),
-        client(servers.url(servers.two), token=token("bob")) as (bob, _),
+        client(servers.url(servers.two), token=token("bob", info={"role": "b"})) as (bob, _),
     ):
         await ann.connect()
         await bob.connect()
@@ -273,18 +282,36 @@ async def test_join_leave_presence_and_history(servers: Servers) -> None:
         sub = ann.new_subscription("room", events=heard, join_leave=True)
         await sub.subscribe()
         await next_of(heard.subscribed)
-        bob_sub = bob.new_subscription("room")
+        bob_sub = bob.new_subscription("room", token=seat)
         await bob_sub.subscribe()
         joined = await next_of(heard.joins)
-        assert joined.info.user == "bob"
+        bob_info = ("bob", {"role": "b"}, {"seat": 7})
+        assert (joined.info.user, joined.info.conn_info, joined.info.chan_info) == bob_info
 
         async def both_present() -> bool:
             presence = await sub.presence()
             return {info.user for info in presence.clients.values()} == {"ann", "bob"}
 
         await eventually(both_present)
+        listed = (await sub.presence()).clients[bob.client_id]
+        assert (listed.user, listed.conn_info, listed.chan_info) == bob_info
         stats = await sub.presence_stats()
         assert (stats.num_clients, stats.num_users) == (2, 2)
+        async with httpx.AsyncClient(timeout=5) as http:
+            api = await http.post(f"{servers.one.http_url}/api/presence", json={"channel": "room"})
+        entry = api.json()["result"]["presence"][bob.client_id]
+        assert (entry["user"], entry["conn_info"], entry["chan_info"]) == bob_info
+        async with connect(servers.one.ws_url("room", token=token("zoe"))) as zoe:
+            await recv_until(zoe, lambda m: m["type"] == "system")
+            await zoe.send('{"type": "presence"}')
+            clients = (await recv_until(zoe, lambda m: m["type"] == "presence"))["clients"]
+            [member] = [c for c in clients if c["client"] == bob.client_id]
+            assert (member["user"], member["info"], member["chan_info"]) == bob_info
+            await bob_sub.unsubscribe()
+            left = await recv_until(zoe, lambda m: m["type"] == "user_left")
+            assert (left["user"], left["info"], left["chan_info"]) == bob_info
+        gone = await next_of(heard.leaves)  # bob's: zoe was still there
+        assert (gone.info.user, gone.info.conn_info, gone.info.chan_info) == bob_info
 
         for n in range(4):
             await servers.two.feeds.publish("room", n)
@@ -297,17 +324,18 @@ async def test_join_leave_presence_and_history(servers: Servers) -> None:
 
 async def test_server_side_subscription_from_the_token(servers: Servers) -> None:
     """The token's ``channels`` subscribe the connection at connect; their publications come
-    as server-side publications."""
-    async with client(servers.url(servers.one), token=token("ann", channels=["alerts"])) as (
-        sdk,
-        events,
-    ):
+    as server-side publications. A ``subs`` entry's ``info`` is that subscription's channel
+    info (``chan_info`` in presence)."""
+    ann_token = token("ann", channels=["alerts"], subs={"alerts": {"info": {"tier": 1}}})
+    async with client(servers.url(servers.one), token=ann_token) as (sdk, events):
         await sdk.connect()
         subscribed = await next_of(events.subscribed)
         assert subscribed.channel == "alerts"
         await servers.two.feeds.publish("alerts", {"level": "high"})
         got = await next_of(events.publications)
         assert (got.channel, got.pub.data) == ("alerts", {"level": "high"})
+        listed = (await sdk.presence("alerts")).clients[sdk.client_id]
+        assert listed.chan_info == {"tier": 1}
 
 
 async def test_rpc(servers: Servers) -> None:

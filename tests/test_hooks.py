@@ -12,9 +12,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 import pytest_asyncio
 from centrifuge import Client, ClientState
+from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -79,8 +82,9 @@ async def close_of(ws: Any) -> tuple[int | None, str | None]:
 
 
 async def test_connect_hook_names_the_user_from_a_cookie(server: LocalServer, hooks: Hooks) -> None:
-    """The user the hook names is the member's user; its channels are joined as the server's;
-    a refusal closes with the hook's code and reason."""
+    """The user the hook names is the member's user; its channels are joined as the server's,
+    on a socket and on an event stream alike (the stream's event ids then name them too); a
+    refusal closes with the hook's code and reason."""
     seen: list[ConnectRequest] = []
 
     @server.feeds.on_connect
@@ -96,6 +100,21 @@ async def test_connect_hook_names_the_user_from_a_cookie(server: LocalServer, ho
         side = await recv_until(ws, is_type("subscribed"))
         assert side == {"type": "subscribed", "channel": "hook-side", "server": True}
     assert seen[0].channels == ("hook-a",) and seen[0].protocol == "feed"
+    async with (
+        httpx.AsyncClient(timeout=5, headers={"cookie": "sid=good"}) as http,
+        aconnect_sse(http, "GET", f"{server.http_url}/sse/hook-a") as source,
+        asyncio.timeout(5),
+    ):
+        events = (e async for e in source.aiter_sse() if e.data)
+        welcome = orjson.loads((await anext(events)).data)
+        assert (welcome["type"], welcome["user"]) == ("system", "user-42")
+        side = orjson.loads((await anext(events)).data)
+        assert side == {"type": "subscribed", "channel": "hook-side", "server": True}
+        await server.feeds.publish("hook-side", {"n": 1})
+        event = await anext(events)
+        assert orjson.loads(event.data)["data"] == {"n": 1}
+        assert event.id.startswith("hook-side=")  # a reconnect's Last-Event-ID recovers it
+    assert seen[-1].transport == "sse"
     async with connect(server.ws_url("hook-a"), additional_headers={"cookie": "sid=bad"}) as ws:
         assert await close_of(ws) == (4501, "unauthorized")
 
@@ -201,7 +220,9 @@ async def test_refresh_hook_prolongs_then_ends(server: LocalServer, hooks: Hooks
 
 async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks: Hooks) -> None:
     """Connect names the user (no token needed), subscribe refuses with the hook's code (the
-    SDK gives up: unsubscribed with it), publish data is rewritten for every subscriber."""
+    SDK gives up: unsubscribed with it), publish data is rewritten for every subscriber. The
+    connect hook's ``info`` and the subscribe hook's are the client's ``conn_info`` and
+    ``chan_info`` in its publications and in presence."""
 
     @server.feeds.on_connect
     async def who(request: ConnectRequest) -> ConnectResult:
@@ -209,10 +230,11 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         return ConnectResult(user="cf-7", info={"role": "tester"})
 
     @server.feeds.on_subscribe
-    async def gate(request: SubscribeRequest) -> None:
+    async def gate(request: SubscribeRequest) -> SubscribeResult:
         assert request.user == "cf-7"
         if request.channel == "hook-cf-secret":
             raise Refuse(403, "permission denied")
+        return SubscribeResult(info={"seat": request.channel})
 
     @server.feeds.on_publish
     async def upper(request: PublishRequest) -> PublishResult:
@@ -225,7 +247,18 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         assert sdk.state == ClientState.CONNECTED
         publication = await refused_then_published(sdk, "hook-cf-secret", "hook-cf-room", "hi")
         assert publication.pub.data == {"text": "HI"}
-        assert publication.pub.info.user == "cf-7"
+        info = publication.pub.info
+        assert (info.user, info.conn_info, info.chan_info) == (
+            "cf-7",
+            {"role": "tester"},
+            {"seat": "hook-cf-room"},
+        )
+        presence = await sdk.presence("hook-cf-room")
+        listed = presence.clients[sdk.client_id]
+        assert (listed.conn_info, listed.chan_info) == (
+            {"role": "tester"},
+            {"seat": "hook-cf-room"},
+        )
     finally:
         await sdk.disconnect()
 

@@ -79,6 +79,8 @@ def backend_app(backend: Backend) -> Sanic[Any, Any]:
                 return text("no", status=500)
             if channel.startswith("px-exp"):
                 return json({"result": {"expire_at": int(time.time()) + 1}})
+            if channel.startswith("px-cf"):
+                return json({"result": {"info": {"seat": channel}}})
             return json({"result": {}})
         if event in ("refresh", "sub_refresh"):
             return json({"result": {"expired": True}})
@@ -216,7 +218,8 @@ async def test_backend_down(world: World) -> None:
 
 async def test_centrifugo_sdk_through_the_proxies(world: World) -> None:
     """Connect by cookie (no token), a refused subscribe is unsubscribed with the backend's
-    code, publish data rewritten, RPC answered by the backend."""
+    code, publish data rewritten, RPC answered by the backend. The connect result's ``info``
+    and the subscribe result's are the client's ``conn_info`` and ``chan_info``."""
     sdk = Client(cf_url(world.server), headers={"Cookie": "sid=user-cf"})
     try:
         await sdk.connect()
@@ -224,6 +227,10 @@ async def test_centrifugo_sdk_through_the_proxies(world: World) -> None:
         assert sdk.state == ClientState.CONNECTED
         publication = await refused_then_published(sdk, "px-secret-cf", "px-cf-room", "hi")
         assert publication.pub.data == {"text": "HI", "by": "cf"}
+        info = publication.pub.info
+        assert (info.conn_info, info.chan_info) == ({"via": "cookie"}, {"seat": "px-cf-room"})
+        listed = (await sdk.presence("px-cf-room")).clients[sdk.client_id]
+        assert (listed.conn_info, listed.chan_info) == ({"via": "cookie"}, {"seat": "px-cf-room"})
         reply = await sdk.rpc("whoami", {})
         assert reply.data == {"user": "cf", "method": "whoami"}
     finally:

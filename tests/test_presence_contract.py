@@ -154,6 +154,25 @@ async def test_member_lists_per_node_and_channel(presence: Presence) -> None:
     assert await presence.members("b") == []
 
 
+async def test_member_info_is_part_of_the_record(presence: Presence) -> None:
+    """A member's connection and channel info travel with its record, so presence read on
+    any node shows them."""
+    shown = Member("c1", "u", 1700000000.5, "n1", {"role": "x"}, {"seat": [1, 2]})
+    await presence.report_rooms("n1", {"i": 1}, 1, 10, {"i": [shown, member("c2", "n1")]})
+    got = sorted(await presence.members("i"), key=lambda m: m.client)
+    assert got == [shown, member("c2", "n1")]
+    assert got[0].public()["info"] == {"role": "x"} and "info" not in got[1].public()
+
+
+def test_records_of_an_older_release_are_read() -> None:
+    """A record written before ``info``, ``chan_info`` (or ``node``) existed is still read;
+    one without them is written as it was."""
+    old = b'{"client":"c1","user":"u","joined_at":1700000000.5}'
+    assert Member.from_json(old) == Member("c1", "u", 1700000000.5)
+    assert Member.from_json(Member("c1", "u", 1.5, "n").to_json()) == Member("c1", "u", 1.5, "n")
+    assert b"info" not in Member("c1", "u", 1.5, "n").to_json()
+
+
 async def test_unchanged_lists_stay_alive_with_the_report(presence: Presence, clock: Clock) -> None:
     """A report that does not resend a channel's list keeps it alive (refreshes its expiry).
 

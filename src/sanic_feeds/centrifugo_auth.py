@@ -37,6 +37,8 @@ class ServerSubscriptions:
     channels: tuple[str, ...] = ()
     data: Mapping[str, object] = field(default_factory=dict)
     """Per channel, the ``data`` its ``subs`` entry gives to the connect reply."""
+    info: Mapping[str, object] = field(default_factory=dict)
+    """Per channel, the ``info`` of its ``subs`` entry: the subscription's channel info."""
 
 
 class CentrifugoTokens:
@@ -100,8 +102,11 @@ def server_subscriptions(claims: Mapping[str, object]) -> ServerSubscriptions:
     if not isinstance(subs, dict):
         raise AuthError("invalid token: subs must be an object")
     data: dict[str, object] = {}
+    info: dict[str, object] = {}
     for channel, options in subs.items():
         if isinstance(options, dict) and "data" in options:
             data[channel] = options["data"]
+        if isinstance(options, dict) and options.get("info") is not None:
+            info[channel] = options["info"]
     names = tuple(dict.fromkeys([*channels, *subs]))
-    return ServerSubscriptions(names, data)
+    return ServerSubscriptions(names, data, info)

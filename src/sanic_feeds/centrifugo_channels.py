@@ -50,6 +50,9 @@ class Subscription:
     server_side: bool = False
     expires_at: float | None = None
     """When its subscription token runs out (refreshed with ``sub_refresh``)."""
+    info: object = None
+    """Channel info (a subscription token's ``info`` claim, a subscribe hook's ``info``): the
+    ``chan_info`` of this client in presence, join/leave pushes and its publications here."""
 
 
 def _ttl(expires_at: float | None, now: float) -> dict[str, object]:
@@ -124,7 +127,9 @@ class ChannelCommands:
         join_leave = options.join_leave and bool(
             params.get("join_leave") or options.force_push_join_leave
         )
-        self.channels[channel] = Subscription(recoverable, positioned, False, grant.expires_at)
+        self.channels[channel] = Subscription(
+            recoverable, positioned, False, grant.expires_at, grant.info
+        )
         since = offset if recover and recoverable else None
         return [JoinChannel(ident, channel, since, epoch or None, join_leave)]
 
@@ -133,10 +138,11 @@ class ChannelCommands:
             raise AuthError("subscription tokens are not accepted here")
         return self.tokens.subscription(token, channel, self.identity.subject)
 
-    def add_server_side(self, channel: str) -> JoinChannel:
+    def add_server_side(self, channel: str, info: object = None) -> JoinChannel:
+        """``info``: the channel info its ``subs`` entry gives, if any."""
         options = self.permissions.namespaces.options(channel)
         history = options.keeps_history
-        self.channels[channel] = Subscription(history, history, True)
+        self.channels[channel] = Subscription(history, history, True, info=info)
         return JoinChannel(0, channel, None, None, options.join_leave, server_side=True)
 
     def subscribed(self, action: JoinChannel, position: JoinPosition, now: float) -> bytes | None:
@@ -202,6 +208,11 @@ class ChannelCommands:
     def values(self) -> list[Subscription]:
         return list(self.channels.values())
 
+    def chan_info(self, channel: str) -> object:
+        """The channel info of this connection's subscription of ``channel`` (None: none)."""
+        sub = self.channels.get(channel)
+        return None if sub is None else sub.info
+
     # -- publish, presence, history ---------------------------------------------------------
 
     def publish(self, ident: int, params: dict[str, object], now: float) -> list[Action]:
@@ -213,7 +224,10 @@ class ChannelCommands:
         )
         if isinstance(allowed, Refusal):
             return [refused(ident, allowed)]
-        body = chat_body(channel, self.client, self.identity.user, params["data"], self.info)
+        chan_info = self.chan_info(channel)
+        body = chat_body(
+            channel, self.client, self.identity.user, params["data"], self.info, chan_info
+        )
         most = allowed.options.max_message_size
         if most and len(body) > most:
             return [Send(cp.error(ident, ErrorReply.LIMIT_EXCEEDED, "message too large"))]
@@ -257,9 +271,12 @@ class ChannelCommands:
         return [ReadHistory(ident, channel, offset, epoch or None, size, False, limit)]
 
 
-def chat_body(channel: str, client: str, user: str, data: object, info: object) -> bytes:
+def chat_body(
+    channel: str, client: str, user: str, data: object, info: object, chan_info: object = None
+) -> bytes:
     """A Centrifugo publish as the feed ``chat`` every member receives (``message`` is the
-    publication's data; ``info``, when the connection has one, its connection info)."""
+    publication's data; ``info``, when the connection has one, its connection info;
+    ``chan_info``, when its subscription of the channel has one, that channel info)."""
     message: dict[str, object] = {
         "type": "chat",
         "channel": channel,
@@ -269,6 +286,8 @@ def chat_body(channel: str, client: str, user: str, data: object, info: object) 
     }
     if info is not None:
         message["info"] = info
+    if chan_info is not None:
+        message["chan_info"] = chan_info
     return orjson.dumps(message)
 
 
@@ -298,7 +317,5 @@ def presence_reply(action: ReadPresence, members: list[dict[str, object]]) -> by
         users = {str(m.get("user", "")) for m in members}
         stats = {"num_clients": len(members), "num_users": len(users)}
         return cp.reply(action.id, "presence_stats", dict(stats))
-    clients = {
-        str(m["client"]): {"client": m["client"], "user": m.get("user", "")} for m in members
-    }
+    clients = {str(m["client"]): cp.client_info(m) for m in members}
     return cp.reply(action.id, "presence", {"presence": clients})

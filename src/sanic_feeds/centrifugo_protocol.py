@@ -254,10 +254,13 @@ def disconnect_reason(code: int, reason: str = "") -> str:
 
 
 def client_info(message: dict[str, object]) -> dict[str, object]:
-    """``ClientInfo`` of a feed message's sender (``conn_info`` from its ``info``)."""
+    """``ClientInfo`` of a feed message's sender, or of a presence entry (``conn_info`` from
+    its ``info``, ``chan_info`` from its ``chan_info``)."""
     info: dict[str, object] = {"client": message.get("client", ""), "user": message.get("user", "")}
     if message.get("info") is not None:
         info["conn_info"] = message["info"]
+    if message.get("chan_info") is not None:
+        info["chan_info"] = message["chan_info"]
     return info
 
 

@@ -227,6 +227,8 @@ class CentrifugoRunner:
             subscription = state.channels.channels.get(action.channel)
             if answer is not None and subscription is not None:
                 data = answer.data
+                if answer.info is not None:  # the hook's channel info for this subscription
+                    subscription.info = answer.info
                 if answer.expire_at:
                     subscription.expires_at = answer.expire_at
                     if self.refresher.refreshes_subscriptions:
@@ -248,6 +250,8 @@ class CentrifugoRunner:
             wire=session.framing.wire(action.join_leave),
             sink=session.held if action.server_side else session.outbound,
             acknowledge=acknowledge,
+            info=state.channels.info,
+            chan_info=state.channels.chan_info(action.channel),
         )
         if outcome is not JoinOutcome.JOINED:
             await self.run(state.channels.join_failed(action, outcome))

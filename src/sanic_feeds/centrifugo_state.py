@@ -196,7 +196,7 @@ class CentrifugoState:
         for channel in server_side.channels:
             if isinstance(options_of(self.limits.permissions.namespaces, channel), Refusal):
                 return self._close(Disconnect.INVALID_TOKEN, f"invalid token: channel {channel!r}")
-            actions.append(self.channels.add_server_side(channel))
+            actions.append(self.channels.add_server_side(channel, server_side.info.get(channel)))
         self._server_data = dict(server_side.data)
         return [*actions, FinishConnect(action.id)]
 

@@ -300,7 +300,7 @@ class Feeds:
         if node.user_slots.limited and (subject := identity.subject):
             node.track(node.user_slots.release_when_finished(subject, session.wait_finished()))
         session.start(unquote(channel), request.args.get("since"), request.args.get("epoch"))
-        session.join_for_server(admitted.server_channels)
+        session.join_for_server([(c, None, None) for c in admitted.server_channels])
         await conn.serve()
 
     async def _index(self, request: Request) -> HTTPResponse:

@@ -140,9 +140,11 @@ class Host(Protocol):
         wire: Wire,
         sink: Sink,
         acknowledge: Callable[[JoinPosition], bytes | None],
+        info: object = None,
+        chan_info: object = None,
     ) -> JoinOutcome:
-        """Join, acknowledging with the stream position (and replay) in one reply; see
-        ``Memberships.join_at``."""
+        """Join, acknowledging with the stream position (and replay) in one reply, the member
+        listed with its connection and channel info; see ``Memberships.join_at``."""
 
     async def leave(self, member: ChannelMember, channel: str) -> None: ...
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from . import protocol
@@ -56,7 +56,7 @@ class Hub:
         self._by_wire: dict[str, dict[Wire, dict[str, Sink]]] = {}
         """The same members grouped by wire: each message is framed once per wire."""
         self._records: dict[str, dict[str, Member]] = {}
-        """The same members as presence shows them (who, since when), for the room reports.
+        """The same members as presence shows them (who, since when, their info), for the reports.
         The hub is the one owner of membership: all three tables change in one step."""
         self.on_change: Callable[[str], None] | None = None
         """Called with a channel whose membership changed (the room reporter listens)."""
@@ -126,10 +126,10 @@ class Hub:
         members = self._members.get(channel)
         return len(members) if members else 0
 
-    def records(self, channel: str) -> list[Member]:
-        """This node's members of ``channel`` as presence lists them."""
-        found = self._records.get(channel)
-        return list(found.values()) if found else []
+    def records(self, channel: str) -> Mapping[str, Member]:
+        """This node's members of ``channel`` as presence lists them, by client id (a live
+        view: copy it to keep it across an await)."""
+        return self._records.get(channel) or {}
 
     def record_channels(self) -> list[str]:
         """Channels with members presence lists."""

@@ -105,6 +105,8 @@ class Memberships:
         wire: Wire,
         sink: Sink,
         acknowledge: Callable[[JoinPosition], bytes | None],
+        info: object = None,
+        chan_info: object = None,
     ) -> JoinOutcome:
         """Join for a protocol whose acknowledgement carries the stream position and the
         replay itself (Centrifugo's subscribe reply): ``acknowledge`` turns the position into
@@ -114,10 +116,14 @@ class Memberships:
         With ``since`` (recovery) the position says whether every message after it is still
         there; without, it is the channel's newest id, read after the join holds, so nothing
         published after it can be missed.
+
+        ``info`` and ``chan_info`` (the connection's and this subscription's info) go into
+        the member's presence record and its join and leave notices.
         """
         options = self._options_for(channel)
         parked = ReplayBuffer(self._client_buffer, wire)
-        record = Member(member.id, member.user, round(time.time(), 3), self._node_id)
+        now = round(time.time(), 3)
+        record = Member(member.id, member.user, now, self._node_id, info, chan_info)
         try:
             if options.max_members and await self._full(channel, options.max_members):
                 return JoinOutcome.CHANNEL_FULL
@@ -141,7 +147,7 @@ class Memberships:
                 sink.send(frame)
             self._hub.swap(channel, member.id, sink)
         if self._notices_for(channel):
-            notice = protocol.user_joined(channel, member.id, member.user)
+            notice = protocol.user_joined(channel, member.id, member.user, info, chan_info)
             await self._announce(channel, seal(notice, exclude=member.id))
         return JoinOutcome.JOINED
 
@@ -172,9 +178,13 @@ class Memberships:
         self._go_live(member, channel, parked, seen)
 
     async def leave(self, member: ChannelMember, channel: str) -> None:
+        """Leave ``channel``; the notice names the member as its presence record did (with
+        the info it joined with)."""
+        record = self._hub.records(channel).get(member.id)
         await self._hub.leave(channel, member.id)
         if self._notices_for(channel):
-            notice = protocol.user_left(channel, member.id, member.user)
+            info, chan_info = (None, None) if record is None else (record.info, record.chan_info)
+            notice = protocol.user_left(channel, member.id, member.user, info, chan_info)
             await self._announce(channel, seal(notice))
 
     async def leave_all(self, member: ChannelMember, channels: list[str]) -> None:

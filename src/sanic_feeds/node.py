@@ -104,7 +104,7 @@ class Node:
             config.node_ttl,
             lambda: {**self.hub.rooms(), **node_facts(self.started_at, self.control.users)},
             lambda: len(self.sessions),
-            self.hub.records,
+            lambda channel: list(self.hub.records(channel).values()),
             self.hub.record_channels,
         )
         self.hub.on_change = self.reporter.changed_channel
@@ -295,7 +295,7 @@ class Node:
     async def channel_members(self, channel: str) -> list[Member]:
         """Who is in ``channel`` on every node: live here, reported by the others."""
         others = await self.presence.members(channel, exclude_node=self.id)
-        return [*self.hub.records(channel), *others]
+        return [*self.hub.records(channel).values(), *others]
 
     async def _others_in(self, channel: str) -> int:
         """Members of ``channel`` that the other nodes report."""

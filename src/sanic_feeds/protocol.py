@@ -273,12 +273,29 @@ def welcome(channel: str, client: str, user: str) -> bytes:
     )
 
 
-def user_joined(channel: str, client: str, user: str) -> bytes:
-    return orjson.dumps({"type": "user_joined", "channel": channel, "client": client, "user": user})
+def user_joined(
+    channel: str, client: str, user: str, info: object = None, chan_info: object = None
+) -> bytes:
+    """``info`` and ``chan_info`` (the member's connection and channel info, when it has
+    them) are how Centrifugo subscribers get ``conn_info`` and ``chan_info`` in join pushes."""
+    return _notice("user_joined", channel, client, user, info, chan_info)
 
 
-def user_left(channel: str, client: str, user: str) -> bytes:
-    return orjson.dumps({"type": "user_left", "channel": channel, "client": client, "user": user})
+def user_left(
+    channel: str, client: str, user: str, info: object = None, chan_info: object = None
+) -> bytes:
+    return _notice("user_left", channel, client, user, info, chan_info)
+
+
+def _notice(
+    kind: str, channel: str, client: str, user: str, info: object, chan_info: object
+) -> bytes:
+    notice: dict[str, object] = {"type": kind, "channel": channel, "client": client, "user": user}
+    if info is not None:
+        notice["info"] = info
+    if chan_info is not None:
+        notice["chan_info"] = chan_info
+    return orjson.dumps(notice)
 
 
 def chat(channel: str, client: str, user: str, message: JSONValue) -> bytes:
@@ -314,7 +331,8 @@ def recovered(channel: str, complete: bool, count: int, epoch: str, offset: int)
 
 
 def presence(channel: str, clients: list[dict[str, object]]) -> bytes:
-    """The members of a channel: ``[{"client", "user", "joined_at"}, ...]``."""
+    """The members of a channel: ``[{"client", "user", "joined_at"}, ...]`` (with ``info``
+    and ``chan_info`` for members that have them)."""
     return orjson.dumps({"type": "presence", "channel": channel, "clients": clients})
 
 

@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 import orjson
 
 from . import __version__
+from .centrifugo_protocol import client_info
 from .control import ControlCommand, DisconnectUser, RefreshUser, SubscribeUser, UnsubscribeUser
 from .errors import BrokerUnavailable
 from .namespaces import ChannelOptions
@@ -182,7 +183,7 @@ class ServerMethods:
 
     async def presence(self, fields: Fields) -> Result:
         members = await self._members(fields)
-        return {"presence": {m.client: {"client": m.client, "user": m.user} for m in members}}
+        return {"presence": {m.client: client_info(m.public()) for m in members}}
 
     async def presence_stats(self, fields: Fields) -> Result:
         members = await self._members(fields)

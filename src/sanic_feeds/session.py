@@ -161,11 +161,11 @@ class Session:
         self._task = asyncio.ensure_future(self._work(opening))
         self.conn.attach(self)
 
-    def join_for_server(self, channels: Sequence[str]) -> None:
-        """Join ``channels`` as the server's (a connect hook's): no permission, no hook."""
+    def join_for_server(self, channels: Sequence[tuple[str, int | None, str | None]]) -> None:
+        """Join ``channels`` (name, since, epoch) as the server's: no permission, no hook."""
         state = self.state
-        for channel in channels:
-            self.submit(partial(state.server_subscribe, channel))
+        for channel, since, epoch in channels:
+            self.submit(partial(state.server_subscribe, channel, since, epoch))
 
     def receive(self, message: str | bytes | Callable[[], list[Action]]) -> None:
         """A client message (or a server input, see :meth:`submit`): handle it after those

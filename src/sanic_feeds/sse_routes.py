@@ -65,7 +65,7 @@ class EventStreamRoutes:
         client should retry later (server full, shutting down, broker down) is a stream that
         ends with a close event: EventSource reconnects by itself.
         """
-        refusal, channels, identity, positions = await self._admit(request, channel)
+        refusal, channels, identity, positions, server_side = await self._admit(request, channel)
         if refusal is not None:
             await request.respond(refusal)
             return
@@ -86,7 +86,8 @@ class EventStreamRoutes:
         # The head goes out with the first chunk (chunked: no length is known).
         await response.send(retry_event(SSE_RETRY_MS))
         node = self._node()
-        cursor = StreamCursor(channels, positions) if len(channels) > 1 else None
+        followed = [*channels, *server_side]
+        cursor = StreamCursor(followed, positions) if len(followed) > 1 else None
         stream = EventStream(raw, close_timeout=self.config.close_timeout, cursor=cursor)
         session: Session | None = None
         try:
@@ -124,6 +125,12 @@ class EventStreamRoutes:
                     None if start is None else start.epoch,
                     also=also,
                 )
+                session.join_for_server(
+                    [
+                        (c, p.offset, p.epoch) if (p := positions.get(c)) else (c, None, None)
+                        for c in server_side
+                    ]
+                )
             await stream.serve()
             with contextlib.suppress(RequestCancelled):  # the client went away first
                 await response.eof()
@@ -135,12 +142,20 @@ class EventStreamRoutes:
 
     async def _admit(
         self, request: Request, channel: str | None
-    ) -> tuple[HTTPResponse | None, list[str], Identity | None, dict[str, Position]]:
-        """Check an event-stream request: (refusal, channels, identity, recovery positions)."""
+    ) -> tuple[HTTPResponse | None, list[str], Identity | None, dict[str, Position], list[str]]:
+        """Check an event-stream request: (refusal, channels, identity, recovery positions,
+        the connect hook's server-side channels that are not among the channels). Those are
+        part of the stream too: its event ids name them, so a reconnect recovers them."""
         wanted = [unquote(channel)] if channel is not None else []
         wanted += request.args.getlist("channel", [])
         channels = list(dict.fromkeys(wanted))
-        none: tuple[None, list[str], None, dict[str, Position]] = (None, [], None, {})
+        none: tuple[None, list[str], None, dict[str, Position], list[str]] = (
+            None,
+            [],
+            None,
+            {},
+            [],
+        )
         if not channels:
             return problem(
                 400, "missing_field", "name a channel: /sse/<channel> or ?channel="
@@ -192,11 +207,12 @@ class EventStreamRoutes:
                 status = 403 if verdict.code == "forbidden" else 400
                 return problem(status, verdict.code, f"{verdict.message}: {name}"), *none[1:]
         last_id = request.headers.get("last-event-id") or request.args.get("lastEventId") or ""
+        server_side = [c for c in dict.fromkeys(admitted.server_channels) if c not in channels]
         try:
-            positions = parse_last_event_id(last_id, channels)
+            positions = parse_last_event_id(last_id, [*channels, *server_side])
         except BadEventId as exc:
             return problem(400, "invalid_request", str(exc)), *none[1:]
-        return None, channels, identity, positions
+        return None, channels, identity, positions, server_side
 
     def _cors_headers(self, request: Request) -> dict[str, str]:
         """Let pages of the allowed origins read the stream (EventSource obeys CORS)."""

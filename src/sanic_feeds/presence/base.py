@@ -1,7 +1,8 @@
 """The presence interface: what each node reports about its members, readable cluster-wide.
 
 A node reports its per-channel member counts (``/api/rooms`` sums them over live nodes) and who
-its members are (``presence``: client id, user, joined-at). Reports expire: a node that crashes
+its members are (``presence``: client id, user, joined-at, and the connection's and channel's
+info where a member has them). Reports expire: a node that crashes
 stops refreshing, and its members disappear after ``ttl`` seconds instead of haunting the
 channel as ghosts.
 """
@@ -31,18 +32,53 @@ class Member:
     joined_at: float
     """Unix time (seconds) of the join."""
     node: str = ""
+    info: object = field(default=None, hash=False)
+    """The connection's info (a token's ``info`` claim, a connect hook's ``info``): kept in
+    the record so that every node's presence shows it (Centrifugo's ``conn_info``)."""
+    chan_info: object = field(default=None, hash=False)
+    """The subscription's info (a subscription token's ``info`` claim, a subscribe hook's
+    ``info``), Centrifugo's ``chan_info``."""
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        """The record as stored; ``info`` and ``chan_info`` only when set, so records of
+        members without them stay as small as they were."""
+        record = asdict(self)
+        for name in _OPTIONAL:
+            if record[name] is None:
+                del record[name]
+        return orjson.dumps(record)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Member:
+        """Read a stored record, also one written before a field existed (a node of an older
+        release in the same cluster)."""
         data = orjson.loads(raw)
-        return cls(str(data["client"]), str(data["user"]), float(data["joined_at"]), data["node"])
+        return cls(
+            str(data["client"]),
+            str(data["user"]),
+            float(data["joined_at"]),
+            str(data.get("node", "")),
+            data.get("info"),
+            data.get("chan_info"),
+        )
 
     def public(self) -> dict[str, object]:
-        """What clients see (the node id is an operational detail)."""
-        return {"client": self.client, "user": self.user, "joined_at": self.joined_at}
+        """What clients see (the node id is an operational detail); ``info`` and
+        ``chan_info`` only when set."""
+        shown: dict[str, object] = {
+            "client": self.client,
+            "user": self.user,
+            "joined_at": self.joined_at,
+        }
+        if self.info is not None:
+            shown["info"] = self.info
+        if self.chan_info is not None:
+            shown["chan_info"] = self.chan_info
+        return shown
+
+
+_OPTIONAL = ("info", "chan_info")
+"""Record fields written only when set."""
 
 
 @dataclass
