@@ -29,6 +29,7 @@ from sanic_feeds.centrifugo_emulation import (
 )
 from sanic_feeds.centrifugo_pb.centrifugo_client_pb2 import EmulationRequest as ProtobufRequest
 from sanic_feeds.centrifugo_wire import HTTP_STREAM_FRAMING, SSE_FRAMING
+from sanic_feeds.hooks import SubscribeRequest
 from support.local_server import local_server
 
 JS = Path(__file__).parent / "js"
@@ -54,7 +55,8 @@ def token(sub: str) -> str:
 @needs_node
 @pytest.mark.parametrize("transport", ["http_stream", "sse"])
 async def test_the_javascript_sdk_over_emulation(redis_url: str, transport: str) -> None:
-    """The SDK works over the emulation transport as over a WebSocket, across instances."""
+    """The SDK works over the emulation transport as over a WebSocket, across instances; hooks
+    are told the transport's name."""
     flags = []
     if transport == "sse":
         if not node_has_eventsource():
@@ -62,6 +64,13 @@ async def test_the_javascript_sdk_over_emulation(redis_url: str, transport: str)
         flags = ["--experimental-eventsource", "--no-warnings"]
     config = FeedsConfig(broker=redis_url, auth="jwt", jwt_secret=SECRET, ping_interval=1)
     async with local_server(config) as one, local_server(config) as two:
+        hooked: set[str] = set()
+
+        async def note(request: SubscribeRequest) -> None:
+            hooked.add(request.transport)
+
+        one.feeds.on_subscribe(note)
+        two.feeds.on_subscribe(note)
         path = f"/connection/{transport}"
         given = {
             "transport": transport,
@@ -94,6 +103,7 @@ async def test_the_javascript_sdk_over_emulation(redis_url: str, transport: str)
     assert results["refused"] == 3500
     assert results["refused_attempts"] == 1
     assert forwarded > 0  # ann's commands reached instance one through the broker
+    assert hooked == {transport}
 
 
 def test_requests_are_read_strictly() -> None:

@@ -222,7 +222,8 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
     """Connect names the user (no token needed), subscribe refuses with the hook's code (the
     SDK gives up: unsubscribed with it), publish data is rewritten for every subscriber. The
     connect hook's ``info`` and the subscribe hook's are the client's ``conn_info`` and
-    ``chan_info`` in its publications and in presence."""
+    ``chan_info`` in its publications and in presence. The subscribe hook is given the
+    subscribe command's ``data`` and the transport's name."""
 
     @server.feeds.on_connect
     async def who(request: ConnectRequest) -> ConnectResult:
@@ -234,6 +235,7 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         assert request.user == "cf-7"
         if request.channel == "hook-cf-secret":
             raise Refuse(403, "permission denied")
+        assert (request.data, request.transport) == ({"row": 3}, "websocket")
         return SubscribeResult(info={"seat": request.channel})
 
     @server.feeds.on_publish
@@ -245,7 +247,9 @@ async def test_the_same_hooks_on_centrifugo_protocol(server: LocalServer, hooks:
         await sdk.connect()
         await sdk.ready(5)
         assert sdk.state == ClientState.CONNECTED
-        publication = await refused_then_published(sdk, "hook-cf-secret", "hook-cf-room", "hi")
+        publication = await refused_then_published(
+            sdk, "hook-cf-secret", "hook-cf-room", "hi", subscribe_data={"row": 3}
+        )
         assert publication.pub.data == {"text": "HI"}
         info = publication.pub.info
         assert (info.user, info.conn_info, info.chan_info) == (

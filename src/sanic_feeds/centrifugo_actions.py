@@ -52,6 +52,8 @@ class JoinChannel:
     join_leave: bool = False
     """Push join/leave of others to this subscriber."""
     server_side: bool = False
+    data: object = None
+    """The subscribe command's ``data``, for the subscribe hook."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,9 @@ class ChannelCommands:
             recoverable, positioned, False, grant.expires_at, grant.info
         )
         since = offset if recover and recoverable else None
-        return [JoinChannel(ident, channel, since, epoch or None, join_leave)]
+        return [
+            JoinChannel(ident, channel, since, epoch or None, join_leave, data=params.get("data"))
+        ]
 
     def _grant(self, token: str, channel: str) -> SubscriptionGrant:
         if self.tokens is None:

@@ -38,7 +38,16 @@ class Refreshed(Protocol):
 class CentrifugoRefresher:
     """The hooks that refresh one connection, and what they refresh."""
 
-    __slots__ = ("_busy", "_headers", "_hooks", "_host", "_session", "_state", "server_channels")
+    __slots__ = (
+        "_busy",
+        "_headers",
+        "_hooks",
+        "_host",
+        "_session",
+        "_state",
+        "_transport",
+        "server_channels",
+    )
 
     def __init__(
         self,
@@ -47,7 +56,9 @@ class CentrifugoRefresher:
         session: Refreshed,
         hooks: HookRunner,
         headers: Mapping[str, str],
+        transport: str = "websocket",
     ) -> None:
+        self._transport = transport
         self._host = host
         self._state = state
         self._session = session
@@ -93,7 +104,11 @@ class CentrifugoRefresher:
             at = state.expires_at
             if self.refreshes_connection and at is not None and at <= now:
                 request = RefreshRequest(
-                    state.client, "websocket", "centrifugo", state.identity.subject, self._headers
+                    state.client,
+                    self._transport,
+                    "centrifugo",
+                    state.identity.subject,
+                    self._headers,
                 )
                 ended, moved = self._moved(await self._hooks.refresh(request), now)
                 if ended:
@@ -109,7 +124,7 @@ class CentrifugoRefresher:
                     continue
                 user = state.identity.subject
                 request_sub = SubRefreshRequest(
-                    state.client, "websocket", "centrifugo", user, channel, self._headers
+                    state.client, self._transport, "centrifugo", user, channel, self._headers
                 )
                 ended, moved = self._moved(await self._hooks.sub_refresh(request_sub), now)
                 if ended:

@@ -100,6 +100,7 @@ class CentrifugoRunner:
         "_session",
         "_state",
         "_tokens",
+        "_via",
         "refresher",
     )
 
@@ -122,7 +123,8 @@ class CentrifugoRunner:
         self._headers = headers or {}
         self._connect_data: object = None
         """The connect hook's ``data`` for the connect reply."""
-        self.refresher = CentrifugoRefresher(host, state, session, hooks, self._headers)
+        self._via = session.framing.transport  # the transport's name in hook requests
+        self.refresher = CentrifugoRefresher(host, state, session, hooks, self._headers, self._via)
 
     async def run(self, actions: list[Action]) -> None:
         session, host, state = self._session, self._host, self._state
@@ -184,7 +186,7 @@ class CentrifugoRunner:
         if hooked:
             request = ConnectRequest(
                 self._state.client,
-                "websocket",
+                self._via,
                 "centrifugo",
                 self._headers,
                 identity,
@@ -202,7 +204,7 @@ class CentrifugoRunner:
         actions = self._state.authenticated(action, identity, time.time())
         self._host.identified(self._session, "")  # the server API finds it by its user now
         if not action.refresh and self._hooks.hooks.connected and not self._state.closed:
-            event = ConnectedEvent(self._state.client, "websocket", "centrifugo", identity.subject)
+            event = ConnectedEvent(self._state.client, self._via, "centrifugo", identity.subject)
             self._host.track(self._hooks.tell_connected(event))
         await self.run(actions)
         self._session.rearm()
@@ -213,10 +215,11 @@ class CentrifugoRunner:
         if not action.server_side and self._hooks.hooks.subscribe is not None:
             request = SubscribeRequest(
                 state.client,
-                "websocket",
+                self._via,
                 "centrifugo",
                 session.user,
                 action.channel,
+                data=action.data,
                 headers=self._headers,
             )
             answer = await self._hooks.subscribe(request)
@@ -264,7 +267,7 @@ class CentrifugoRunner:
         if self._hooks.hooks.publish is not None:
             request = PublishRequest(
                 self._state.client,
-                "websocket",
+                self._via,
                 "centrifugo",
                 session.user,
                 action.channel,

@@ -257,7 +257,9 @@ class CentrifugoSession:
             code = self.close_code or self.conn.close_received
             log.info("close client=%s user=%r code=%s", self.id, self.user, code)
             if self._hooks.hooks.disconnect and self.state.connected:
-                event = DisconnectEvent(self.id, "websocket", "centrifugo", self.user, code)
+                event = DisconnectEvent(
+                    self.id, self.framing.transport, "centrifugo", self.user, code
+                )
                 self.host.track(self._hooks.tell(event))
             if not self._finished.done():
                 self._finished.set_result(None)

@@ -53,7 +53,16 @@ class CentrifugoFraming:
     identity.
     """
 
-    __slots__ = ("commands", "frame", "join_leave", "name", "payload_of", "ping", "pushes")
+    __slots__ = (
+        "commands",
+        "frame",
+        "join_leave",
+        "name",
+        "payload_of",
+        "ping",
+        "pushes",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -61,8 +70,12 @@ class CentrifugoFraming:
         frame: Callable[[bytes], bytes],
         payload_of: Callable[[bytes], bytes],
         commands: Callable[[str | bytes], str | bytes] = lambda message: message,
+        transport: str = "",
     ) -> None:
         self.name = name
+        self.transport = transport or name
+        """Centrifugo's name of the transport, as hooks and proxy payloads give it:
+        ``websocket``, ``sse`` or ``http_stream`` (whatever the encoding)."""
         self.commands = commands
         """A client message as the JSON encoding's frame, for the state machine."""
         self.frame = frame
@@ -118,13 +131,13 @@ def _protobuf_payload(frame: bytes) -> bytes:
 
 
 PROTOBUF_FRAMING = CentrifugoFraming(
-    "protobuf", _protobuf_frame, _protobuf_payload, commands_as_json
+    "protobuf", _protobuf_frame, _protobuf_payload, commands_as_json, transport="websocket"
 )
 """``/connection/websocket`` with the ``centrifuge-protobuf`` subprotocol: one binary frame of
 varint-delimited messages per frame of the JSON encoding (``centrifugo_protobuf.py``)."""
 
 HTTP_STREAM_PROTOBUF_FRAMING = CentrifugoFraming(
-    "http_stream_protobuf", reply_of, reply_as_json, commands_as_json
+    "http_stream_protobuf", reply_of, reply_as_json, commands_as_json, transport="http_stream"
 )
 """``/connection/http_stream`` with ``Content-Type: application/octet-stream``: the response
 body is the varint-delimited Replies themselves."""

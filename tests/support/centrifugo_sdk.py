@@ -10,9 +10,12 @@ from centrifuge import Client, SubscriptionState
 from .ws import eventually
 
 
-async def refused_then_published(sdk: Client, refused: str, room: str, data: object) -> Any:
+async def refused_then_published(
+    sdk: Client, refused: str, room: str, data: object, subscribe_data: object = None
+) -> Any:
     """Subscribe ``refused`` (the backend refuses it: the subscription ends unsubscribed), then
-    publish ``data`` on ``room``; return the publication its subscribers receive."""
+    subscribe ``room`` (with ``subscribe_data`` in the command) and publish ``data`` on it;
+    return the publication its subscribers receive."""
     secret = sdk.new_subscription(refused)
     await secret.subscribe()
     await eventually(
@@ -20,7 +23,7 @@ async def refused_then_published(sdk: Client, refused: str, room: str, data: obj
         timeout=5,
         description=f"{refused} refused",
     )
-    subscription = sdk.new_subscription(room)
+    subscription = sdk.new_subscription(room, data=subscribe_data)
     got: asyncio.Queue[Any] = asyncio.Queue()
 
     async def on_publication(ctx: Any) -> None:
