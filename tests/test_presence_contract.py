@@ -1,4 +1,5 @@
-"""The presence contract (node room reports), run against memory, Redis and NATS.
+"""The presence contract (node room reports, per-node counts and the claim of a dead node's),
+run against memory, Redis, Redis Cluster and NATS.
 
 Expiry is tested without sleeping: the memory backend runs on a clock the test advances, and
 Redis, which expires keys on its own clock, is polled until the expiry shows, with a deadline.
@@ -6,13 +7,15 @@ Redis, which expires keys on its own clock, is polled until the expiry shows, wi
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 
 import pytest
 
-from sanic_feeds.presence import Member, MemoryPresence, Presence, create_presence
+from sanic_feeds.presence import Counted, Member, MemoryPresence, Presence, create_presence
 from support.ws import eventually
 
 ExpiryCheck = Callable[[], Awaitable[bool]]
@@ -62,16 +65,29 @@ def clock(backend_url: str) -> Clock:
     return ManualClock() if backend_url == "memory://" else RedisClock()
 
 
+OpenPeer = Callable[[], Awaitable[Presence]]
+
+
 @pytest.fixture
-async def presence(backend_url: str, clock: Clock) -> AsyncIterator[Presence]:
-    backend: Presence
-    if isinstance(clock, ManualClock):
-        backend = MemoryPresence(clock=clock)
-    else:
-        backend = create_presence(backend_url, prefix=f"test-{secrets.token_hex(3)}:")
-    await backend.open()
-    yield backend
-    await backend.aclose()
+async def open_peer(backend_url: str, clock: Clock) -> AsyncIterator[OpenPeer]:
+    """Opens another client of the same presence (same backend, same prefix): what another
+    node would use. The memory backend serves one process, so its peers share one object."""
+    prefix = f"test-{secrets.token_hex(3)}:"
+    shared = MemoryPresence(clock=clock) if isinstance(clock, ManualClock) else None
+    async with AsyncExitStack() as stack:
+
+        async def open_peer() -> Presence:
+            backend = shared or create_presence(backend_url, prefix=prefix)
+            await backend.open()
+            stack.push_async_callback(backend.aclose)
+            return backend
+
+        yield open_peer
+
+
+@pytest.fixture
+async def presence(open_peer: OpenPeer) -> Presence:
+    return await open_peer()
 
 
 def member_gone(presence: Presence, channel: str, client: str) -> ExpiryCheck:
@@ -257,3 +273,99 @@ async def test_a_crashed_nodes_user_connections_stop_counting(
         return await presence.user_connections("ann", "alive", 0) == 0
 
     await clock.wait_for(crashed_gone, within=TTL)
+
+
+DEAD_TTL = TTL / 2
+"""Ttl of the node that crashes in the count tests: only long enough to be seen alive once."""
+
+
+async def dead_holder(open_peer: OpenPeer, keys: list[str]) -> Presence:
+    """A node ``dead`` that counts ``keys`` once and reports for ``DEAD_TTL`` only (then
+    crashes)."""
+    dead = await open_peer()
+    await dead.report_rooms("dead", {}, 0, ttl=DEAD_TTL)
+    for key in keys:
+        assert await dead.add_count(key, "dead", 1) == Counted(1)
+    await dead.report_rooms("dead", {}, 0, ttl=DEAD_TTL)  # where counts travel in the report
+    return dead
+
+
+async def gone(presence: Presence, clock: Clock, node: str) -> None:
+    async def node_gone() -> bool:
+        return node not in await presence.nodes()
+
+    await clock.wait_for(node_gone, within=DEAD_TTL)
+
+
+async def test_a_dead_nodes_last_counts_lapse_once(
+    presence: Presence, open_peer: OpenPeer, clock: Clock
+) -> None:
+    """A node that stops reporting leaves counts behind: its keys are claimed by one caller,
+    once; counting each then clears it and says "lapsed" only where no live node counts the
+    key; a later count of the key starts from zero again."""
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    await dead_holder(open_peer, ["#room:a", "#room:b"])
+    assert await presence.add_count("#room:b", "alive", 1) == Counted(2)
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    assert await presence.claim_expired("alive") == []  # nobody dead yet
+    await gone(presence, clock, "dead")
+    assert await presence.claim_expired("alive") == ["#room:a", "#room:b"]
+    assert await presence.claim_expired("alive") == []  # claimed once
+    assert await presence.add_count("#room:a", "alive", 0) == Counted(0, lapsed=True)
+    assert await presence.add_count("#room:b", "alive", 0) == Counted(1)
+    assert await presence.add_count("#room:a", "alive", 0) == Counted(0)
+    assert await presence.add_count("#room:a", "alive", 1) == Counted(1)
+    assert await presence.add_count("#room:b", "alive", -1) == Counted(0)
+
+
+async def test_racing_claims_lapse_a_key_once(
+    presence: Presence, open_peer: OpenPeer, clock: Clock
+) -> None:
+    """Two survivors claim and count at the same moment: each dead node's keys go to one of
+    them, and each key that lost its last holder lapses for exactly one."""
+    keys = [f"#room:r{i}" for i in range(5)]
+    other = await open_peer()
+    await presence.report_rooms("s1", {}, 0, ttl=10 * TTL)
+    await other.report_rooms("s2", {}, 0, ttl=10 * TTL)
+    await dead_holder(open_peer, keys)
+    assert await presence.claim_expired("s1") == await other.claim_expired("s2") == []
+    await gone(presence, clock, "dead")
+
+    async def claim_and_count(survivor: Presence, node: str) -> list[Counted]:
+        claimed = await survivor.claim_expired(node)
+        return [await survivor.add_count(key, node, 0) for key in claimed]
+
+    one, two = await asyncio.gather(claim_and_count(presence, "s1"), claim_and_count(other, "s2"))
+    assert sorted([one, two], key=len) == [[], [Counted(0, lapsed=True)] * len(keys)]
+
+
+async def test_a_count_before_the_claim_is_told_the_key_lapsed(
+    presence: Presence, open_peer: OpenPeer, clock: Clock
+) -> None:
+    """A survivor whose first count of a key comes after its last holder died, before any
+    claim, is the one told the key lapsed (then that it holds it): never twice."""
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    await dead_holder(open_peer, ["#room:c"])
+    assert await presence.claim_expired("alive") == []
+    await gone(presence, clock, "dead")
+    first = await presence.add_count("#room:c", "alive", 1)
+    later = [await presence.add_count(k, "alive", 0) for k in await presence.claim_expired("alive")]
+    assert first.total == 1
+    lapses = [c.lapsed for c in (first, *later)].count(True)
+    assert lapses == 1
+
+
+async def test_a_withdrawn_nodes_counts_are_not_claimed_twice(
+    presence: Presence, open_peer: OpenPeer
+) -> None:
+    """A node that stops cleanly counts back to zero first: nothing of it lapses later."""
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    leaving = await open_peer()
+    await leaving.report_rooms("leaving", {}, 0, ttl=10 * TTL)
+    await leaving.add_count("#room:d", "leaving", 1)
+    await leaving.report_rooms("leaving", {}, 0, ttl=10 * TTL)
+    assert await presence.claim_expired("alive") == []
+    assert await leaving.add_count("#room:d", "leaving", -1) == Counted(0)
+    await leaving.withdraw("leaving")
+    for key in await presence.claim_expired("alive"):
+        assert not (await presence.add_count(key, "alive", 0)).lapsed

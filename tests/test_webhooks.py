@@ -1,6 +1,7 @@
 """Event webhooks from two instances on a private Redis: one "occupied" when a channel's first
-member arrives anywhere, one "vacated" when its last leaves anywhere, user events, signatures,
-and every event delivered after a receiver that was down comes back.
+member arrives anywhere, one "vacated" when its last leaves anywhere (or its last holder
+crashes), user events, signatures, and every event delivered after a receiver that was down
+comes back.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from sanic_feeds.webhooks import SIGNATURE_HEADER, signature
 from support.local_server import LocalServer, local_server
 from support.ports import free_port
 from support.redis_server import RedisServer
+from support.server_process import ServerProcess
 from support.ws import recv_until
 from test_hooks import is_type
 
@@ -106,7 +109,7 @@ async def until(check: Any, timeout: float = 8.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def member(server: LocalServer, channel: str, user: str) -> Any:
+async def member(server: LocalServer | ServerProcess, channel: str, user: str) -> Any:
     ws = await connect(server.ws_url(channel, user=user))
     await recv_until(ws, is_type("system"))
     return ws
@@ -156,3 +159,61 @@ def _metrics(url: str) -> str:
     import httpx
 
     return httpx.get(f"{url}/metrics").text
+
+
+CRASH_TTL = 1.5
+"""node_ttl of the instances in the crash test: the crashed one's report expires this long
+after its last write at most, and survivors sweep every third of it."""
+
+
+async def test_vacated_once_when_the_last_members_instance_crashes(
+    redis_server: RedisServer,
+) -> None:
+    """An instance is killed (SIGKILL) while it holds the only members of one channel and some
+    of another: two survivors race to notice its report expire, and exactly one "vacated" of
+    the first channel arrives, within node_ttl and a sweep; none of the second, whose members
+    on a survivor stay. A member arriving later gives "occupied" again."""
+    if not redis_server.is_running:
+        redis_server.start()
+    receiver = Receiver(free_port())
+    await receiver.start()
+    endpoint = f"http://127.0.0.1:{receiver.port}/hook"
+    prefix = f"crash-{secrets.token_hex(3)}:"  # apart from the module's instances
+    config = FeedsConfig(
+        broker=redis_server.url,
+        redis_prefix=prefix,
+        node_ttl=CRASH_TTL,
+        webhook_endpoint=endpoint,
+        webhook_secret=SECRET,
+        drain_time=0.5,
+    )
+    flags = ["--node-ttl", str(CRASH_TTL), "--redis-prefix", prefix]
+    flags += ["--webhook-endpoint", endpoint, "--webhook-secret", SECRET]
+    doomed = ServerProcess(redis_server.url, extra_args=flags)
+    sockets: list[Any] = []
+    try:
+        await asyncio.to_thread(doomed.start)
+        async with local_server(config) as one, local_server(config) as two:
+            sockets += [await member(doomed, "crash-only", "ann")]
+            sockets += [await member(doomed, "crash-shared", "bob")]
+            sockets += [await member(one, "crash-shared", "cy")]
+            occupied = ["channel.occupied"]
+            both = ("crash-only", "crash-shared")
+            await until(lambda: all(receiver.of(c) == occupied for c in both))
+            await asyncio.to_thread(doomed.kill)
+            killed = asyncio.get_running_loop().time()
+            vacated = [*occupied, "channel.vacated"]
+            await until(lambda: receiver.of("crash-only") == vacated, timeout=CRASH_TTL + 4)
+            took = asyncio.get_running_loop().time() - killed
+            assert took < CRASH_TTL + 2.5, f"vacated {took:.1f} s after the crash"
+            await asyncio.sleep(CRASH_TTL / 3 + 0.3)  # another sweep: nothing more comes
+            assert receiver.of("crash-only") == vacated
+            assert receiver.of("crash-shared") == occupied
+            sockets += [await member(two, "crash-only", "dee")]
+            await until(lambda: receiver.of("crash-only") == [*vacated, "channel.occupied"])
+            for ws in sockets:
+                await ws.close()
+    finally:
+        await asyncio.to_thread(doomed.close)
+        await receiver.stop()
+    assert receiver.bad_signatures == 0

@@ -35,6 +35,7 @@ class EventWebhooks:
             self._occupancy.changed(channel)
 
         hub.on_change = changed
+        node.reaper.takers.append(self._occupancy.take)
         hooks.connected.append(self._connected)
         hooks.disconnect.append(self._disconnected)
         self.sender.open()
@@ -56,5 +57,6 @@ class EventWebhooks:
         """After the node's sessions are gone: count the last leaves, send what waits."""
         self._hooks.connected.remove(self._connected)
         self._hooks.disconnect.remove(self._disconnected)
+        self._node.reaper.takers.remove(self._occupancy.take)
         await self._occupancy.aclose()
         await self.sender.aclose(drain_time)

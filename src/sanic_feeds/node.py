@@ -24,6 +24,7 @@ from .channels import CHANNEL_RULES, is_valid_channel
 from .config import FeedsConfig
 from .control import CONTROL_CHANNEL
 from .control_dispatch import ControlDispatch
+from .count_reaper import CountReaper
 from .drain import close_gradually
 from .envelope import seal
 from .errors import BrokerUnavailable, FeedsError
@@ -131,6 +132,8 @@ class Node:
             self.presence, self.id, config.user_connection_limit, self.reporter.changed
         )
         """Connections per user over the cluster; sessions take a slot once authenticated."""
+        self.reaper = CountReaper(self.presence, self.id, config.node_ttl / 3)
+        """Settles the counts of nodes that stopped reporting (run where anything counts)."""
         self.draining = False
         self.started = False
         self.client_buffer = config.client_buffer
@@ -152,6 +155,8 @@ class Node:
         # Listed among the live nodes before the first connection: what other nodes count
         # per node (a user's connections) is only believed for nodes with a report.
         await self.reporter.reported()
+        if self.config.user_connection_limit or self.config.webhook_endpoint:
+            self.reaper.start()
         if self.config.ping_interval > 0:
             sweep = keep_alive(self.sessions, self.config.ping_interval, self.config.ping_timeout)
             self._pinger = asyncio.create_task(sweep, name="sanic-feeds:keepalive")
@@ -170,6 +175,7 @@ class Node:
             await asyncio.wait(set(self._cleanups), timeout=self.config.close_timeout)
         self.started = False
         await self.reporter.stop()
+        await self.reaper.stop()
         pinger, self._pinger = self._pinger, None
         await cancel_and_wait(pinger)
         try:

@@ -4,15 +4,23 @@ Each node counts, in the presence backend, whether it has members of a channel: 
 own members of the channel go from none to some, -1 when they go back to none (the same
 per-node counters the per-user connection limit uses, which leave out nodes whose reports
 expired). The node whose +1 made the cluster-wide count 1 says "occupied"; the node whose -1
-made it 0 says "vacated". The increment and the read are one transaction, so of two nodes
-whose first members arrive at once exactly one sees 1, and of two whose last members leave at
-once exactly one sees 0.
+made it 0 says "vacated". The increment and the read are one step, so of two nodes whose first
+members arrive at once exactly one sees 1, and of two whose last members leave at once exactly
+one sees 0.
 
-What this cannot see (docs/hooks.md): a node that crashes with members stops counting once its
-report expires (``node_ttl``), without a "vacated"; a channel whose members come and go on one
-node faster than the backend answers is counted in order, per channel, so its events stay in
-order but may lag. When the presence backend is down the change is not counted and no event
-is sent (logged).
+A node that crashes with members stops counting once its report expires (``node_ttl``). The
+count that then removes its leftover count of a channel is told whether the channel lapsed
+with it (no live node counts it): that one count, on one node, says "vacated". It is either
+this node's next change of the channel, or the zero change :meth:`Occupancy.take` queues when
+this node's :class:`~sanic_feeds.count_reaper.CountReaper` claims the dead node's channels
+(every ``node_ttl / 3``), so the "vacated" comes at most about ``4/3 node_ttl`` after the crash.
+Both go through the channel's one queue, so this node's events of a channel keep the order in
+which presence decided them.
+
+What this cannot see (docs/hooks.md): a node that was only cut off past ``node_ttl`` and comes
+back is not counted again; a channel whose members come and go on one node faster than the
+backend answers is counted in order, per channel, so its events stay in order but may lag.
+When the presence backend is down the change is not counted and no event is sent (logged).
 """
 
 from __future__ import annotations
@@ -61,11 +69,22 @@ class Occupancy:
             self._held.add(channel)
         else:
             self._held.discard(channel)
+        self._enqueue(channel, 1 if has else -1)
+
+    def take(self, key: str) -> bool:
+        """A key a dead node counted, claimed by this node (``CountReaper``): a channel's is
+        counted here with a zero change, in line with this node's own counts of it."""
+        if not key.startswith(KEY_PREFIX):
+            return False
+        self._enqueue(key[len(KEY_PREFIX) :], 0)
+        return True
+
+    def _enqueue(self, channel: str, delta: int) -> None:
         queue = self._queues.get(channel)
         if queue is not None:  # a task is counting this channel: it takes this change next
-            queue.append(1 if has else -1)
+            queue.append(delta)
             return
-        self._queues[channel] = [1 if has else -1]
+        self._queues[channel] = [delta]
         task = asyncio.ensure_future(self._count(channel))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -76,15 +95,17 @@ class Occupancy:
             while queue:
                 delta = queue.pop(0)
                 try:
-                    total = await self._presence.user_connections(
+                    counted = await self._presence.add_count(
                         KEY_PREFIX + channel, self._node_id, delta
                     )
                 except BrokerUnavailable as exc:
                     log.warning("occupancy of %s not counted: %s", channel, exc)
                     continue
-                if delta > 0 and total == 1:
+                if counted.lapsed:  # its last holder stopped reporting before this count
+                    self._emit("channel.vacated", channel)
+                if delta > 0 and counted.total == 1:
                     self._emit("channel.occupied", channel)
-                elif delta < 0 and total == 0:
+                elif delta < 0 and counted.total == 0 and not counted.lapsed:
                     self._emit("channel.vacated", channel)
         finally:
             del self._queues[channel]

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from ..config import BrokerAddress
-from .base import Member, NodeReport, Presence, RoomTotals
+from .base import Counted, Member, NodeReport, Presence, RoomTotals
 from .memory import MemoryPresence
 
-__all__ = ["Member", "MemoryPresence", "NodeReport", "Presence", "RoomTotals", "create_presence"]
+__all__ = [
+    "Counted",
+    "Member",
+    "MemoryPresence",
+    "NodeReport",
+    "Presence",
+    "RoomTotals",
+    "create_presence",
+]
 
 
 def create_presence(

@@ -5,6 +5,12 @@ its members are (``presence``: client id, user, joined-at, and the connection's 
 info where a member has them). Reports expire: a node that crashes
 stops refreshing, and its members disappear after ``ttl`` seconds instead of haunting the
 channel as ghosts.
+
+Beside the reports, nodes keep counters per node (:meth:`Presence.add_count`: a user's
+connections, a channel's occupancy). A crashed node's counts stop counting when its report
+expires, and they are cleared by whoever counts that key next or claims them
+(:meth:`Presence.claim_expired`); the one caller whose clearing brings a key's live total to
+zero is told so (:attr:`Counted.lapsed`), so "the last holder crashed" is said once.
 """
 
 from __future__ import annotations
@@ -118,6 +124,18 @@ class NodeReport:
         return next((k[len(prefix) :] for k in self.counts if k.startswith(prefix)), "")
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What :meth:`Presence.add_count` found, at the one moment the change was made."""
+
+    total: int
+    """The key's count over every live node, the caller's included, after the change."""
+    lapsed: bool = False
+    """This call cleared the counts of nodes that stopped reporting, and without them (and
+    before this call's own change) the key's live total was zero: the key lost its last
+    holder when they expired. Of all callers, exactly one is told so per such loss."""
+
+
 class Presence(ABC):
     """Cluster-wide view of the nodes' rooms. Memory and Redis implementations."""
 
@@ -163,12 +181,32 @@ class Presence(ABC):
     async def nodes(self) -> list[str]:
         """Ids of the nodes whose reports have not expired."""
 
-    @abstractmethod
     async def user_connections(self, user: str, node_id: str, delta: int) -> int:
         """Add ``delta`` to ``user``'s connections on ``node_id``; return the user's
         connections over every live node, ``node_id``'s included.
 
         Counts of nodes whose reports expired (crashed) or were withdrawn no longer count.
+        """
+        return (await self.add_count(user, node_id, delta)).total
+
+    @abstractmethod
+    async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
+        """Add ``delta`` to ``node_id``'s count of ``key`` (never below zero) and read the
+        key's live total, in one step no other count of the key comes between.
+
+        Counts of nodes whose reports expired or were withdrawn no longer count; where this
+        call clears them, it may be the one told that the key lapsed with them. ``node_id``
+        must be listed (have reported) before it counts.
+        """
+
+    @abstractmethod
+    async def claim_expired(self, node_id: str) -> list[str]:
+        """The keys counted by nodes that stopped reporting, each dead node's keys handed to
+        one caller (``node_id``) only, and forgotten as claimed.
+
+        The caller then counts each key (``add_count(key, node_id, 0)``), which clears the
+        dead counts and tells whether the key lapsed: claiming keeps that work to one node and
+        bounded by what the dead node counted, instead of a scan of every key.
         """
 
     @abstractmethod

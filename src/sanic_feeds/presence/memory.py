@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from .base import Member, NodeReport, Presence, RoomTotals
+from .base import Counted, Member, NodeReport, Presence, RoomTotals
 
 
 class MemoryPresence(Presence):
@@ -19,7 +19,9 @@ class MemoryPresence(Presence):
         self._clock = clock
         self._reports: dict[str, tuple[float, dict[str, int], int]] = {}
         self._members: dict[str, dict[str, list[Member]]] = {}  # node -> channel -> members
-        self._users: dict[str, dict[str, int]] = {}  # user -> node -> connections
+        self._counts: dict[str, dict[str, int]] = {}  # key -> node -> count
+        self._counted: dict[str, set[str]] = {}
+        """Node -> the keys it counted: what a claim of its expiry hands over."""
 
     async def open(self) -> None:
         return None
@@ -51,20 +53,34 @@ class MemoryPresence(Presence):
         return found
 
     async def withdraw(self, node_id: str) -> None:
+        # Counts it left (a clean stop counts back to zero) are cleared like a crashed node's.
         self._reports.pop(node_id, None)
         self._members.pop(node_id, None)
-        for counts in self._users.values():
-            counts.pop(node_id, None)
 
-    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
-        counts = self._users.setdefault(user, {})
-        counts[node_id] = max(counts.get(node_id, 0) + delta, 0)
+    async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
+        counts = self._counts.setdefault(key, {})
+        if delta > 0:
+            self._counted.setdefault(node_id, set()).add(key)
+        before = counts.get(node_id, 0)
+        mine = counts[node_id] = max(before + delta, 0)
+        if not mine:
+            self._counted.get(node_id, set()).discard(key)
         live = {n for n, _ in self._live()} | {node_id}
-        for node in [n for n, c in counts.items() if n not in live or c == 0]:
+        dead = [n for n in counts if n not in live]
+        cleared = sum(counts.pop(n) for n in dead)
+        for node in [n for n, c in counts.items() if c == 0]:
             del counts[node]
         if not counts:
-            del self._users[user]
-        return sum(counts.values())
+            del self._counts[key]
+        total = sum(counts.values())
+        return Counted(total, lapsed=cleared > 0 and total - (mine - before) == 0)
+
+    async def claim_expired(self, node_id: str) -> list[str]:
+        live = {n for n, _ in self._live()} | {node_id}
+        keys: set[str] = set()
+        for node in [n for n in self._counted if n not in live]:
+            keys |= self._counted.pop(node)
+        return sorted(keys)
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:
         totals = RoomTotals()

@@ -4,8 +4,9 @@ Bucket ``<prefix>_presence`` (``T(x)`` is ``x`` as a subject token, see
 ``brokers/nats_subjects.py``)::
 
     node.<T(node id)>                       {"expires": unix s, "rooms": {...}, "clients": n,
-                                             "users": {user: connections}}
+                                             "users": {key: count}}
     members.<T(node id)>.<T(channel)>       {"expires": unix s, "members": [member, ...]}
+    reaped.<T(node id)>                     empty: the claim of that node's expiry
 
 The bucket's max age (``max_age``, the node ttl) removes what a crashed node left behind; the
 server here (2.9) has no per-key ttl, so each value carries its own expiry too and readers skip
@@ -18,9 +19,18 @@ a subject filter), then read each one: a key-value watcher is not used for this,
 nats-py's watcher can signal "no more entries" before the entries the server already sent
 have been handed over, which reads as an empty cluster under load.
 
-Connections per user (only with a per-user connection limit) travel in the node reports: a
-user's total is this node's live count plus what the other nodes reported last, so a
-connection opened on another node counts here from that node's next report on.
+Counts per node (a user's connections with a per-user connection limit, a channel's
+occupancy with event webhooks) travel in the node reports: a key's total is this node's live
+count plus what the other nodes reported last, so a count made on another node counts here
+from that node's next report on. They vanish with the report, so nothing is left to clean;
+what a node must still learn is which keys a crashed node held. Each node keeps the counts of
+the other nodes' last reports it read; when a report it knew is gone, it creates
+``reaped.<node>`` (a key-value create, which only one node's can do) and, if it won, hands
+the dead node's keys to its caller. A count that finds such a report gone claims it the same
+way first, so the first count of a key after its last holder died is told it lapsed, as on
+Redis. A node that stops cleanly creates its own claim first, so
+nobody claims its last report. The claim key goes with the bucket's max age (``node_ttl``):
+a node that notices a death later than that after another one claimed it claims it again.
 """
 
 from __future__ import annotations
@@ -35,14 +45,14 @@ import orjson
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from ..brokers.nats_connect import first_connection
 from ..brokers.nats_subjects import from_token, to_token
 from ..config import nats_servers
 from ..errors import BrokerUnavailable
-from .base import Member, NodeReport, Presence, RoomTotals
+from .base import Counted, Member, NodeReport, Presence, RoomTotals
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +68,13 @@ class NatsPresence(Presence):
         self._written: dict[tuple[str, str], bytes] = {}
         """(node, channel) -> the member list JSON this process wrote last."""
         self._users: dict[str, dict[str, int]] = {}
-        """Node -> user -> connections, for the nodes of this process (their reports)."""
+        """Node -> key -> count, for the nodes of this process (their reports)."""
+        self._seen: dict[str, dict[str, int]] = {}
+        """Other node -> the counts of its last report read here (what it held if it dies)."""
+        self._claimed: dict[str, int] = {}
+        """Key -> what the dead nodes claimed here counted of it, until it is counted."""
+        self._unhanded: set[str] = set()
+        """Keys claimed here that ``claim_expired`` has not handed over yet."""
 
     async def open(self) -> None:
         try:
@@ -153,6 +169,8 @@ class NatsPresence(Presence):
         # A stopping node does not wait out a reconnect: its report expires by itself.
         kv = self._require(connected=True)
         try:
+            with contextlib.suppress(KeyWrongLastSequenceError):  # its own claim comes first
+                await kv.create(f"reaped.{to_token(node_id)}", b"")
             await kv.purge(f"node.{to_token(node_id)}")
         except (NatsError, OSError) as exc:
             raise BrokerUnavailable(f"presence withdraw failed: {exc!r}") from exc
@@ -180,23 +198,58 @@ class NatsPresence(Presence):
                 report = orjson.loads(value)
                 if float(report["expires"]) > now:
                     found[from_token(key.partition(".")[2])] = report
+        for node_id, report in found.items():
+            counts = report.get("users")
+            if isinstance(counts, dict) and counts and node_id not in self._users:
+                self._seen[node_id] = counts
+            else:
+                self._seen.pop(node_id, None)
         return found
 
     async def nodes(self) -> list[str]:
         return sorted(await self._reports())
 
-    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
+    async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
         mine = self._users.setdefault(node_id, {})
-        count = mine[user] = max(mine.get(user, 0) + delta, 0)
+        before = mine.get(key, 0)
+        count = mine[key] = max(before + delta, 0)
         if not count:
-            del mine[user]
+            del mine[key]
         total = count
-        for other, report in (await self._reports()).items():
+        reports = await self._reports()
+        for other, report in reports.items():
             users = report.get("users")
             if other != node_id and isinstance(users, dict):
-                reported = users.get(user, 0)
+                reported = users.get(key, 0)
                 total += reported if isinstance(reported, int) else 0
-        return total
+        with contextlib.suppress(BrokerUnavailable):  # claimed by the next sweep instead
+            await self._claim_vanished(reports)
+        cleared = self._claimed.pop(key, 0)
+        return Counted(total, lapsed=cleared > 0 and total - (count - before) == 0)
+
+    async def claim_expired(self, node_id: str) -> list[str]:
+        await self._claim_vanished(await self._reports())
+        keys, self._unhanded = self._unhanded, set()
+        return sorted(keys)
+
+    async def _claim_vanished(self, reports: Mapping[str, object]) -> None:
+        """Claim the nodes whose reports were read here before and are gone now."""
+        if not any(n not in reports for n in self._seen):
+            return
+        kv = self._require(connected=True)
+        for dead in [n for n in self._seen if n not in reports]:
+            counts = self._seen.pop(dead)
+            try:
+                await kv.create(f"reaped.{to_token(dead)}", b"")
+            except KeyWrongLastSequenceError:
+                continue  # another node claimed it, or it stopped cleanly
+            except (NatsError, OSError) as exc:
+                self._seen[dead] = counts  # try again next time
+                raise BrokerUnavailable(f"claim of expired counts failed: {exc!r}") from exc
+            for key, count in counts.items():
+                if isinstance(count, int) and count > 0:
+                    self._claimed[key] = self._claimed.get(key, 0) + count
+                    self._unhanded.add(key)
 
     async def node_reports(self) -> dict[str, NodeReport]:
         found = {}

@@ -8,9 +8,16 @@ Keys (``P`` is the configured prefix)::
     P presence:{<id>}:<channel>
                          HASH  client id -> member JSON, for that node's members of the
                                channel; PEXPIRE ttl
-    P users:{<user>}     HASH  node id -> that node's connections of the user (only with a
-                               per-user connection limit); fields of nodes no longer in
-                               ``P nodes`` are ignored and removed when read; PEXPIRE a day
+    P users:{<key>}      HASH  node id -> that node's count of the key: a user's connections
+                               (only with a per-user connection limit), a channel's occupancy
+                               (``#room:<channel>``, only with event webhooks); fields of
+                               nodes no longer in ``P nodes`` are ignored and removed when
+                               counted; PEXPIRE a day
+    P counted:{<id>}     SET   the keys that node has counted (added before its count goes up,
+                               removed once it is back to zero): what a claim of its expiry
+                               hands over
+    P counting           ZSET  node id -> when it first counted: the nodes that may leave
+                               counts behind
 
 Every key of one node's report carries the node's hash tag ``{<id>}``, so the report is one
 MULTI/EXEC in one slot, on a single Redis and on a Redis Cluster alike: readers never see half
@@ -21,7 +28,11 @@ one it ignores. Reads of every node's report (rooms, members) are pipelines that
 cluster client splits by master.
 
 Readers ignore nodes whose expiry has passed (and prune them), so a crashed node's counts vanish
-after at most ``ttl``.
+after at most ``ttl``. A count is one Lua script on the counter's key (:data:`COUNT_SCRIPT`),
+given the live nodes read just before: it adds the change, removes the fields of nodes not
+among them and sums the rest, so the one script that removes a dead node's field is the one
+that can say the key lapsed. A survivor claims a dead node's keys by reading and deleting its
+``counted`` set in one script: exactly one claimer gets them.
 """
 
 from __future__ import annotations
@@ -37,12 +48,49 @@ from redis.exceptions import RedisError
 from ..brokers.redis import open_client
 from ..brokers.redis_cluster_client import GATE, open_cluster_client
 from ..errors import BrokerUnavailable
-from .base import CLIENTS_FIELD, Member, NodeReport, Presence, RoomTotals
+from .base import CLIENTS_FIELD, Counted, Member, NodeReport, Presence, RoomTotals
 
 USER_COUNTS_TTL_MS = 86_400_000
 """A user's connection counts expire a day after their last change: what a crash left behind
 does not stay forever, and a user connected for longer without any change is under-counted at
 worst (the limit lets one more in), never locked out."""
+
+
+COUNT_SCRIPT = """
+local key, me, delta = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local live = {}
+for i = 4, #ARGV do live[ARGV[i]] = true end
+local before = tonumber(redis.call('HGET', key, me) or '0')
+local mine = math.max(before + delta, 0)
+if mine > 0 then redis.call('HSET', key, me, mine) else redis.call('HDEL', key, me) end
+local total, cleared = mine, 0
+local fields = redis.call('HGETALL', key)
+for i = 1, #fields, 2 do
+  local node, n = fields[i], tonumber(fields[i + 1])
+  if node ~= me then
+    if live[node] then
+      total = total + math.max(n, 0)
+    else
+      redis.call('HDEL', key, node)
+      cleared = cleared + math.max(n, 0)
+    end
+  end
+end
+if total > 0 then redis.call('PEXPIRE', key, ARGV[3]) end
+local lapsed = 0
+if cleared > 0 and total - (mine - before) == 0 then lapsed = 1 end
+return {total, mine, lapsed}
+"""
+"""Count on one key (one slot), with the live nodes (besides the caller) as ARGV[4:]:
+returns the live total, the caller's own count, and 1 when clearing dead fields lapsed it."""
+
+
+CLAIM_SCRIPT = """
+local keys = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return keys
+"""
+"""A dead node's counted keys, read and deleted in one step: one claimer gets them."""
 
 
 class RedisPresence(Presence):
@@ -53,6 +101,7 @@ class RedisPresence(Presence):
         self._prefix = prefix
         self._cluster = cluster
         self._nodes_key = f"{prefix}nodes"
+        self._counting_key = f"{prefix}counting"
         self._client: aioredis.Redis | RedisCluster | None = None
         self._gate = asyncio.Semaphore(GATE)
 
@@ -61,6 +110,9 @@ class RedisPresence(Presence):
 
     def _rooms_key(self, node_id: str) -> str:
         return f"{self._prefix}node:{{{node_id}}}:rooms"
+
+    def _counted_key(self, node_id: str) -> str:
+        return f"{self._prefix}counted:{{{node_id}}}"
 
     async def open(self) -> None:
         self._client = open_cluster_client(self._url) if self._cluster else open_client(self._url)
@@ -141,27 +193,43 @@ class RedisPresence(Presence):
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence withdraw failed: {exc}") from exc
 
-    async def user_connections(self, user: str, node_id: str, delta: int) -> int:
-        key = f"{self._prefix}users:{{{user}}}"
+    async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
+        live = [n for n in await self.nodes() if n != node_id]
+        client = self._require()
         try:
-            async with self._require().pipeline(transaction=True) as pipe:
-                pipe.hincrby(key, node_id, delta)
-                pipe.hgetall(key)
-                pipe.pexpire(key, USER_COUNTS_TTL_MS)
-                _, counts, _ = await pipe.execute()
-            live = set(await self.nodes()) | {node_id}
-            total, stale = 0, []
-            for raw_node, raw_count in counts.items():
-                node, count = raw_node.decode(), int(raw_count)
-                if node in live and count > 0:
-                    total += count
-                else:
-                    stale.append(node)
-            if stale:
-                await self._require().hdel(key, *stale)
+            if delta > 0:  # listed before the count exists, so a claim never misses it
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.sadd(self._counted_key(node_id), key)
+                    pipe.zadd(self._counting_key, {node_id: time.time()}, nx=True)
+                    await pipe.execute()
+            args: list[str | int] = [node_id, delta, USER_COUNTS_TTL_MS, *live]
+            counter = f"{self._prefix}users:{{{key}}}"
+            total, mine, lapsed = await client.eval(COUNT_SCRIPT, 1, counter, *args)
+            if not mine and delta < 0:
+                # Back to zero: nothing of this node's left to claim here. (A +1 of the same
+                # key racing this on the same node can lose its entry; its count is then still
+                # cleared by the next count of the key, only not claimed.)
+                await client.srem(self._counted_key(node_id), key)
         except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"user connection count failed: {exc}") from exc
-        return total
+            raise BrokerUnavailable(f"count of {key!r} failed: {exc}") from exc
+        return Counted(int(total), lapsed=bool(lapsed))
+
+    async def claim_expired(self, node_id: str) -> list[str]:
+        client = self._require()
+        try:
+            counting = await client.zrange(self._counting_key, 0, -1)
+            live = set(await self.nodes()) | {node_id}  # read after: a node counts once listed
+            keys: set[str] = set()
+            for raw in counting:
+                dead = raw.decode() if isinstance(raw, bytes) else str(raw)
+                if dead in live:
+                    continue
+                claimed = await client.eval(CLAIM_SCRIPT, 1, self._counted_key(dead))
+                await client.zrem(self._counting_key, dead)
+                keys.update(k.decode() if isinstance(k, bytes) else str(k) for k in claimed)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"claim of expired counts failed: {exc}") from exc
+        return sorted(keys)
 
     async def nodes(self) -> list[str]:
         client = self._require()
