@@ -17,6 +17,7 @@ import pytest
 from sanic_feeds.brokers import Broker, DeliverFn, HistoryPolicy, MemoryBus, create_broker
 from sanic_feeds.envelope import open_envelope
 from sanic_feeds.errors import BrokerUnavailable
+from sanic_feeds.history import HistoryRules
 from support.collect import Deliveries
 from support.nats_server import NatsServer
 from support.redis_server import RedisServer
@@ -25,7 +26,7 @@ from support.ws import eventually
 
 class OpenBroker(Protocol):
     def __call__(
-        self, deliver: DeliverFn | None, history: HistoryPolicy | None = None
+        self, deliver: DeliverFn | None, history: HistoryPolicy | HistoryRules | None = None
     ) -> Awaitable[Broker]: ...
 
 
@@ -36,7 +37,9 @@ async def open_broker(backend_url: str) -> AsyncIterator[OpenBroker]:
     prefix = f"test-{secrets.token_hex(3)}:"
     opened: list[Broker] = []
 
-    async def factory(deliver: DeliverFn | None, history: HistoryPolicy | None = None) -> Broker:
+    async def factory(
+        deliver: DeliverFn | None, history: HistoryPolicy | HistoryRules | None = None
+    ) -> Broker:
         broker = create_broker(backend_url, prefix=prefix, bus=bus, history=history)
         await broker.open(deliver)
         opened.append(broker)
@@ -374,6 +377,25 @@ async def test_history_expires_and_restarts_with_a_new_epoch(open_broker: OpenBr
     again = await node.publish_stored("brief", b'{"type":"data"}')
     assert again.offset == 1
     assert again.epoch != first.epoch
+
+
+async def test_a_namespace_with_a_shorter_ttl_loses_its_history_sooner(
+    open_broker: OpenBroker,
+) -> None:
+    """A namespace's own history_ttl holds on every broker (on NATS the stream keeps the
+    widest namespace's age; the channel's shorter one applies when read and stored)."""
+    rules = HistoryRules(HistoryPolicy(size=100, ttl=60), {"brief": HistoryPolicy(100, 0.3)})
+    node = await open_broker(None, rules)
+    first = await node.publish_stored("brief:x", b'{"type":"data"}')
+    kept = await node.publish_stored("long", b'{"type":"data"}')
+    await asyncio.sleep(0.5)
+    gone = await node.history("brief:x", since=0, epoch=first.epoch, limit=10)
+    assert (gone.offsets, gone.top, gone.complete) == ([], 0, False)
+    again = await node.publish_stored("brief:x", b'{"type":"data"}')
+    assert again.offset == 1 and again.epoch != first.epoch
+    assert (await node.history("brief:x", since=0, epoch=again.epoch, limit=10)).offsets == [1]
+    still = await node.history("long", since=0, epoch=kept.epoch, limit=10)
+    assert (still.offsets, still.complete) == ([1], True)
 
 
 async def test_history_of_a_busy_channel_outlives_its_ttl(

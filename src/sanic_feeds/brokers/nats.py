@@ -196,8 +196,7 @@ class NatsBroker(Broker):
     ) -> HistoryPage:
         _, js = self._require()
         subject = self._streams.subject(to_token(channel))
-        size = self.history_rules.for_channel(channel).size
-        return await self._streams.history(js, subject, since, epoch, min(limit, size), size)
+        return await self._streams.history(js, channel, subject, since, epoch, limit)
 
     async def remove_history(self, channel: str) -> None:
         js = self._require()[1]

@@ -17,6 +17,12 @@ duplicate window answers with the first one's sequence instead of storing it twi
 
 History reads walk from the newest message back through the previous-sequence header, so they
 cost what the reader missed, not the size of the history.
+
+The stream's limits are the widest namespace's. A channel of a namespace with a smaller
+``history_size`` is cut to its size when read; one with a shorter ``history_ttl`` has its older
+messages left out when read (by the time JetStream stored them), and once its newest message is
+older than that ttl its history counts as gone: reads find it empty, and the next stored
+publish starts a new epoch at offset 1, as on the other brokers.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -71,6 +78,12 @@ class _Entry:
     """Stream sequence of the channel's message before it (0: none)."""
     msg_id: str
     data: bytes
+    stored_at: float = 0.0
+    """Unix time JetStream stored it (0: unknown, never counted as expired)."""
+
+    def expired(self, ttl: float | None, now: float) -> bool:
+        """Older than ``ttl`` (None: the stream's own age limit applies, nothing to check)."""
+        return ttl is not None and self.stored_at > 0 and now - self.stored_at > ttl
 
 
 def _entry(raw: RawStreamMsg) -> _Entry:
@@ -83,6 +96,7 @@ def _entry(raw: RawStreamMsg) -> _Entry:
             int(headers.get(EXPECTED_LAST, "0")),
             headers.get(MSG_ID, ""),
             raw.data or b"",
+            raw.time.timestamp() if raw.time is not None else 0.0,
         )
     except (KeyError, ValueError) as exc:
         raise BrokerUnavailable(f"a history message without its offset headers: {exc}") from exc
@@ -118,6 +132,7 @@ class StreamHistory:
         # One stream holds every channel, so its limits are the widest namespace's; a
         # channel of a narrower namespace is cut to its own size when read.
         self.policy = rules.widest
+        self._rules = rules
         self.stream = f"{prefix_token}_history"
         self._subject_prefix = f"{prefix_token}.hist."
         self._nonces = (f"{node}-{n}" for n in itertools.count(1))
@@ -126,6 +141,11 @@ class StreamHistory:
         self.conflicts = 0
         """Stored publishes refused because another node stored first (then sent again)."""
         self.lost_acks = 0
+
+    def _ttl_of(self, channel: str) -> float | None:
+        """The channel's own ttl where it is shorter than the stream's age limit, else None."""
+        ttl = self._rules.for_channel(channel).ttl
+        return ttl if ttl < self.policy.ttl else None
 
     def subject(self, channel_token: str) -> str:
         return self._subject_prefix + channel_token
@@ -184,6 +204,7 @@ class StreamHistory:
     ) -> tuple[Stored, bytes | None]:
         msg_id = f"{subject}:{idempotency_key}" if idempotency_key else next(self._nonces)
         sent = False
+        ttl = self._ttl_of(channel)
         for _ in range(ATTEMPTS):
             if channel in self._newest:
                 newest = self._newest[channel]
@@ -194,8 +215,9 @@ class StreamHistory:
                     return Stored(newest.offset, newest.epoch), None if idempotency_key else seal(
                         newest.data
                     )
-            offset = 1 if newest is None else newest.offset + 1
-            epoch = new_epoch() if newest is None else newest.epoch
+            restart = newest is None or newest.expired(ttl, time.time())
+            offset = 1 if restart or newest is None else newest.offset + 1
+            epoch = new_epoch() if restart or newest is None else newest.epoch
             stamped = stamp(body, offset, epoch)
             headers = {
                 EXPECTED_LAST: str(0 if newest is None else newest.seq),
@@ -227,7 +249,7 @@ class StreamHistory:
                 first = _entry(await self._get(js, ack.seq))
                 replay = sent and not idempotency_key
                 return Stored(first.offset, first.epoch), seal(first.data) if replay else None
-            self._remember(channel, _Entry(ack.seq, offset, epoch, 0, msg_id, b""))
+            self._remember(channel, _Entry(ack.seq, offset, epoch, 0, msg_id, b"", time.time()))
             return Stored(offset, epoch), seal(stamped)
         raise BrokerUnavailable(f"stored publish to {channel!r}: {ATTEMPTS} attempts failed")
 
@@ -263,15 +285,19 @@ class StreamHistory:
     async def history(
         self,
         js: JetStreamContext,
+        channel: str,
         subject: str,
         since: int | None,
         epoch: str | None,
         limit: int,
-        size: int,
     ) -> HistoryPage:
-        """Up to ``limit`` messages after ``since``, from the newest ``size`` kept."""
+        """Up to ``limit`` messages after ``since``, from the newest the channel's own size and
+        ttl keep."""
+        size = self._rules.for_channel(channel).size
+        limit = min(limit, size)
+        ttl, now = self._ttl_of(channel), time.time()
         newest = await self._read_newest(js, subject)
-        if newest is None:
+        if newest is None or newest.expired(ttl, now):
             return page_from_newest(
                 [], since=since, wanted_epoch=epoch, epoch="", top=0, limit=limit
             )
@@ -287,7 +313,7 @@ class StreamHistory:
                 break
             try:
                 entry = _entry(await js.get_msg(self.stream, seq=entry.previous))
-                if entry.epoch != newest.epoch:
+                if entry.epoch != newest.epoch or entry.expired(ttl, now):
                     entry = None
             except NotFoundError:  # dropped by the count or age limit: history ends here
                 entry = None
