@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 from . import protocol
 from .brokers import Broker
 from .envelope import open_envelope
 from .errors import BrokerUnavailable
-from .history import HistoryPage, position_of
+from .history import HistoryPage
 from .presence import Member
 from .replay import ReplayBuffer
+from .stream_positions import Position, StreamPositions
 from .wire import BROKER_PAYLOADS, WEBSOCKET, Wire
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class Hub:
         self._broker = broker
         self._park_limit = park_limit or MAX_PARKED_BYTES
         self._history_limit = history_limit
-        self._last: dict[str, tuple[str, int]] = {}
-        """Channel -> (epoch, id) of the newest stored message this node fanned out."""
+        self._positions = StreamPositions()
+        """Where each channel's stored messages stand here, and the members further on."""
         self._parked: dict[str, ReplayBuffer] = {}
         """Channels being recovered after a gap -> broker payloads held back meanwhile."""
         self._recoveries: set[asyncio.Task[None]] = set()
@@ -108,10 +109,12 @@ class Hub:
             await self._settle(channel)
             raise
 
-    def swap(self, channel: str, client_id: str, sink: Sink) -> None:
-        """Point a member at another sink, with no await in between (nothing can slip past)."""
+    def swap(self, channel: str, client_id: str, sink: Sink, holds: Position | None = None) -> None:
+        """Point a member at another sink, with no await in between (nothing can slip past);
+        ``holds``: the end of its replay: stored messages up to it that come later skip it."""
         members = self._members.get(channel)
         if members is not None and client_id in members:
+            self._positions.hold(channel, client_id, holds)
             members[client_id] = sink
             for group in self._by_wire[channel].values():
                 if client_id in group:
@@ -148,6 +151,7 @@ class Hub:
         members = self._members.get(channel)
         if members is None or members.pop(client_id, None) is None:
             return False
+        self._positions.forget(channel, client_id)
         groups = self._by_wire[channel]
         for wire, group in list(groups.items()):
             if group.pop(client_id, None) is not None and not group:
@@ -161,7 +165,7 @@ class Hub:
         if not members:
             del self._members[channel]
             del self._by_wire[channel]
-            self._last.pop(channel, None)
+            self._positions.drop(channel)
         return True
 
     async def _settle(self, channel: str) -> None:
@@ -220,7 +224,7 @@ class Hub:
         if not self._members.get(channel) or channel in self._parked:
             return
         self.gaps += 1
-        last = self._last.get(channel)
+        last = self._positions.last.get(channel)
         if last is None or self._history_limit <= 0:
             self._notify_gap(channel)
             return
@@ -240,12 +244,10 @@ class Hub:
             if not self._members.get(channel) or (parked := self._parked.get(channel)) is None:
                 self._parked.pop(channel, None)
                 return
-            for body in page.messages:
+            for body in page.messages:  # members who hold one already are skipped
                 self._fan_out(channel, body, "")
-            if page.offsets:
-                self._last[channel] = (page.epoch, page.offsets[-1])
             self.recovered += len(page.messages)
-            epoch, offset = self._last.get(channel, (epoch, offset))
+            epoch, offset = self._positions.last.get(channel, (epoch, offset))
             if not page.complete or parked.next_stored(epoch, offset) in (None, offset + 1):
                 break
         if (parked := self._parked.pop(channel, None)) is None:
@@ -280,18 +282,15 @@ class Hub:
         self.messages_in += 1
         if sent_at is not None and self.observe_latency is not None:
             self.observe_latency(time.time() - sent_at)
-        if body.startswith(b'{"id":'):
-            position = position_of(body)
-            if position is not None:
-                self._last[channel] = position
-        self.deliveries += fan_out(self._by_wire[channel], body, exclude)
+        self._fan_out(channel, body, exclude)
 
     def _fan_out(self, channel: str, body: bytes, exclude: str) -> None:
-        self.deliveries += fan_out(self._by_wire[channel], body, exclude)
+        skip = self._positions.fanned_out(channel, body, exclude)
+        self.deliveries += fan_out(self._by_wire[channel], body, skip)
 
 
-def fan_out(groups: dict[Wire, dict[str, Sink]], body: bytes, exclude: str) -> int:
-    """Frame ``body`` once per wire and queue it on every member but ``exclude``; return how
+def fan_out(groups: dict[Wire, dict[str, Sink]], body: bytes, skip: Collection[str] = ()) -> int:
+    """Frame ``body`` once per wire and queue it on every member not in ``skip``; return how
     many frames were queued. A wire may have nothing to send for a body (a notice its members
     did not ask for): its members are skipped."""
     count = 0
@@ -299,9 +298,9 @@ def fan_out(groups: dict[Wire, dict[str, Sink]], body: bytes, exclude: str) -> i
         frame = wire.frame(body)
         if not frame:
             continue
-        if exclude:
+        if skip:
             for client_id, sink in members.items():
-                if client_id != exclude:
+                if client_id not in skip:
                     sink.send(frame)
                     count += 1
         else:

@@ -145,7 +145,8 @@ class Memberships:
             seen = parked.unseen(position.epoch, position.offset) if size > 0 else parked.frames
             for frame in seen:
                 sink.send(frame)
-            self._hub.swap(channel, member.id, sink)
+            holds = (position.epoch, position.offset) if size > 0 else None
+            self._hub.swap(channel, member.id, sink, holds)
         if self._notices_for(channel):
             notice = protocol.user_joined(channel, member.id, member.user, info, chan_info)
             await self._announce(channel, seal(notice, exclude=member.id))
@@ -220,7 +221,8 @@ class Memberships:
         self, member: Participant, channel: str, parked: ReplayBuffer, seen: tuple[str, int] | None
     ) -> None:
         """Forward the parked frames not already replayed, then switch the member to its real
-        buffer, with no await in between: nothing is lost or doubled."""
+        buffer, with no await in between: nothing is lost or doubled. Stored messages up to
+        ``seen`` that reach the node only later skip the member (the hub keeps ``seen``)."""
         if parked.overflowed:
             member.overflow()
             return
@@ -228,7 +230,7 @@ class Memberships:
         outbound = member.outbound
         for frame in frames:
             outbound.send(frame)
-        self._hub.swap(channel, member.id, outbound)
+        self._hub.swap(channel, member.id, outbound, seen)
 
     async def _announce(self, channel: str, payload: bytes) -> None:
         try:
