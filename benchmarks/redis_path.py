@@ -85,6 +85,14 @@ class RedisMeter:
     def keys(self) -> int:
         return int(self.client.dbsize()) if self.client is not None else 0
 
+    def script_seconds(self) -> float:
+        """Time Redis spent running scripts (``INFO commandstats``, ``EVALSHA``): the part of
+        its CPU that the stored-publish script itself takes, commands it calls included."""
+        if self.client is None:
+            return 0.0
+        stats = self.client.info("commandstats").get("cmdstat_evalsha", {})
+        return float(stats.get("usec", 0)) / 1e6
+
     def publish_baseline(self, size: int, count: int, subscribers: int = 0) -> float:
         """Redis CPU (µs) per plain PUBLISH of ``size`` bytes, one per round trip, to a channel
         with ``subscribers`` subscriber connections (a chat on two instances reaches two)."""
@@ -437,10 +445,12 @@ async def chat(
         counts.latencies_ns.clear()
         counts.record = True
         cpu, redis_cpu, keys = server_cpu(servers), meter.cpu(), meter.keys()
+        script = meter.script_seconds()
         sent = await drive(seconds)
         await until(counts, lambda: counts.chats >= sent * per_room, 2)  # noqa: B023
         await asyncio.sleep(0.2)
         cpu, redis_cpu = server_cpu(servers) - cpu, meter.cpu() - redis_cpu
+        script = meter.script_seconds() - script
         counts.record = False
         latencies = sorted(counts.latencies_ns)
         runs.append({
@@ -455,6 +465,7 @@ async def chat(
         })  # fmt: skip
         if meter.client is not None:
             runs[-1]["redis_cpu_us_per_chat"] = redis_cpu / sent * 1e6
+            runs[-1]["redis_script_us_per_chat"] = script / sent * 1e6
             runs[-1]["keys_added_per_chat"] = (meter.keys() - keys) / sent
     close(senders)
     await asyncio.sleep(0.5)
@@ -670,6 +681,7 @@ def redis_path_table(ours: dict[str, dict[str, float]]) -> str:
     row(burst, "… data messages a member received", "http_data_delivered")
     row(chat_, "server CPU µs per chat (all instances)", "server_cpu_us_per_chat", "{:.1f}")
     row(chat_, "Redis CPU µs per chat", "redis_cpu_us_per_chat", "{:.1f}")
+    row(chat_, "… of it running the stored-publish script", "redis_script_us_per_chat", "{:.1f}")
     row(chat_, "keys added per chat", "keys_added_per_chat", "{:.3f}")
     row(chat_, "chats sent", "chats")
     row(chat_, "deliveries", "deliveries")
