@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -36,13 +34,21 @@ from picows import WSFrame, WSMsgType, WSTransport, ws_connect
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from loadgen import Subscriber, Tally, close_all, message, open_clients  # noqa: E402
+from fanout_rounds import (  # noqa: E402  (after the path tweak)
+    Received,
+    Send,
+    close_transports,
+    measure_in_turn,
+    parse_args,
+    server_argv,
+    text_sender,
+    write_result,
+)
+from loadgen import Subscriber, Tally, close_all, open_clients  # noqa: E402
 from procs import free_port, running  # noqa: E402
 from sanic_feeds.centrifugo_pb.centrifugo_client_pb2 import Command  # noqa: E402
 from sanic_feeds.centrifugo_protobuf import varint  # noqa: E402
-from sse_fanout import measure  # noqa: E402
 
-PY = sys.executable
 SUBSCRIBE = b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"cf-room"}}'
 
 
@@ -217,12 +223,7 @@ async def open_streams(port: int, count: int) -> tuple[list[StreamClient], dict[
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
-    argv = [
-        PY, "-m", "sanic_feeds", "serve", "--port", str(port), "--broker", "memory://",
-        "--join-leave", "off", "--log-level", "WARNING", "--client-buffer", "4MiB",
-        "--max-connections", "0",
-    ]  # fmt: skip
-    with running("sanic-feeds", argv, port) as proc:
+    with running("sanic-feeds", server_argv(port), port) as proc:
         feed_tally, cf_tally = Tally(), Tally()
         base = f"ws://127.0.0.1:{port}"
         feed_clients = await open_clients(f"{base}/feed/feed-room", args.clients, feed_tally)
@@ -236,31 +237,15 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             for room in ("feed-room", "cf-room", "pb-room", "hs-room")
         }
         feed_tally.record = cf_tally.record = pb_tally.record = True
-
-        def sender(room: str) -> Callable[[int], None]:
-            transport = publishers[room].transport
-            assert transport is not None
-            return lambda seq: transport.send(WSMsgType.TEXT, message(seq))
-
-        kinds: dict[str, tuple[Callable[[int], None], Callable[[], int]]] = {
-            "feed": (sender("feed-room"), lambda: feed_tally.deliveries),
-            "centrifugo": (sender("cf-room"), lambda: cf_tally.deliveries),
-            "protobuf": (sender("pb-room"), lambda: pb_tally.deliveries),
-            "http_stream": (sender("hs-room"), lambda: stream_counts["pubs"]),
+        kinds: dict[str, tuple[Send, Received]] = {
+            "feed": (text_sender(publishers["feed-room"]), lambda: feed_tally.deliveries),
+            "centrifugo": (text_sender(publishers["cf-room"]), lambda: cf_tally.deliveries),
+            "protobuf": (text_sender(publishers["pb-room"]), lambda: pb_tally.deliveries),
+            "http_stream": (text_sender(publishers["hs-room"]), lambda: stream_counts["pubs"]),
         }
-        for send, received in kinds.values():  # warm-up
-            await measure(proc.pid, send, received, args.rate, 1.0)
-        per_delivery: dict[str, list[float]] = {kind: [] for kind in kinds}
-        delivered: dict[str, int] = dict.fromkeys(kinds, 0)
-        for _ in range(args.rounds):
-            for kind, (send, received) in kinds.items():
-                cpu, count = await measure(proc.pid, send, received, args.rate, args.seconds)
-                per_delivery[kind].append(cpu / max(count, 1) * 1e6)
-                delivered[kind] += count
+        per_delivery, delivered = await measure_in_turn(proc.pid, kinds, args)
         close_all([*feed_clients, *cf_clients, *pb_clients, *publishers.values()])
-        for client in streams:
-            if client.transport is not None:
-                client.transport.close()
+        close_transports(client.transport for client in streams)
         await asyncio.sleep(0.3)
     feed = statistics.median(per_delivery["feed"])
     result: dict[str, object] = {"clients_per_kind": args.clients, "rate_per_s": args.rate}
@@ -277,14 +262,5 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=50.0, help="messages/s per channel")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
-    result = uvloop.run(asyncio.wait_for(main(parser.parse_args()), 300))
-    print(json.dumps(result, indent=2))
-    out = HERE / "results" / "centrifugo_fanout.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {os.path.relpath(out)}")
+    result = uvloop.run(asyncio.wait_for(main(parse_args(__doc__.splitlines()[0])), 300))
+    write_result("centrifugo_fanout", result)

@@ -15,23 +15,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
-from picows import WSMsgType
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from loadgen import Tally, close_all, message, open_clients  # noqa: E402  (after the path tweak)
-from procs import cpu_seconds, free_port, running  # noqa: E402
+from fanout_rounds import (  # noqa: E402  (after the path tweak)
+    Received,
+    Send,
+    close_transports,
+    measure_in_turn,
+    parse_args,
+    server_argv,
+    text_sender,
+    write_result,
+)
+from loadgen import Tally, close_all, open_clients  # noqa: E402
+from procs import free_port, running  # noqa: E402
 
-PY = sys.executable
 CHAT = b'"type":"chat"'
 
 
@@ -87,34 +92,9 @@ async def open_sse(port: int, path: str, count: int) -> tuple[list[SseClient], d
     return clients, counts
 
 
-async def measure(
-    pid: int,
-    send: Callable[[int], None],
-    received: Callable[[], int],
-    rate: float,
-    seconds: float,
-) -> tuple[float, int]:
-    """Publish at ``rate`` for ``seconds``; (server CPU seconds, deliveries) over that window."""
-    loop = asyncio.get_running_loop()
-    before_cpu, before = cpu_seconds(pid), received()
-    started = loop.time()
-    seq = 0
-    while loop.time() < started + seconds:
-        await asyncio.sleep(max(0.0, started + seq / rate - loop.time()))
-        send(seq)
-        seq += 1
-    await asyncio.sleep(0.5)  # let the last ones land
-    return cpu_seconds(pid) - before_cpu, received() - before
-
-
-async def main(args: argparse.Namespace) -> dict[str, float]:
+async def main(args: argparse.Namespace) -> dict[str, object]:
     port = free_port()
-    argv = [
-        PY, "-m", "sanic_feeds", "serve", "--port", str(port), "--broker", "memory://",
-        "--join-leave", "off", "--log-level", "WARNING", "--client-buffer", "4MiB",
-        "--max-connections", "0",
-    ]  # fmt: skip
-    with running("sanic-feeds", argv, port) as proc:
+    with running("sanic-feeds", server_argv(port), port) as proc:
         tally = Tally()
         ws_clients = await open_clients(f"ws://127.0.0.1:{port}/feed/ws-room", args.clients, tally)
         sse_clients, sse_counts = await open_sse(port, "/sse/sse-room", args.clients)
@@ -123,29 +103,13 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             for room in ("ws-room", "sse-room")
         }
         tally.record = True
-
-        def sender(room: str) -> Callable[[int], None]:
-            transport = publishers[room].transport
-            assert transport is not None
-            return lambda seq: transport.send(WSMsgType.TEXT, message(seq))
-
-        kinds: dict[str, tuple[Callable[[int], None], Callable[[], int]]] = {
-            "websocket": (sender("ws-room"), lambda: tally.deliveries),
-            "sse": (sender("sse-room"), lambda: sse_counts["events"]),
+        kinds: dict[str, tuple[Send, Received]] = {
+            "websocket": (text_sender(publishers["ws-room"]), lambda: tally.deliveries),
+            "sse": (text_sender(publishers["sse-room"]), lambda: sse_counts["events"]),
         }
-        for send, received in kinds.values():  # warm-up
-            await measure(proc.pid, send, received, args.rate, 1.0)
-        per_delivery: dict[str, list[float]] = {kind: [] for kind in kinds}
-        delivered: dict[str, int] = dict.fromkeys(kinds, 0)
-        for _ in range(args.rounds):
-            for kind, (send, received) in kinds.items():
-                cpu, count = await measure(proc.pid, send, received, args.rate, args.seconds)
-                per_delivery[kind].append(cpu / max(count, 1) * 1e6)
-                delivered[kind] += count
+        per_delivery, delivered = await measure_in_turn(proc.pid, kinds, args)
         close_all([*ws_clients, *publishers.values()])
-        for client in sse_clients:
-            if client.transport is not None:
-                client.transport.close()
+        close_transports(client.transport for client in sse_clients)
         await asyncio.sleep(0.3)
     ws = statistics.median(per_delivery["websocket"])
     sse = statistics.median(per_delivery["sse"])
@@ -161,13 +125,5 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=50.0, help="messages/s per channel")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
-    result = uvloop.run(asyncio.wait_for(main(parser.parse_args()), 120))
-    print(json.dumps(result, indent=2))
-    out = HERE / "results" / "sse_fanout.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {os.path.relpath(out)}")
+    result = uvloop.run(asyncio.wait_for(main(parse_args(__doc__.splitlines()[0])), 120))
+    write_result("sse_fanout", result)

@@ -203,17 +203,7 @@ async def test_redis_restart_resubscribes_and_resumes(redis_server: RedisServer)
         await node.subscribe("a")
         await node.subscribe("b")
         redis_server.restart()
-
-        async def both_delivered() -> bool:
-            try:
-                await publisher.publish("a", b"A")
-                await publisher.publish("b", b"B")
-            except BrokerUnavailable:
-                return False
-            await asyncio.sleep(0.05)
-            return bool(got.payloads("a")) and bool(got.payloads("b"))
-
-        await eventually(both_delivered, timeout=20, interval=0.2)
+        await eventually(lambda: _reach(publisher, got, "a", "b"), timeout=20, interval=0.2)
         await node.check()
     finally:
         await node.aclose()
@@ -234,6 +224,21 @@ async def test_nats_down_raises_broker_unavailable(nats_server: NatsServer) -> N
     finally:
         nats_server.start()
         await broker.aclose()
+
+
+async def _reach(publisher: Broker, got: Deliveries, first: str, second: str) -> bool:
+    """Publish ``A`` to ``first`` and ``B`` to ``second``: True once both reached the node.
+
+    While the restarted server is not back, publishing fails or the node is not subscribed
+    again yet; ``eventually`` asks again until both arrive.
+    """
+    try:
+        await publisher.publish(first, b"A")
+        await publisher.publish(second, b"B")
+    except BrokerUnavailable:
+        return False
+    await asyncio.sleep(0.05)
+    return bool(got.payloads(first)) and bool(got.payloads(second))
 
 
 async def _refuses(call: Awaitable[object]) -> bool:
@@ -257,17 +262,7 @@ async def test_nats_restart_resubscribes_and_resumes(nats_server: NatsServer) ->
         await node.subscribe("b:2@x")
         before = await publisher.publish_stored("a.1", b'{"type":"data"}')
         nats_server.restart()
-
-        async def both_delivered() -> bool:
-            try:
-                await publisher.publish("a.1", b"A")
-                await publisher.publish("b:2@x", b"B")
-            except BrokerUnavailable:
-                return False
-            await asyncio.sleep(0.05)
-            return bool(got.payloads("a.1")) and bool(got.payloads("b:2@x"))
-
-        await eventually(both_delivered, timeout=20, interval=0.2)
+        await eventually(lambda: _reach(publisher, got, "a.1", "b:2@x"), timeout=20, interval=0.2)
         await node.check()
         assert set(gaps) >= {"a.1", "b:2@x"}
         after = await publisher.publish_stored("a.1", b'{"type":"data"}')

@@ -8,11 +8,9 @@ sockets. Skipped where Node or the installed packages (``npm ci`` in tests/js) a
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import jwt
 import orjson
@@ -30,15 +28,10 @@ from sanic_feeds.centrifugo_emulation import (
 from sanic_feeds.centrifugo_pb.centrifugo_client_pb2 import EmulationRequest as ProtobufRequest
 from sanic_feeds.centrifugo_wire import HTTP_STREAM_FRAMING, SSE_FRAMING
 from sanic_feeds.hooks import SubscribeRequest
+from support.centrifuge_js import needs_node, run_check
 from support.local_server import local_server
 
-JS = Path(__file__).parent / "js"
 SECRET = "centrifugo-emulation-test-secret-32b"
-
-needs_node = pytest.mark.skipif(
-    shutil.which("node") is None or not (JS / "node_modules" / "centrifuge").is_dir(),
-    reason="needs node and `npm ci` in tests/js",
-)
 
 
 def node_has_eventsource() -> bool:
@@ -82,18 +75,8 @@ async def test_the_javascript_sdk_over_emulation(redis_url: str, transport: str)
             "bob": token("bob"),
             "bad": jwt.encode({"sub": "ann"}, "not-the-secret-but-long-enough-for-hs256"),
         }
-        node = await asyncio.create_subprocess_exec(
-            "node",
-            *flags,
-            str(JS / "check_emulation.js"),
-            orjson.dumps(given).decode(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(node.communicate(), 60)
+        results = await run_check("check_emulation.js", given, flags=flags)
         forwarded = one.feeds._centrifugo_streams.sessions.delivered
-    assert node.returncode == 0, (out + err).decode()
-    results = orjson.loads(out.strip().splitlines()[-1])
     assert results["transport"] == transport
     assert results["join_user"] == "bob"
     assert results["ann_received"] == [{"text": "hi"}, {"text": "yo"}]

@@ -7,26 +7,18 @@ tests/js, done by scripts/test.sh) are missing.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import time
-from pathlib import Path
 
 import jwt
-import orjson
-import pytest
 
 from sanic_feeds import FeedsConfig
 from sanic_feeds.rpc import ClientCall
+from support.centrifuge_js import needs_node, run_check
 from support.local_server import LocalServer, local_server
 
-JS = Path(__file__).parent / "js"
 SECRET = "centrifugo-js-test-secret-of-32-bytes"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (JS / "node_modules" / "centrifuge").is_dir(),
-    reason="needs node and `npm ci` in tests/js",
-)
+pytestmark = needs_node
 
 
 def token(sub: str, ttl: float = 300) -> str:
@@ -57,16 +49,7 @@ async def test_the_javascript_sdk(redis_url: str) -> None:
             "short": token("ann", ttl=1.5),
             "fresh": token("ann"),
         }
-        node = await asyncio.create_subprocess_exec(
-            "node",
-            str(JS / "check_sdk.js"),
-            orjson.dumps(given).decode(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(node.communicate(), 60)
-    assert node.returncode == 0, (out + err).decode()
-    results = orjson.loads(out.strip().splitlines()[-1])
+        results = await run_check("check_sdk.js", given)
     assert results["connected"] is True
     assert results["join_user"] == "bob"
     assert results["publication"] == [{"data": {"text": "hi"}, "user": "bob", "offset": 1}]

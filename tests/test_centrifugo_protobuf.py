@@ -9,13 +9,10 @@ where Node or ``npm ci`` is missing.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from pathlib import Path
 
 import jwt
 import orjson
-import pytest
 from centrifuge import Client, PublicationContext, SubscriptionEventHandler
 
 from sanic_feeds import FeedsConfig
@@ -31,9 +28,9 @@ from sanic_feeds.centrifugo_wire import PROTOBUF_FRAMING
 from sanic_feeds.frames import payload_of
 from sanic_feeds.protocol import chat
 from sanic_feeds.rpc import ClientCall
+from support.centrifuge_js import needs_node, run_check
 from support.local_server import local_server
 
-JS = Path(__file__).parent / "js"
 SECRET = "centrifugo-protobuf-test-secret-32b"
 
 
@@ -79,10 +76,7 @@ def test_replies_and_pushes_become_protobuf() -> None:
     assert PROTOBUF_FRAMING.pushes.body_of(pushed) == b'{"id":4,"epoch":"e1"}'
 
 
-@pytest.mark.skipif(
-    shutil.which("node") is None or not (JS / "node_modules" / "centrifuge").is_dir(),
-    reason="needs node and `npm ci` in tests/js",
-)
+@needs_node
 async def test_the_javascript_sdk_speaks_protobuf(redis_url: str) -> None:
     """A Protobuf client and a JSON client share a channel across instances."""
     config = FeedsConfig(broker=redis_url, auth="jwt", jwt_secret=SECRET, ping_interval=1)
@@ -103,16 +97,7 @@ async def test_the_javascript_sdk_speaks_protobuf(redis_url: str) -> None:
             "carol": token("carol"),
             "bad": jwt.encode({"sub": "ann"}, "not-the-secret-but-long-enough-for-hs256"),
         }
-        node = await asyncio.create_subprocess_exec(
-            "node",
-            str(JS / "check_protobuf.js"),
-            orjson.dumps(given).decode(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(node.communicate(), 60)
-    assert node.returncode == 0, (out + err).decode()
-    results = orjson.loads(out.strip().splitlines()[-1])
+        results = await run_check("check_protobuf.js", given)
     assert results["client"] is True
     assert results["join_user"] == "bob"
     assert results["carol_transport"] == "http_stream"

@@ -32,12 +32,15 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def assert_clean_error(result: subprocess.CompletedProcess[str], status: int) -> None:
-    """The command exited with ``status``, said why on stderr, and printed no traceback."""
+def assert_clean_error(result: subprocess.CompletedProcess[str], status: int, *says: str) -> None:
+    """The command exited with ``status``, said why on stderr (each of ``says`` in it), and
+    printed no traceback."""
     assert result.returncode == status, result
     assert result.stderr.strip()
     assert "Traceback" not in result.stderr
     assert "Traceback" not in result.stdout
+    for words in says:
+        assert words in result.stderr, (words, result.stderr)
 
 
 def test_version() -> None:
@@ -60,89 +63,71 @@ def test_serve_help_lists_every_setting() -> None:
 def test_no_command_is_a_usage_error() -> None:
     """Running without a command is an argparse usage error (status 2)."""
     result = run_cli()
-    assert_clean_error(result, 2)
-    assert "usage:" in result.stderr
+    assert_clean_error(result, 2, "usage:")
 
 
 def test_serve_many_workers_with_memory_broker() -> None:
     """serve --workers 2 with the default memory broker exits 2 explaining the in-memory broker."""
     result = run_cli("serve", "--workers", "2")
-    assert_clean_error(result, 2)
-    assert "in-memory broker" in result.stderr
-    assert "--workers" in result.stderr
-    assert "redis://" in result.stderr
+    assert_clean_error(result, 2, "in-memory broker", "--workers", "redis://")
 
 
 def test_serve_many_workers_from_environment() -> None:
     """SANIC_FEEDS_WORKERS=2 in the environment is refused the same way."""
     result = run_cli("serve", env={"SANIC_FEEDS_WORKERS": "2"})
-    assert_clean_error(result, 2)
-    assert "in-memory broker" in result.stderr
-    assert "SANIC_FEEDS_WORKERS" in result.stderr
+    assert_clean_error(result, 2, "in-memory broker", "SANIC_FEEDS_WORKERS")
 
 
 def test_serve_bad_client_buffer() -> None:
     """serve --client-buffer lots exits 2 naming --client-buffer and the bad value."""
     result = run_cli("serve", "--client-buffer", "lots")
-    assert_clean_error(result, 2)
-    assert "--client-buffer" in result.stderr
-    assert "SANIC_FEEDS_CLIENT_BUFFER" in result.stderr
-    assert "'lots'" in result.stderr
+    assert_clean_error(result, 2, "--client-buffer", "SANIC_FEEDS_CLIENT_BUFFER", "'lots'")
 
 
 def test_publish_with_memory_broker() -> None:
     """publish with the default memory broker exits 2: it cannot reach any server."""
     result = run_cli("publish", "lobby", '{"a": 1}')
-    assert_clean_error(result, 2)
-    assert "--broker" in result.stderr
-    assert "memory://" in result.stderr
-    assert "redis://" in result.stderr
+    assert_clean_error(result, 2, "--broker", "memory://", "redis://")
     assert result.stdout == ""
 
 
 def test_publish_to_unreachable_broker() -> None:
     """publish to a Redis nobody listens on exits 1 with 'broker unavailable'."""
     result = run_cli("publish", "--broker", DEAD_REDIS, "chan", "{}")
-    assert_clean_error(result, 1)
-    assert "broker unavailable" in result.stderr
+    assert_clean_error(result, 1, "broker unavailable")
     assert "published" not in result.stdout
 
 
 def test_serve_with_an_unreachable_broker() -> None:
     """serve with a broker nobody listens on exits 1 with one line naming it, no traceback."""
     result = run_cli("serve", "--port", "0", "--broker", DEAD_REDIS)
-    assert_clean_error(result, 1)
-    assert f"cannot start: broker {DEAD_REDIS}: cannot connect to Redis" in result.stderr
+    assert_clean_error(result, 1, f"cannot start: broker {DEAD_REDIS}: cannot connect to Redis")
 
 
 def test_publish_broker_from_environment() -> None:
     """publish takes the broker from SANIC_FEEDS_BROKER when --broker is not given."""
     result = run_cli("publish", "chan", "1", env={"SANIC_FEEDS_BROKER": DEAD_REDIS})
-    assert_clean_error(result, 1)
-    assert "broker unavailable" in result.stderr
+    assert_clean_error(result, 1, "broker unavailable")
 
 
 @pytest.mark.parametrize("channel", ["bad name", "_lead", "a/b", ""])
 def test_publish_bad_channel(channel: str) -> None:
     """publish to an invalid channel name exits 2 naming the channel rules."""
     result = run_cli("publish", "--broker", DEAD_REDIS, channel, "1")
-    assert_clean_error(result, 2)
-    assert "invalid channel name" in result.stderr
+    assert_clean_error(result, 2, "invalid channel name")
 
 
 def test_publish_invalid_json() -> None:
     """publish with data that is not JSON exits 2 saying so."""
     result = run_cli("publish", "--broker", DEAD_REDIS, "chan", "{not json")
-    assert_clean_error(result, 2)
-    assert "not valid JSON" in result.stderr
+    assert_clean_error(result, 2, "not valid JSON")
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:abc/0", "redis://127.0.0.1:99999/0"])
 def test_publish_malformed_broker_url_is_a_setting_error(url: str) -> None:
     """A broker URL with a malformed port exits 2 naming --broker, without a traceback."""
     result = run_cli("publish", "--broker", url, "chan", "1")
-    assert_clean_error(result, 2)
-    assert "--broker" in result.stderr
+    assert_clean_error(result, 2, "--broker")
 
 
 def test_publish_ignores_serve_only_environment() -> None:
@@ -157,8 +142,7 @@ def test_publish_ignores_serve_only_environment() -> None:
             "SANIC_FEEDS_BROKER": DEAD_REDIS,
         },
     )
-    assert_clean_error(result, 1)
-    assert "broker unavailable" in result.stderr
+    assert_clean_error(result, 1, "broker unavailable")
 
 
 def test_serve_with_a_bad_config_file(tmp_path: Path) -> None:

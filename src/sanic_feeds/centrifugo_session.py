@@ -3,9 +3,10 @@
 Like ``session.Session`` for ``/feed/`` sockets, and on the same ``Connection`` (the lean
 ``FeedSocket``) and the same bounded ``Outbound``: messages are handled one at a time, in
 order, by a task that exists only while some are waiting (at most ``INBOX_LIMIT``, then the
-socket stops reading); when the connection ends, what it sent whole is still handled (up to
-``close_timeout``), then it leaves its channels. What to answer is the state machine's
-(``centrifugo_state.py``); the runner (``centrifugo_runner.py``) does what it asks.
+socket stops reading; ``inbox.py``, shared by both drivers); when the connection ends, what it
+sent whole is still handled (up to ``close_timeout``), then it leaves its channels. What to
+answer is the state machine's (``centrifugo_state.py``); the runner (``centrifugo_runner.py``)
+does what it asks.
 
 Logs one line per connection open and close, never per message, never a token.
 """
@@ -31,11 +32,10 @@ from .control import ControlCommand
 from .hook_runner import NO_HOOKS, HookRunner
 from .hooks import DisconnectEvent
 from .host import Host
+from .inbox import InboxDriver
 from .outbound import Outbound
 from .protocol import CloseCode
 from .rpc import ClientHandlers
-from .session import INBOX_LIMIT
-from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Held:
             self._outbound.send(frame)
 
 
-class CentrifugoSession:
+class CentrifugoSession(InboxDriver[str | bytes | ControlCommand]):
     """One Centrifugo connection. Driven by its connection: ``receive``, ``connection_lost``."""
 
     __slots__ = (
@@ -70,11 +70,8 @@ class CentrifugoSession:
         "_expiry",
         "_finished",
         "_hooks",
-        "_inbox",
-        "_paused",
         "_runner",
         "_sweeps",
-        "_task",
         "close_code",
         "conn",
         "framing",
@@ -99,6 +96,7 @@ class CentrifugoSession:
         headers: Mapping[str, str] | None = None,
         framing: CentrifugoFraming = WEBSOCKET_FRAMING,
     ) -> None:
+        super().__init__(deque())
         self.host = host
         self.conn = conn
         self.framing = framing
@@ -113,9 +111,6 @@ class CentrifugoSession:
             host, self.state, self, tokens, handlers, hooks, headers or {}
         )
         self.close_code: int | None = None
-        self._inbox: deque[str | bytes | ControlCommand] = deque()
-        self._paused = False
-        self._task: asyncio.Task[None] | None = None
         self._ended = False
         self._expiry: asyncio.TimerHandle | None = None
         self._sweeps = 0
@@ -145,21 +140,13 @@ class CentrifugoSession:
     def receive(self, message: str | bytes | ControlCommand) -> None:
         if self._ended or self.state.closed is not None:
             return
-        self._inbox.append(message)
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._work())
-        elif len(self._inbox) >= INBOX_LIMIT and not self._paused:
-            self._paused = True
-            self.conn.pause_reading()
+        self._queue(message, self._work)
 
     async def _work(self) -> None:
         inbox = self._inbox
         try:
             while inbox and self.state.closed is None:
-                message = inbox.popleft()
-                if self._paused and len(inbox) <= INBOX_LIMIT // 2:
-                    self._paused = False
-                    self.conn.resume_reading()
+                message = self._take(inbox)
                 if isinstance(message, str | bytes):
                     self.host.tally("client_messages")
                     command = self.framing.commands(message)
@@ -244,11 +231,7 @@ class CentrifugoSession:
 
     async def _cleanup(self) -> None:
         try:
-            task = self._task
-            if task is not None:
-                _, pending = await asyncio.wait({task}, timeout=self.host.close_timeout)
-                if pending:
-                    await cancel_and_wait(task)
+            await self._let_inbox_finish(self.host.close_timeout)
             channels = list(self.state.channels.channels)
             self.state.channels.channels.clear()
             await self.host.leave_all(self, channels)

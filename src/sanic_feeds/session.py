@@ -19,7 +19,6 @@ import logging
 import secrets
 import time
 import unicodedata
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 
@@ -30,19 +29,16 @@ from .control import ControlCommand
 from .hook_runner import NO_HOOKS, HookRunner
 from .hooks import DisconnectEvent
 from .host import Host
+from .inbox import INBOX_LIMIT, InboxDriver
 from .outbound import Outbound
 from .protocol import CloseCode
 from .session_actions import ActionRunner
 from .session_state import REFUSING, Action, SessionState
-from .tasks import cancel_and_wait
 from .wire import WEBSOCKET, Wire
 
 log = logging.getLogger(__name__)
 
 MAX_USER_LENGTH = 64
-
-INBOX_LIMIT = 32
-"""Client messages waiting to be handled before the connection stops reading."""
 
 __all__ = ["INBOX_LIMIT", "REFUSING", "Session", "clean_user_name"]
 
@@ -59,7 +55,11 @@ def clean_user_name(raw: str | None) -> str:
     return f"guest-{secrets.token_hex(2)}"
 
 
-class Session:
+Message = str | bytes | Callable[[], list[Action]]
+"""A client message, or a server input (a step of the machine, see ``Session.submit``)."""
+
+
+class Session(InboxDriver[Message]):
     """One client connection: its state machine, its outbound buffer, its connection.
 
     Driven by its connection: :meth:`receive` for each client message and
@@ -73,9 +73,6 @@ class Session:
         "_ended",
         "_finished",
         "_hooks",
-        "_inbox",
-        "_paused",
-        "_task",
         "close_code",
         "conn",
         "host",
@@ -100,6 +97,9 @@ class Session:
         client: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # The inbox is made when the first message comes (a deque is larger than the rest of an
+        # idle session).
+        super().__init__(None)
         self.host = host
         self.wire = wire
         """How this connection's messages are framed (its transport's codec)."""
@@ -113,12 +113,6 @@ class Session:
         self._hooks = hooks
         self._actions = ActionRunner(host, self.state, self, hooks, wire.name, headers)
         self.close_code: int | None = None
-        self._inbox: deque[str | bytes | Callable[[], list[Action]]] | None = None
-        """Client messages waiting for the task; made when the first one comes (a deque is
-        larger than the rest of an idle session)."""
-        self._paused = False
-        self._task: asyncio.Task[None] | None = None
-        """Opening the session, or handling queued messages; None while idle."""
         self._ended = False
         self._done = False
         self._finished: asyncio.Future[None] | None = None
@@ -167,21 +161,14 @@ class Session:
         for channel, since, epoch in channels:
             self.submit(partial(state.server_subscribe, channel, since, epoch))
 
-    def receive(self, message: str | bytes | Callable[[], list[Action]]) -> None:
+    def receive(self, message: Message) -> None:
         """A client message (or a server input, see :meth:`submit`): handle it after those
         before it."""
         if self._ended or self.close_code in REFUSING:
             return
-        if self._inbox is None:
-            self._inbox = deque()
-        self._inbox.append(message)
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._work(None))
-        elif len(self._inbox) >= INBOX_LIMIT and not self._paused:
-            self._paused = True  # a client sending faster than it is served waits in TCP
-            self.conn.pause_reading()
+        self._queue(message, self._work)
 
-    async def _work(self, opening: Coroutine[object, object, None] | None) -> None:
+    async def _work(self, opening: Coroutine[object, object, None] | None = None) -> None:
         try:
             if opening is not None:
                 await opening
@@ -194,10 +181,7 @@ class Session:
                 handled += 1
                 if handled % INBOX_LIMIT == 0:
                     await asyncio.sleep(0)  # a flood read at once must not stall the others
-                message = inbox.popleft()
-                if self._paused and len(inbox) <= INBOX_LIMIT // 2:
-                    self._paused = False
-                    self.conn.resume_reading()
+                message = self._take(inbox)
                 if callable(message):
                     await self._run(message())
                     continue
@@ -231,12 +215,8 @@ class Session:
 
     async def _cleanup(self) -> None:
         try:
-            task = self._task
-            if task is not None:
-                _, pending = await asyncio.wait({task}, timeout=self.host.close_timeout)
-                if pending:
-                    log.info("client=%s: gave up on its last messages", self.id)
-                    await cancel_and_wait(task)
+            if await self._let_inbox_finish(self.host.close_timeout):
+                log.info("client=%s: gave up on its last messages", self.id)
             self._inbox = None
             channels = list(self.channels)
             self.channels.clear()

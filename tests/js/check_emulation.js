@@ -5,8 +5,8 @@
 // this prints. Node 20 has fetch and ReadableStream; EventSource needs --experimental-eventsource.
 'use strict';
 const { Centrifuge } = require('centrifuge');
+const { given, once, sleep, report } = require('./check_common');
 
-const given = JSON.parse(process.argv[2]);
 const results = {};
 
 function client(stream, emulation, token) {
@@ -14,15 +14,6 @@ function client(stream, emulation, token) {
     token, emulationEndpoint: emulation, timeout: 5000, minReconnectDelay: 100,
   });
 }
-
-function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} in ${ms} ms`)), ms);
-    emitter.once(event, (ctx) => { clearTimeout(timer); resolve(ctx); });
-  });
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main() {
   const ann = client(given.one_stream, given.two_emulation, given.ann);
@@ -75,7 +66,4 @@ async function main() {
   for (const c of [ann, bob, refused]) c.disconnect();
 }
 
-main().then(
-  () => { console.log(JSON.stringify(results)); process.exit(0); },
-  (e) => { console.log(JSON.stringify({ error: String(e && e.stack || e), partial: results })); process.exit(1); },
-);
+report(main, results);

@@ -7,22 +7,13 @@
 const { Centrifuge } = require('centrifuge/build/protobuf');
 const JsonCentrifuge = require('centrifuge').Centrifuge;
 const WebSocket = require('ws');
+const { given, once, sleep, report } = require('./check_common');
 
-const given = JSON.parse(process.argv[2]);
 const results = {};
 const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
 const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
 // protobufjs gives uint64 fields (offsets) as Long objects.
 const number = (value) => (value && typeof value === 'object' ? value.toNumber() : value);
-
-function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} in ${ms} ms`)), ms);
-    emitter.once(event, (ctx) => { clearTimeout(timer); resolve(ctx); });
-  });
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main() {
   const options = { websocket: WebSocket, timeout: 5000, minReconnectDelay: 100 };
@@ -92,7 +83,4 @@ async function main() {
   for (const c of [ann, bob, carol, refused]) c.disconnect();
 }
 
-main().then(
-  () => { console.log(JSON.stringify(results)); process.exit(0); },
-  (e) => { console.log(JSON.stringify({ error: String(e && e.stack || e), partial: results })); process.exit(1); },
-);
+report(main, results);

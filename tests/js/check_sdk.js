@@ -4,22 +4,13 @@
 'use strict';
 const { Centrifuge } = require('centrifuge');
 const WebSocket = require('ws');
+const { given, once, sleep, report } = require('./check_common');
 
-const given = JSON.parse(process.argv[2]);
 const results = {};
 
 function client(url, options) {
   return new Centrifuge(url, { websocket: WebSocket, timeout: 5000, ...options });
 }
-
-function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${event} in ${ms} ms`)), ms);
-    emitter.once(event, (ctx) => { clearTimeout(timer); resolve(ctx); });
-  });
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main() {
   const ann = client(given.one, { token: given.ann });
@@ -113,7 +104,4 @@ async function main() {
   for (const c of [ann, bob, refreshing]) c.disconnect();
 }
 
-main().then(
-  () => { console.log(JSON.stringify(results)); process.exit(0); },
-  (e) => { console.log(JSON.stringify({ error: String(e && e.stack || e), partial: results })); process.exit(1); },
-);
+report(main, results);

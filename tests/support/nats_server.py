@@ -10,25 +10,17 @@ Pytest-free on purpose, like ``redis_server.py``; the fixtures live in ``fixture
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
-from .ports import free_port
-from .redis_server import RedisServer
+from .owned_process import AddressInUseError, BrokerProcess, log_offsets, read_since
 
 __all__ = ["NatsServer", "find_nats_server_binary"]
 
 _STARTUP_TIMEOUT_S = 10.0
-_BIND_RETRY_S = 5.0
-_STOP_TIMEOUT_S = 5.0
-_MAX_FRESH_PORT_ATTEMPTS = 5
 _READY_MARKER = "Server is ready"
 _ADDRESS_IN_USE_MARKER = "address already in use"
 
@@ -43,23 +35,14 @@ def find_nats_server_binary() -> str:
     return found
 
 
-class NatsServer:
+class NatsServer(BrokerProcess):
     """A ``nats-server -js`` subprocess; the port is kept across ``restart()``."""
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
-        self._port = port
-        self._binary = binary
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._paused = False
-        self._dir: Path | None = None
-        self._final_log = ""
-        self._atexit_registered = False
+    _label = "nats-server"
+    _dir_prefix = "sanic-feeds-nats-"
 
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("NatsServer has no port yet: call start() first")
-        return self._port
+    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+        super().__init__(port, binary=binary)
 
     @property
     def url(self) -> str:
@@ -69,95 +52,6 @@ class NatsServer:
     def pid(self) -> int:
         """The running server's process id (benchmarks read its CPU time)."""
         return self._require_running().pid
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def is_paused(self) -> bool:
-        return self._paused and self.is_running
-
-    def start(self) -> None:
-        """Launch the server and return once it logged that it is ready."""
-        if self.is_running:
-            raise RuntimeError(f"nats-server is already running on port {self._port}")
-        binary = self._binary or find_nats_server_binary()
-        if self._dir is None or not self._dir.is_dir():
-            self._dir = Path(tempfile.mkdtemp(prefix="sanic-feeds-nats-"))
-        fixed_port = self._port is not None
-        bind_deadline = time.monotonic() + _BIND_RETRY_S
-        fresh_attempts = 0
-        while True:
-            if self._port is None:
-                self._port = free_port()
-            problem = self._launch_once(binary, self._port)
-            if problem is None:
-                break
-            if _ADDRESS_IN_USE_MARKER not in problem:
-                raise RuntimeError(problem)
-            if not fixed_port:
-                fresh_attempts += 1
-                self._port = None
-                if fresh_attempts >= _MAX_FRESH_PORT_ATTEMPTS:
-                    raise RuntimeError(problem)
-                continue
-            if time.monotonic() >= bind_deadline:
-                raise RuntimeError(f"port {self._port} stayed in use: {problem}")
-            time.sleep(0.1)
-        if not self._atexit_registered:
-            atexit.register(self._atexit_cleanup)
-            self._atexit_registered = True
-
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM, then SIGKILL) and delete the store. Idempotent."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-        self._proc = None
-        self._paused = False
-        if self._dir is not None:
-            self._final_log = self.log_text()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        if self._atexit_registered:
-            atexit.unregister(self._atexit_cleanup)
-            self._atexit_registered = False
-
-    def kill(self) -> None:
-        """SIGKILL and reap: a crash. Port and store are kept for ``start()``."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            proc.wait(timeout=_STOP_TIMEOUT_S)
-        self._paused = False
-
-    def restart(self) -> None:
-        """Kill and start again on the same port, with the same JetStream store."""
-        self.kill()
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open, nothing is answered."""
-        proc = self._require_running()
-        proc.send_signal(signal.SIGSTOP)
-        self._paused = True
-        RedisServer._wait_for_proc_state(proc.pid, stopped=True)
-
-    def resume(self) -> None:
-        proc = self._require_running()
-        proc.send_signal(signal.SIGCONT)
-        self._paused = False
-        RedisServer._wait_for_proc_state(proc.pid, stopped=False)
 
     def ping(self, timeout: float = 1.0) -> bool:
         """True when the server answers a PING on a fresh connection within ``timeout``."""
@@ -184,21 +78,14 @@ class NatsServer:
             return (self._dir / "nats.log").read_text(errors="replace")
         return ""
 
-    def __repr__(self) -> str:
-        state = "paused" if self.is_paused else "running" if self.is_running else "stopped"
-        return f"<NatsServer port={self._port} {state}>"
+    def _find_binary(self) -> str:
+        return find_nats_server_binary()
 
-    def _require_running(self) -> subprocess.Popen[bytes]:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            raise RuntimeError("nats-server is not running")
-        return proc
-
-    def _launch_once(self, binary: str, port: int) -> str | None:
-        """Start one process; None once it is ready, else what went wrong (after reaping it)."""
+    def _launch_once(self, binary: str, port: int) -> None:
+        """Start one process and wait until it is ready; raise (after reaping it) otherwise."""
         assert self._dir is not None
         log_file = self._dir / "nats.log"
-        offset = log_file.stat().st_size if log_file.exists() else 0
+        offsets = log_offsets((log_file,))
         argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(self._dir / "store")]
         with log_file.open("ab") as log:
             # A new session keeps the terminal's Ctrl-C away from the server.
@@ -209,26 +96,22 @@ class NatsServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._proc = proc
-        self._paused = False
+        self._started(proc)
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while True:
-            with log_file.open("rb") as fh:
-                fh.seek(offset)
-                new_log = fh.read().decode(errors="replace")
+            new_log = read_since(offsets)
             code = proc.poll()
             if code is not None:
                 self._proc = None
-                return f"nats-server on port {port} exited with code {code}:\n{new_log[-3000:]}"
+                message = f"nats-server on port {port} exited with code {code}:\n{new_log[-3000:]}"
+                if _ADDRESS_IN_USE_MARKER in message:
+                    raise AddressInUseError(message)
+                raise RuntimeError(message)
             if _READY_MARKER in new_log:
-                return None
+                return
             if time.monotonic() >= deadline:
-                proc.kill()
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-                self._proc = None
-                return f"nats-server on port {port} not ready in time:\n{new_log[-3000:]}"
+                self._reap_unready(proc)
+                raise RuntimeError(
+                    f"nats-server on port {port} not ready in time:\n{new_log[-3000:]}"
+                )
             time.sleep(0.02)
-
-    def _atexit_cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()

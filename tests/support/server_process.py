@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from .owned_process import AddressInUseError, OwnedProcess, log_offsets, read_since
 from .ports import free_port
 
 __all__ = ["QueryValue", "ServerProcess"]
@@ -45,7 +46,7 @@ _ADDRESS_IN_USE_MARKERS = ("address already in use", "errno 98", "eaddrinuse")
 _PATH_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
 
 
-class ServerProcess:
+class ServerProcess(OwnedProcess):
     """One ``python -m sanic_feeds serve`` process listening on 127.0.0.1.
 
     The server runs in its own session (process group): Sanic may start worker processes, and
@@ -69,13 +70,12 @@ class ServerProcess:
         ``extra_args``: appended to the command line. ``env``: overrides on top of ``os.environ``;
         a None value removes that variable. ``cwd``: working directory (default: inherited).
         """
+        super().__init__(port)
         self._broker_url = broker_url
         self._fixed_port = port is not None
-        self._port: int | None = port
         self._extra_args = tuple(extra_args)
         self._env_overrides = dict(env or {})
         self._cwd = cwd
-        self._proc: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix="sanic-feeds-server-"))
         self._log_path = self._dir / "server.log"
         self._final_log: str | None = None
@@ -83,26 +83,9 @@ class ServerProcess:
     # -- properties -------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        """The TCP port the server listens on."""
-        if self._port is None:
-            raise RuntimeError("ServerProcess has no port yet: call start() first")
-        return self._port
-
-    @property
     def http_url(self) -> str:
         """Base URL for plain HTTP requests, without a trailing slash."""
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the server's main process while it runs."""
-        return self._proc.pid if self.is_running and self._proc is not None else None
-
-    @property
-    def is_running(self) -> bool:
-        """True while the main process is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def returncode(self) -> int | None:
@@ -149,7 +132,7 @@ class ServerProcess:
                 self._port = free_port()
             try:
                 self._launch_once(deadline)
-            except _AddressInUseError as exc:
+            except AddressInUseError as exc:
                 if self._fixed_port or attempts >= _MAX_FRESH_PORT_ATTEMPTS:
                     raise RuntimeError(str(exc)) from None
                 self._port = None
@@ -264,7 +247,7 @@ class ServerProcess:
         return env
 
     def _launch_once(self, deadline: float) -> None:
-        offset = self._log_path.stat().st_size if self._log_path.exists() else 0
+        offsets = log_offsets((self._log_path,))
         with self._log_path.open("ab") as log:
             proc = subprocess.Popen(
                 self._argv(),
@@ -283,13 +266,13 @@ class ServerProcess:
                 code = proc.poll()
                 if code is not None:
                     self._kill_group(proc)
-                    new_log = self._read_since(offset)
+                    new_log = read_since(offsets)
                     message = (
                         f"server exited with code {code} before {health} answered 200; "
                         f"log tail:\n{new_log[-_LOG_TAIL_CHARS:]}"
                     )
                     if any(m in new_log.lower() for m in _ADDRESS_IN_USE_MARKERS):
-                        raise _AddressInUseError(message)
+                        raise AddressInUseError(message)
                     raise RuntimeError(message)
                 last = ""
                 remaining = deadline - time.monotonic()
@@ -311,20 +294,8 @@ class ServerProcess:
                     )
                 time.sleep(_HEALTH_POLL_INTERVAL_S)
 
-    def _read_since(self, offset: int) -> str:
-        try:
-            with self._log_path.open("rb") as fh:
-                fh.seek(offset)
-                return fh.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL every process in the server's session (its pgid is the main pid)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-class _AddressInUseError(RuntimeError):
-    """The server exited because its port was taken."""

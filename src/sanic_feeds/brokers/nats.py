@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 
 from nats.aio.client import Client
@@ -32,11 +31,12 @@ from nats.js import JetStreamContext
 from ..config import BrokerAddress, nats_servers
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
-from .base import Broker, DeliverFn, GapFn
+from .base import DeliverFn, GapFn
 from .nats_connect import first_connection
 from .nats_history import StreamHistory
 from .nats_probe import NatsProbe
 from .nats_subjects import to_token
+from .networked import NetworkBroker
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ PENDING_MESSAGES = 100_000
 """Messages one subscription may hold before nats-py drops them (then: a gap)."""
 
 
-class NatsBroker(Broker):
+class NatsBroker(NetworkBroker):
     """Broker on NATS; see the module docstring."""
 
     def __init__(
@@ -63,17 +63,20 @@ class NatsBroker(Broker):
         probe_timeout: float = 3.0,
         history: HistoryPolicy | HistoryRules | None = None,
     ) -> None:
-        self._url = url
+        super().__init__(
+            url,
+            prefix,
+            node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+            history=history,
+        )
         self._servers = nats_servers(url)
         token = to_token(prefix.rstrip(":.") or "feeds")
         self._live_prefix = f"{token}.ch."
-        node = node_id or random.randbytes(6).hex()
-        self._node_subject = f"{token}.node.{to_token(node)}"
-        self._name = f"sanic-feeds:{node}"
-        self.history_rules = HistoryRules.of(history)
-        self._streams = StreamHistory(token, to_token(node), self.history_rules)
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
+        self._node_subject = f"{token}.node.{to_token(self._node)}"
+        self._name = f"sanic-feeds:{self._node}"
+        self._streams = StreamHistory(token, to_token(self._node), self.history_rules)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._deliver: DeliverFn | None = None

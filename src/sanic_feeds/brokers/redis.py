@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -40,7 +39,8 @@ from ..history import (
     HistoryRules,
     Stored,
 )
-from .base import Broker, DeliverFn, GapFn
+from .base import DeliverFn, GapFn
+from .networked import NetworkBroker
 from .redis_commands import CommandPool
 from .redis_history import StreamHistory
 from .redis_keys import channel_key
@@ -89,7 +89,7 @@ def open_client(url: str, **options: Any) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
-class RedisBroker(Broker):
+class RedisBroker(NetworkBroker):
     """Broker on Redis pub/sub. Channel ``c`` is the Redis channel ``<prefix>ch:{<c>}``."""
 
     def __init__(
@@ -106,12 +106,15 @@ class RedisBroker(Broker):
         command_timeout: float = 5.0,
         queue_timeout: float = 10.0,
     ) -> None:
-        self._url = url
-        self._prefix = prefix
-        self.history_rules = HistoryRules.of(history)
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
-        node = node_id or random.randbytes(6).hex()
+        super().__init__(
+            url,
+            prefix,
+            node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+            history=history,
+        )
+        node = self._node
         # The node's own channel keeps the subscriber connection subscribed (and read) even when
         # no channel has members, and carries the liveness probe.
         self._node_key = f"{prefix}node:{node}".encode()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import replace
 
@@ -25,8 +24,9 @@ from ..cluster_urls import redis_cluster_nodes
 from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
-from .base import Broker, DeliverFn, GapFn
+from .base import DeliverFn, GapFn
 from .cluster_slots import SLOTS, Address, SlotMap, key_slot, probe_tag
+from .networked import NetworkBroker
 from .redis import SUBSCRIBE_TIMEOUT
 from .redis_cluster_router import ClusterRouter
 from .redis_cluster_subscriptions import ShardedSubscriptions
@@ -39,7 +39,7 @@ from .resp import Endpoint, ReplyError, encode
 log = logging.getLogger(__name__)
 
 
-class RedisClusterBroker(Broker):
+class RedisClusterBroker(NetworkBroker):
     """Broker on a Redis Cluster's sharded pub/sub. See the module docstring."""
 
     def __init__(
@@ -55,15 +55,17 @@ class RedisClusterBroker(Broker):
         max_in_flight: int = 8192,
         command_timeout: float = 5.0,
     ) -> None:
-        self._url = url
-        self._prefix = prefix
-        self.history_rules = HistoryRules.of(history)
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
+        super().__init__(
+            url,
+            prefix,
+            node_id,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+            history=history,
+        )
         self._connections = connections
         self._max_in_flight = max_in_flight
         self._command_timeout = command_timeout
-        self._node = node_id or random.randbytes(6).hex()
         self._seeds = [Endpoint.from_url(node) for node in redis_cluster_nodes(url)]
         self._router = ClusterRouter(self._seeds, self._open_shard, self._rehome, self._slot_of)
         self._streams = StreamHistory(
