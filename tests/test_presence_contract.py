@@ -15,7 +15,15 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from sanic_feeds.presence import Counted, Member, MemoryPresence, Presence, create_presence
+from sanic_feeds.presence import (
+    CountChange,
+    Counted,
+    Member,
+    MemoryPresence,
+    Presence,
+    create_presence,
+)
+from sanic_feeds.presence.nats import NatsPresence
 from support.ws import eventually
 
 ExpiryCheck = Callable[[], Awaitable[bool]]
@@ -369,3 +377,88 @@ async def test_a_withdrawn_nodes_counts_are_not_claimed_twice(
     await leaving.withdraw("leaving")
     for key in await presence.claim_expired("alive"):
         assert not (await presence.add_count(key, "alive", 0)).lapsed
+
+
+async def cut_off_and_claimed(
+    presence: Presence, open_peer: OpenPeer, clock: Clock, counts: dict[str, int]
+) -> tuple[Presence, list[Counted]]:
+    """A node ``back`` sets ``counts`` and stops reporting (cut off, not dead); the survivor
+    ``alive`` claims it and counts each claimed key: those zero counts."""
+    back = await open_peer()
+    await back.report_rooms("back", {}, 0, ttl=DEAD_TTL)
+    for key, count in counts.items():
+        assert (await back.set_count(key, "back", count)).change == count
+    await back.report_rooms("back", {}, 0, ttl=DEAD_TTL)  # where counts travel in the report
+    assert await presence.claim_expired("alive") == []  # alive reads back's report
+    await gone(presence, clock, "back")
+    claimed = await presence.claim_expired("alive")
+    assert claimed == sorted(counts)
+    return back, [await presence.add_count(key, "alive", 0) for key in claimed]
+
+
+async def test_a_node_whose_counts_were_claimed_sets_them_again(
+    presence: Presence, open_peer: OpenPeer, clock: Clock
+) -> None:
+    """A node cut off past its ttl had its counts claimed and cleared (its only-held key
+    lapsed); back, it learns so and sets each count again: totals are right, the key that came
+    back from zero is the one change that says so (occupied, once), the key another node kept
+    says nothing, a repeat changes nothing, and its next death is claimed again."""
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    assert await presence.set_count("#room:kept", "alive", 1) == CountChange(1, 1)
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    counts = {"#room:kept": 1, "#room:only": 1, "#room:left": 1, "ann": 2}
+    back, cleared = await cut_off_and_claimed(presence, open_peer, clock, counts)
+    lapsed = dict(zip(sorted(counts), [c.lapsed for c in cleared], strict=True))
+    assert lapsed == {"#room:kept": False, "#room:left": True, "#room:only": True, "ann": True}
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)  # it is back
+    assert await back.counts_cleared("back", lapsed=False)
+    assert await back.set_count("#room:only", "back", 1) == CountChange(1, 1)
+    assert await back.set_count("#room:kept", "back", 1) == CountChange(2, 1)
+    assert await back.set_count("#room:left", "back", 0) == CountChange(0, 0)  # said vacated
+    assert (await back.set_count("ann", "back", 2)).total == 2
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)
+    assert not await back.counts_cleared("back", lapsed=False)
+    assert await back.set_count("#room:only", "back", 1) == CountChange(1, 0)  # idempotent
+    assert await presence.add_count("ann", "alive", 0) == Counted(2)
+    assert await presence.add_count("#room:only", "alive", 0) == Counted(1)
+    assert await presence.set_count("#room:kept", "alive", 0) == CountChange(1, -1)
+    await back.report_rooms("back", {}, 0, ttl=DEAD_TTL)  # now it dies
+    await gone(presence, clock, "back")
+    again = [await presence.add_count(k, "alive", 0) for k in await presence.claim_expired("alive")]
+    assert [c.lapsed for c in again] == [True, True, True]  # #room:kept, #room:only, ann
+
+
+@pytest.mark.parametrize("lapsed", [False, True])
+async def test_counts_cleared_says_no_for_a_node_that_kept_reporting(
+    presence: Presence, lapsed: bool
+) -> None:
+    """A node whose counts nobody claimed is told they are intact, unless its report lapsed
+    on a backend where a lapse alone lets others drop its counts."""
+    await presence.report_rooms("steady", {}, 0, ttl=10 * TTL)
+    await presence.set_count("#room:s", "steady", 1)
+    await presence.report_rooms("steady", {}, 0, ttl=10 * TTL)
+    cleared = await presence.counts_cleared("steady", lapsed=lapsed)
+    assert cleared == (lapsed and not isinstance(presence, NatsPresence))
+
+
+async def test_a_node_back_before_the_claims_counts_changes_nothing(
+    presence: Presence, open_peer: OpenPeer, clock: Clock, backend_url: str
+) -> None:
+    """The node comes back after a survivor claimed it but before it counted the claimed
+    keys: its count is still there, so setting it again changes nothing, and the survivor's
+    count then finds it live: no lapse, no occupied, the total right."""
+    if backend_url.startswith("nats"):
+        pytest.skip("on NATS the claim says the counts are gone before the lapse is decided")
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    back = await open_peer()
+    await back.report_rooms("back", {}, 0, ttl=DEAD_TTL)
+    await back.set_count("#room:mid", "back", 1)
+    await back.report_rooms("back", {}, 0, ttl=DEAD_TTL)
+    assert await presence.claim_expired("alive") == []
+    await gone(presence, clock, "back")
+    assert await presence.claim_expired("alive") == ["#room:mid"]
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)
+    assert await back.counts_cleared("back", lapsed=False)
+    assert await back.set_count("#room:mid", "back", 1) == CountChange(1, 0)
+    assert await presence.add_count("#room:mid", "alive", 0) == Counted(1)
+    assert not await back.counts_cleared("back", lapsed=False)

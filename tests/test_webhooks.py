@@ -23,6 +23,8 @@ from sanic.server.async_server import AsyncioServer
 from websockets.asyncio.client import connect
 
 from sanic_feeds import FeedsConfig
+from sanic_feeds.errors import BrokerUnavailable
+from sanic_feeds.protocol import CloseCode
 from sanic_feeds.webhooks import SIGNATURE_HEADER, signature
 from support.local_server import LocalServer, local_server
 from support.ports import free_port
@@ -215,5 +217,80 @@ async def test_vacated_once_when_the_last_members_instance_crashes(
                 await ws.close()
     finally:
         await asyncio.to_thread(doomed.close)
+        await receiver.stop()
+    assert receiver.bad_signatures == 0
+
+
+CUT_TTL = 1.0
+"""node_ttl of the instances in the cut-off test: short, so that the cut-off lasts ~2 s."""
+
+
+async def test_an_instance_cut_off_past_node_ttl_counts_itself_again(
+    redis_server: RedisServer,
+) -> None:
+    """One instance's presence reports fail for longer than node_ttl (its sockets stay open):
+    the other takes it for dead and sends "vacated" for the channel only it held; when its
+    reports come back it counts itself again: one "occupied" for that channel, nothing for the
+    channel the other kept, the per-user limit refuses again at the right count, and its last
+    leave sends one "vacated"."""
+    if not redis_server.is_running:
+        redis_server.start()
+    receiver = Receiver(free_port())
+    await receiver.start()
+    config = FeedsConfig(
+        broker=redis_server.url,
+        redis_prefix=f"cut-{secrets.token_hex(3)}:",
+        node_ttl=CUT_TTL,
+        user_connection_limit=2,
+        auth="token",
+        tokens=("t-ann=ann", "t-bob=bob", "t-cy=cy"),
+        webhook_endpoint=f"http://127.0.0.1:{receiver.port}/hook",
+        webhook_secret=SECRET,
+        drain_time=0.5,
+    )
+    sockets: list[Any] = []
+    try:
+        async with local_server(config) as cut, local_server(config) as other:
+
+            async def joined(server: LocalServer, channel: str, user: str) -> Any:
+                ws = await connect(server.ws_url(channel, token=f"t-{user}"))
+                await recv_until(ws, is_type("system"))
+                return ws
+
+            sockets += [await joined(cut, "cut-only", "ann"), await joined(cut, "cut-only", "ann")]
+            sockets += [await joined(cut, "cut-kept", "bob"), await joined(other, "cut-kept", "cy")]
+            occupied = ["channel.occupied"]
+            await until(lambda: all(receiver.of(c) == occupied for c in ("cut-only", "cut-kept")))
+            presence = cut.node.presence
+            report = presence.report_rooms
+            failing = True
+
+            async def cut_off(*args: Any, **kwargs: Any) -> None:
+                if failing:
+                    raise BrokerUnavailable("cut off (test)")
+                await report(*args, **kwargs)
+
+            presence.report_rooms = cut_off  # type: ignore[method-assign]  # the cut-off
+            vacated = [*occupied, "channel.vacated"]
+            await until(lambda: receiver.of("cut-only") == vacated, timeout=CUT_TTL + 4)
+            failing = False
+            back = [*vacated, "channel.occupied"]
+            await until(lambda: receiver.of("cut-only") == back, timeout=CUT_TTL + 4)
+            assert cut.node.reaper.recount.recounts >= 1
+            async with asyncio.timeout(5), connect(other.ws_url("x", token="t-ann")) as third:
+                await third.wait_closed()
+                assert third.close_code == CloseCode.CONNECTION_LIMIT
+            await asyncio.sleep(CUT_TTL / 3 + 0.3)  # another sweep: nothing more comes
+            assert receiver.of("cut-only") == back
+            assert receiver.of("cut-kept") == occupied
+            for ws in sockets[:2]:
+                await ws.close()
+            await until(lambda: receiver.of("cut-only") == [*back, "channel.vacated"])
+            for ws in sockets[2:]:
+                await ws.close()
+            await until(lambda: receiver.of("cut-kept") == vacated)
+            await asyncio.sleep(0.3)
+            assert receiver.of("cut-only") == [*back, "channel.vacated"]
+    finally:
         await receiver.stop()
     assert receiver.bad_signatures == 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from .errors import BrokerUnavailable
 from .presence import Presence
@@ -40,14 +41,19 @@ class Admission:
 class UserSlots:
     """Connections per user over the cluster (``--user-connection-limit``).
 
-    Counted in the presence backend (each node adds its own connections of a user; nodes that
-    stopped reporting no longer count), so the limit holds however the load balancer spreads a
-    user's connections. A connection is counted first and checked after: two connections of
-    one user opening at the same moment on two instances can then both be refused, never both
-    let in over the limit.
+    Counted in the presence backend (each node sets its own count of a user's connections;
+    nodes that stopped reporting no longer count), so the limit holds however the load
+    balancer spreads a user's connections. A connection is counted first and checked after:
+    two connections of one user opening at the same moment on two instances can then both be
+    refused, never both let in over the limit.
+
+    The node's count of a user is set to what it holds (not added to), one change of a user
+    at a time: so a count the cluster cleared while this node was cut off is right again with
+    the user's next change here, or at once with :meth:`recount`, and a recount never races a
+    change of the same user.
     """
 
-    __slots__ = ("_changed", "_limit", "_node_id", "_presence")
+    __slots__ = ("_changed", "_held", "_limit", "_locks", "_node_id", "_presence")
 
     def __init__(
         self, presence: Presence, node_id: str, limit: int, changed: Callable[[], None]
@@ -58,21 +64,33 @@ class UserSlots:
         self._node_id = node_id
         self._limit = limit
         self._changed = changed
+        self._held: dict[str, int] = {}
+        """User -> the connections of the user this node holds counted: the local truth."""
+        self._locks = KeyedLocks()
 
     @property
     def limited(self) -> bool:
         return self._limit > 0
+
+    @property
+    def holds_counts(self) -> bool:
+        """Whether this node counts any user's connections."""
+        return bool(self._held)
 
     async def acquire(self, user: str) -> tuple[int, str] | None:
         """Count a connection of ``user`` (anonymous ones are not counted): None when it may
         open, else the close code and reason."""
         if not self._limit or not user:
             return None
-        try:
-            total = await self._presence.user_connections(user, self._node_id, 1)
-            self._changed()
-        except BrokerUnavailable:
-            return CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again"
+        async with self._locks.hold(user):
+            held = self._held.get(user, 0) + 1
+            try:
+                total = await self._set(user, held)
+            except BrokerUnavailable:
+                # Not open, so not held; a count that reached the backend anyway is set right
+                # by the user's next change here.
+                return CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again"
+            self._held[user] = held
         if total > self._limit:
             await self.release(user)
             return CloseCode.CONNECTION_LIMIT, f"at most {self._limit} connections per user"
@@ -80,11 +98,29 @@ class UserSlots:
 
     async def release(self, user: str) -> None:
         """Uncount a connection of ``user`` (it closed, or was refused)."""
+        async with self._locks.hold(user):
+            held = self._held.pop(user, 0) - 1
+            if held > 0:
+                self._held[user] = held  # gone here, whatever the backend answers
+            try:
+                await self._set(user, held)
+            except BrokerUnavailable as exc:  # set right by the user's next change or recount
+                log.warning("could not uncount a connection of a user: %s", exc)
+
+    async def recount(self) -> None:
+        """Set this node's count of each user it holds connections of again (its counts may
+        have been cleared while it was cut off)."""
+        for user in sorted(self._held):
+            async with self._locks.hold(user):
+                if held := self._held.get(user, 0):
+                    await self._set(user, held)
+
+    async def _set(self, user: str, held: int) -> int:
+        """Make ``held`` this node's count of ``user`` in the backend: the user's total."""
         try:
-            await self._presence.user_connections(user, self._node_id, -1)
+            return (await self._presence.set_count(user, self._node_id, max(held, 0))).total
+        finally:
             self._changed()
-        except BrokerUnavailable as exc:  # counts of this node vanish with its reports anyway
-            log.warning("could not uncount a connection of a user: %s", exc)
 
     def release_when_finished(self, user: str, finished: Awaitable[None]) -> asyncio.Task[None]:
         """Uncount ``user``'s connection once ``finished`` (the session's end) is done. The
@@ -97,3 +133,27 @@ class UserSlots:
                 await self.release(user)
 
         return asyncio.create_task(wait_then_release(), name="sanic-feeds:user-slot")
+
+
+class KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Key -> its lock and how many hold or wait for it."""
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users > 1:
+                self._locks[key] = (lock, users - 1)
+            else:
+                del self._locks[key]

@@ -9,9 +9,14 @@ them with a zero change, which clears the dead counts and says whether the key l
 taker (occupancy) may do that count itself, in line with its own counts of the key, so its
 events keep the order in which presence made them.
 
+Each sweep also asks whether this node itself was taken for dead and had its counts cleared
+(cut off or paused past ``node_ttl``, then back): :class:`~sanic_feeds.recount.Recount` then
+has them set again.
+
 It costs, per interval and node, one read of who counts and who is live (no scan of keys);
 per dead node, one claim by each node that notices, and one count per key it held, made by
-the node that won the claim. It must never count anything but a zero change.
+the node that won the claim. It must never count anything but a zero change of other nodes'
+keys.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable
 
 from .errors import BrokerUnavailable
 from .presence import Presence
+from .recount import Recount
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,8 @@ class CountReaper:
         self.takers: list[Callable[[str], bool]] = []
         """Called with each claimed key; one that returns True counts the key itself."""
         self._task: asyncio.Task[None] | None = None
+        self.recount = Recount(presence, node_id)
+        """Sets this node's own counts again where the cluster cleared them."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sanic-feeds:count-reaper")
@@ -44,6 +52,7 @@ class CountReaper:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        await self.recount.stop()
 
     async def sweep(self) -> None:
         """One pass: claim the dead nodes' keys, and clear (or hand over) each."""
@@ -53,6 +62,7 @@ class CountReaper:
         for key in keys:
             if not any(take(key) for take in self.takers):
                 await self._presence.add_count(key, self._node_id, 0)
+        await self.recount.check()
 
     async def _run(self) -> None:
         while True:

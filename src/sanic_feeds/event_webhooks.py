@@ -36,6 +36,7 @@ class EventWebhooks:
 
         hub.on_change = changed
         node.reaper.takers.append(self._occupancy.take)
+        node.reaper.recount.holders.append(self._occupancy)
         hooks.connected.append(self._connected)
         hooks.disconnect.append(self._disconnected)
         self.sender.open()
@@ -58,5 +59,6 @@ class EventWebhooks:
         self._hooks.connected.remove(self._connected)
         self._hooks.disconnect.remove(self._disconnected)
         self._node.reaper.takers.remove(self._occupancy.take)
+        self._node.reaper.recount.holders.remove(self._occupancy)
         await self._occupancy.aclose()
         await self.sender.aclose(drain_time)

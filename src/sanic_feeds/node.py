@@ -134,6 +134,8 @@ class Node:
         """Connections per user over the cluster; sessions take a slot once authenticated."""
         self.reaper = CountReaper(self.presence, self.id, config.node_ttl / 3)
         """Settles the counts of nodes that stopped reporting (run where anything counts)."""
+        self.reaper.recount.holders.append(self.user_slots)
+        self.reporter.on_lapse = self.reaper.recount.lapsed
         self.draining = False
         self.started = False
         self.client_buffer = config.client_buffer

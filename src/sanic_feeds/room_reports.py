@@ -65,6 +65,11 @@ class RoomReporter:
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running = False
+        self.on_lapse: Callable[[], None] | None = None
+        """Called after a report written more than ``node_ttl`` after the one before: the
+        node was taken for stopped meanwhile (``Recount.lapsed``)."""
+        self._last_written: float | None = None
+        """Loop time at which the last report that was written began."""
 
     def start(self) -> None:
         self._running = True
@@ -131,6 +136,7 @@ class RoomReporter:
             changed |= self._changed_channels
             self._changed_channels = set()
             lists = {c: self._members(c) for c in changed}
+            began = asyncio.get_running_loop().time()
             try:
                 await self._presence.report_rooms(
                     self._node_id, self._rooms(), self._connections(), self._node_ttl, lists
@@ -138,6 +144,18 @@ class RoomReporter:
             except BrokerUnavailable as exc:
                 self._changed_channels |= changed  # try these again next time
                 log.warning("room report failed: %s", exc)
+            else:
+                self._written(began)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _written(self, began: float) -> None:
+        """A report that began at ``began`` is written: was the one before it expired by now?"""
+        last, self._last_written = self._last_written, began
+        late = last is not None and asyncio.get_running_loop().time() - last > self._node_ttl
+        if late and self.on_lapse is not None:
+            log.warning(
+                "presence report renewed past node_ttl: the cluster took this node for stopped"
+            )
+            self.on_lapse()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ..config import BrokerAddress
-from .base import Counted, Member, NodeReport, Presence, RoomTotals
+from .base import CountChange, Counted, Member, NodeReport, Presence, RoomTotals
 from .memory import MemoryPresence
 
 __all__ = [
+    "CountChange",
     "Counted",
     "Member",
     "MemoryPresence",

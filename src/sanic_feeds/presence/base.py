@@ -11,6 +11,11 @@ connections, a channel's occupancy). A crashed node's counts stop counting when 
 expires, and they are cleared by whoever counts that key next or claims them
 (:meth:`Presence.claim_expired`); the one caller whose clearing brings a key's live total to
 zero is told so (:attr:`Counted.lapsed`), so "the last holder crashed" is said once.
+
+A node that was only cut off (or paused) past its ttl is treated the same way while it is gone,
+so when it is back it asks whether its counts were cleared (:meth:`Presence.counts_cleared`)
+and sets each again to what it holds (:meth:`Presence.set_count`): setting, not adding, so
+doing it twice, or after a count that was already there, changes nothing.
 """
 
 from __future__ import annotations
@@ -136,6 +141,20 @@ class Counted:
     holder when they expired. Of all callers, exactly one is told so per such loss."""
 
 
+@dataclass(frozen=True)
+class CountChange:
+    """What :meth:`Presence.set_count` found, at the one moment the count was set."""
+
+    total: int
+    """The key's count over every live node, the caller's included, after the change."""
+    change: int
+    """The caller's new count minus what the backend still had of it: what the cluster-wide
+    total moved by. Zero when the backend already had it (nothing was cleared)."""
+    lapsed: bool = False
+    """As :attr:`Counted.lapsed`: this call cleared the counts of nodes that stopped reporting,
+    and without them (before this call's change) the key's live total was zero."""
+
+
 class Presence(ABC):
     """Cluster-wide view of the nodes' rooms. Memory and Redis implementations."""
 
@@ -197,6 +216,28 @@ class Presence(ABC):
         Counts of nodes whose reports expired or were withdrawn no longer count; where this
         call clears them, it may be the one told that the key lapsed with them. ``node_id``
         must be listed (have reported) before it counts.
+        """
+
+    @abstractmethod
+    async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        """Set ``node_id``'s count of ``key`` to ``value`` (at least zero) and read the key's
+        live total, in one step, as :meth:`add_count` does.
+
+        What a node uses where it knows its own count (a channel it has members of, or not;
+        how many connections of a user it holds): a count the backend lost or cleared is
+        restored by it, and one already there is left as it is, so it can be repeated.
+        """
+
+    @abstractmethod
+    async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
+        """Whether ``node_id``'s counts may have been cleared while it is alive, so that it
+        must set them again (:meth:`set_count`) for its keys' totals to be right.
+
+        True once another node claimed them as expired (the node was cut off from the backend
+        past its ttl, or paused), or the backend lost them; with ``lapsed`` (the node's report
+        went unrenewed past its ttl), also where others' counts then drop the fields of nodes
+        that are not live. A backend that keeps the node's counts elsewhere than the backend's
+        counters (NATS: in its reports) from then on treats them as zero until each is set.
         """
 
     @abstractmethod

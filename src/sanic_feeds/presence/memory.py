@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from .base import Counted, Member, NodeReport, Presence, RoomTotals
+from .base import CountChange, Counted, Member, NodeReport, Presence, RoomTotals
 
 
 class MemoryPresence(Presence):
@@ -58,11 +58,28 @@ class MemoryPresence(Presence):
         self._members.pop(node_id, None)
 
     async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
+        before = self._counts.get(key, {}).get(node_id, 0)
+        total, lapsed = self._count(key, node_id, max(before + delta, 0))
+        return Counted(total, lapsed=lapsed)
+
+    async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        before = self._counts.get(key, {}).get(node_id, 0)
+        total, lapsed = self._count(key, node_id, max(value, 0))
+        return CountChange(total, max(value, 0) - before, lapsed)
+
+    async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
+        # A claim hands the node's keys over and forgets them; a lapse alone lets any count
+        # drop its fields (they are the fields of a node that is not live).
+        return lapsed or node_id not in self._counted
+
+    def _count(self, key: str, node_id: str, mine: int) -> tuple[int, bool]:
+        """Set the node's count of ``key`` to ``mine``, clear the dead nodes' counts: the live
+        total, and whether clearing them lapsed the key."""
         counts = self._counts.setdefault(key, {})
-        if delta > 0:
+        if mine > 0:
             self._counted.setdefault(node_id, set()).add(key)
         before = counts.get(node_id, 0)
-        mine = counts[node_id] = max(before + delta, 0)
+        counts[node_id] = mine
         if not mine:
             self._counted.get(node_id, set()).discard(key)
         live = {n for n, _ in self._live()} | {node_id}
@@ -73,7 +90,7 @@ class MemoryPresence(Presence):
         if not counts:
             del self._counts[key]
         total = sum(counts.values())
-        return Counted(total, lapsed=cleared > 0 and total - (mine - before) == 0)
+        return total, cleared > 0 and total - (mine - before) == 0
 
     async def claim_expired(self, node_id: str) -> list[str]:
         live = {n for n, _ in self._live()} | {node_id}

@@ -4,9 +4,10 @@ Bucket ``<prefix>_presence`` (``T(x)`` is ``x`` as a subject token, see
 ``brokers/nats_subjects.py``)::
 
     node.<T(node id)>                       {"expires": unix s, "rooms": {...}, "clients": n,
-                                             "users": {key: count}}
+                                             "users": {key: count}, "epoch": n}
     members.<T(node id)>.<T(channel)>       {"expires": unix s, "members": [member, ...]}
     reaped.<T(node id)>                     empty: the claim of that node's expiry
+    reaped.<T(node id)>.<epoch>             the same, for a node that came back ``epoch`` times
 
 The bucket's max age (``max_age``, the node ttl) removes what a crashed node left behind; the
 server here (2.9) has no per-key ttl, so each value carries its own expiry too and readers skip
@@ -31,6 +32,14 @@ way first, so the first count of a key after its last holder died is told it lap
 Redis. A node that stops cleanly creates its own claim first, so
 nobody claims its last report. The claim key goes with the bucket's max age (``node_ttl``):
 a node that notices a death later than that after another one claimed it claims it again.
+
+A node that was cut off past its ttl (or paused) and comes back finds its own claim key
+(:meth:`NatsPresence.counts_cleared`, every sweep): the others counted its keys as gone and
+said so. It then counts in a new epoch (its reports carry ``epoch``, and a claim of its next
+expiry is ``reaped.<node>.<epoch>``, which nobody made yet), and its reports leave out each of
+its keys until it sets that key again (:meth:`NatsPresence.set_count`), which then moves the
+total from what the others saw: so the node whose count brings a key back from zero is the one
+told so, once. Its reports count again as soon as they are back; only the lapse is undone.
 """
 
 from __future__ import annotations
@@ -52,7 +61,8 @@ from ..brokers.nats_connect import first_connection
 from ..brokers.nats_subjects import from_token, to_token
 from ..config import nats_servers
 from ..errors import BrokerUnavailable
-from .base import Counted, Member, NodeReport, Presence, RoomTotals
+from .base import CountChange, Counted, Member, NodeReport, Presence, RoomTotals
+from .nats_counts import ReportedCounts, claim_key
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +77,8 @@ class NatsPresence(Presence):
         self._js: JetStreamContext | None = None
         self._written: dict[tuple[str, str], bytes] = {}
         """(node, channel) -> the member list JSON this process wrote last."""
-        self._users: dict[str, dict[str, int]] = {}
-        """Node -> key -> count, for the nodes of this process (their reports)."""
-        self._seen: dict[str, dict[str, int]] = {}
-        """Other node -> the counts of its last report read here (what it held if it dies)."""
-        self._claimed: dict[str, int] = {}
-        """Key -> what the dead nodes claimed here counted of it, until it is counted."""
-        self._unhanded: set[str] = set()
-        """Keys claimed here that ``claim_expired`` has not handed over yet."""
+        self._counts = ReportedCounts()
+        """The counts this process's nodes report, and what it read of the others'."""
 
     async def open(self) -> None:
         try:
@@ -142,9 +146,7 @@ class NatsPresence(Presence):
             "rooms": {c: n for c, n in rooms.items() if n > 0},
             "clients": clients,
         }
-        users = self._users.get(node_id)
-        if users:
-            report["users"] = users
+        report.update(self._counts.report(node_id))
         members = members or {}
         try:
             for channel, listed in members.items():
@@ -170,13 +172,13 @@ class NatsPresence(Presence):
         kv = self._require(connected=True)
         try:
             with contextlib.suppress(KeyWrongLastSequenceError):  # its own claim comes first
-                await kv.create(f"reaped.{to_token(node_id)}", b"")
+                await kv.create(claim_key(node_id, self._counts.epochs.get(node_id, 0)), b"")
             await kv.purge(f"node.{to_token(node_id)}")
         except (NatsError, OSError) as exc:
             raise BrokerUnavailable(f"presence withdraw failed: {exc!r}") from exc
         for key in [k for k in self._written if k[0] == node_id]:
             del self._written[key]
-        self._users.pop(node_id, None)
+        self._counts.forget(node_id)
 
     async def _reports(self) -> dict[str, dict[str, object]]:
         """Node id -> its live report."""
@@ -198,58 +200,68 @@ class NatsPresence(Presence):
                 report = orjson.loads(value)
                 if float(report["expires"]) > now:
                     found[from_token(key.partition(".")[2])] = report
-        for node_id, report in found.items():
-            counts = report.get("users")
-            if isinstance(counts, dict) and counts and node_id not in self._users:
-                self._seen[node_id] = counts
-            else:
-                self._seen.pop(node_id, None)
+        self._counts.read(found)
         return found
 
     async def nodes(self) -> list[str]:
         return sorted(await self._reports())
 
     async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
-        mine = self._users.setdefault(node_id, {})
-        before = mine.get(key, 0)
-        count = mine[key] = max(before + delta, 0)
-        if not count:
-            del mine[key]
-        total = count
+        before = self._counts.own.get(node_id, {}).get(key, 0)
+        total, lapsed = await self._count(key, node_id, max(before + delta, 0), before)
+        return Counted(total, lapsed=lapsed)
+
+    async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        before = self._counts.before_set(node_id, key)
+        total, lapsed = await self._count(key, node_id, max(value, 0), before)
+        return CountChange(total, max(value, 0) - before, lapsed)
+
+    async def _count(self, key: str, node_id: str, count: int, before: int) -> tuple[int, bool]:
+        """Make ``count`` this node's count of ``key``: the live total, and lapsed."""
+        self._counts.put(node_id, key, count)
         reports = await self._reports()
-        for other, report in reports.items():
-            users = report.get("users")
-            if other != node_id and isinstance(users, dict):
-                reported = users.get(key, 0)
-                total += reported if isinstance(reported, int) else 0
+        total = self._counts.total(key, node_id, reports)
         with contextlib.suppress(BrokerUnavailable):  # claimed by the next sweep instead
             await self._claim_vanished(reports)
-        cleared = self._claimed.pop(key, 0)
-        return Counted(total, lapsed=cleared > 0 and total - (count - before) == 0)
+        return total, self._counts.lapsed(key, total, count - before)
+
+    async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
+        # A lapse alone clears nothing here (the counts come back with the next report):
+        # only a claim, which told the cluster the node's keys were gone, must be undone.
+        if not self._counts.own.get(node_id):
+            return False
+        try:
+            await self._require(connected=True).get(
+                claim_key(node_id, self._counts.epochs.get(node_id, 0))
+            )
+        except KeyNotFoundError:
+            return False
+        except (NatsError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc!r}") from exc
+        self._counts.claimed_alive(node_id)
+        return True
 
     async def claim_expired(self, node_id: str) -> list[str]:
         await self._claim_vanished(await self._reports())
-        keys, self._unhanded = self._unhanded, set()
+        keys, self._counts.unhanded = self._counts.unhanded, set()
         return sorted(keys)
 
     async def _claim_vanished(self, reports: Mapping[str, object]) -> None:
         """Claim the nodes whose reports were read here before and are gone now."""
-        if not any(n not in reports for n in self._seen):
+        seen = self._counts.seen
+        if not any(n not in reports for n in seen):
             return
         kv = self._require(connected=True)
-        for dead in [n for n in self._seen if n not in reports]:
-            counts = self._seen.pop(dead)
+        for dead in [n for n in seen if n not in reports]:
+            epoch, counts = last = seen.pop(dead)
             try:
-                await kv.create(f"reaped.{to_token(dead)}", b"")
+                await kv.create(claim_key(dead, epoch), b"")
             except KeyWrongLastSequenceError:
                 continue  # another node claimed it, or it stopped cleanly
             except (NatsError, OSError) as exc:
-                self._seen[dead] = counts  # try again next time
+                seen[dead] = last  # try again next time
                 raise BrokerUnavailable(f"claim of expired counts failed: {exc!r}") from exc
-            for key, count in counts.items():
-                if isinstance(count, int) and count > 0:
-                    self._claimed[key] = self._claimed.get(key, 0) + count
-                    self._unhanded.add(key)
+            self._counts.won(counts)
 
     async def node_reports(self) -> dict[str, NodeReport]:
         found = {}

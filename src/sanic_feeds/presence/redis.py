@@ -32,7 +32,17 @@ after at most ``ttl``. A count is one Lua script on the counter's key (:data:`CO
 given the live nodes read just before: it adds the change, removes the fields of nodes not
 among them and sums the rest, so the one script that removes a dead node's field is the one
 that can say the key lapsed. A survivor claims a dead node's keys by reading and deleting its
-``counted`` set in one script: exactly one claimer gets them.
+``counted`` set in one script: exactly one claimer gets them, and it takes the node off
+``counting``.
+
+A node that was cut off past its ttl and comes back is alive but was treated as dead: counts
+made meanwhile dropped its fields, and a claim took it off ``counting``. It learns so from its
+own report coming late (:meth:`RedisPresence.counts_cleared` with ``lapsed``) or from its
+absence from ``counting`` (checked every sweep), and then sets each of its counts again
+(:data:`SET_SCRIPT`: the value it holds, not a +1, so a field that is still there is left as
+it is and a second recount changes nothing). A count by another node whose list of live nodes
+was read just before the node's return can still drop a field it has just set: the node's
+next change of that key (or its next lapse) restores it.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from redis.exceptions import RedisError
 from ..brokers.redis import open_client
 from ..brokers.redis_cluster_client import GATE, open_cluster_client
 from ..errors import BrokerUnavailable
-from .base import CLIENTS_FIELD, Counted, Member, NodeReport, Presence, RoomTotals
+from .base import CLIENTS_FIELD, CountChange, Counted, Member, NodeReport, Presence, RoomTotals
 
 USER_COUNTS_TTL_MS = 86_400_000
 """A user's connection counts expire a day after their last change: what a crash left behind
@@ -56,33 +66,39 @@ does not stay forever, and a user connected for longer without any change is und
 worst (the limit lets one more in), never locked out."""
 
 
-COUNT_SCRIPT = """
-local key, me, delta = KEYS[1], ARGV[1], tonumber(ARGV[2])
+_COUNT_SCRIPT = """
+local key, me, n = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local live = {}
 for i = 4, #ARGV do live[ARGV[i]] = true end
 local before = tonumber(redis.call('HGET', key, me) or '0')
-local mine = math.max(before + delta, 0)
+local mine = math.max(%s, 0)
 if mine > 0 then redis.call('HSET', key, me, mine) else redis.call('HDEL', key, me) end
 local total, cleared = mine, 0
 local fields = redis.call('HGETALL', key)
 for i = 1, #fields, 2 do
-  local node, n = fields[i], tonumber(fields[i + 1])
+  local node, count = fields[i], tonumber(fields[i + 1])
   if node ~= me then
     if live[node] then
-      total = total + math.max(n, 0)
+      total = total + math.max(count, 0)
     else
       redis.call('HDEL', key, node)
-      cleared = cleared + math.max(n, 0)
+      cleared = cleared + math.max(count, 0)
     end
   end
 end
 if total > 0 then redis.call('PEXPIRE', key, ARGV[3]) end
 local lapsed = 0
 if cleared > 0 and total - (mine - before) == 0 then lapsed = 1 end
-return {total, mine, lapsed}
+return {total, mine, lapsed, before}
 """
-"""Count on one key (one slot), with the live nodes (besides the caller) as ARGV[4:]:
-returns the live total, the caller's own count, and 1 when clearing dead fields lapsed it."""
+
+COUNT_SCRIPT = _COUNT_SCRIPT % "before + n"
+"""Count on one key (one slot), with the live nodes (besides the caller) as ARGV[4:]: adds
+ARGV[2] to the caller's count and returns the live total, the caller's own count, 1 when
+clearing dead fields lapsed it, and the caller's count before."""
+
+SET_SCRIPT = _COUNT_SCRIPT % "n"
+"""As :data:`COUNT_SCRIPT`, but sets the caller's count to ARGV[2]."""
 
 
 CLAIM_SCRIPT = """
@@ -194,25 +210,48 @@ class RedisPresence(Presence):
             raise BrokerUnavailable(f"presence withdraw failed: {exc}") from exc
 
     async def add_count(self, key: str, node_id: str, delta: int) -> Counted:
-        live = [n for n in await self.nodes() if n != node_id]
+        total, _, lapsed = await self._count(COUNT_SCRIPT, key, node_id, delta)
+        return Counted(total, lapsed=lapsed)
+
+    async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        total, change, lapsed = await self._count(SET_SCRIPT, key, node_id, value)
+        return CountChange(total, change, lapsed)
+
+    async def _count(self, script: str, key: str, node_id: str, n: int) -> tuple[int, int, bool]:
+        """Run a count script on ``key``: the live total, the caller's change, lapsed."""
+        live = [other for other in await self.nodes() if other != node_id]
         client = self._require()
         try:
-            if delta > 0:  # listed before the count exists, so a claim never misses it
-                async with client.pipeline(transaction=False) as pipe:
+            if n > 0:  # listed before the count exists, so a claim never misses it
+                async with self._gate, client.pipeline(transaction=False) as pipe:
                     pipe.sadd(self._counted_key(node_id), key)
                     pipe.zadd(self._counting_key, {node_id: time.time()}, nx=True)
                     await pipe.execute()
-            args: list[str | int] = [node_id, delta, USER_COUNTS_TTL_MS, *live]
+            args: list[str | int] = [node_id, n, USER_COUNTS_TTL_MS, *live]
             counter = f"{self._prefix}users:{{{key}}}"
-            total, mine, lapsed = await client.eval(COUNT_SCRIPT, 1, counter, *args)
-            if not mine and delta < 0:
+            async with self._gate:
+                total, mine, lapsed, before = await client.eval(script, 1, counter, *args)
+            if not mine and (n < 0 or script is SET_SCRIPT):
                 # Back to zero: nothing of this node's left to claim here. (A +1 of the same
                 # key racing this on the same node can lose its entry; its count is then still
                 # cleared by the next count of the key, only not claimed.)
-                await client.srem(self._counted_key(node_id), key)
+                async with self._gate:
+                    await client.srem(self._counted_key(node_id), key)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"count of {key!r} failed: {exc}") from exc
-        return Counted(int(total), lapsed=bool(lapsed))
+        return int(total), int(mine) - int(before), bool(lapsed)
+
+    async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
+        if lapsed:  # any count made meanwhile dropped this node's field, as a dead node's
+            return True
+        try:
+            async with self._gate:
+                score = await self._require().zscore(self._counting_key, node_id)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence read failed: {exc}") from exc
+        # A claim takes the node off the nodes that count; a Redis that lost its data has it
+        # no more either.
+        return score is None
 
     async def claim_expired(self, node_id: str) -> list[str]:
         client = self._require()

@@ -1,0 +1,112 @@
+"""Re-establishes this node's own counts when the cluster may have cleared them.
+
+A node cut off from the presence backend (or paused) for longer than ``node_ttl`` looks dead
+to the others, though its connections stayed open: counts made meanwhile drop its fields, a
+survivor claims its keys (``CountReaper`` on that node) and channels it was the last holder
+of get their ``vacated``. When it is back, its members would go uncounted: the per-user limit
+would let a user past it, and occupancy would take its channels for empty.
+
+So the node watches for it: its room reporter says when a report came later than ``node_ttl``
+after the one before (:meth:`Recount.lapsed`), and every sweep of its count reaper asks the
+backend whether it was claimed or lost its counts (:meth:`Recount.check`). Then each holder
+(the per-user slots, occupancy) sets its counts again to what the node holds, through the same
+per-key order as its own changes: setting is idempotent, so a recount that finds nothing
+cleared changes nothing, a second one is harmless, and a channel that goes from zero to held
+by this node says ``occupied`` once (its ``vacated`` was said when it was cleared).
+
+It costs little while the node reports in time: per sweep where it holds counts, a read of
+the live nodes and one small read (Redis: one ZSCORE; NATS: one key read). A recount costs
+one count per key it holds. It must never count anything but this node's own keys, at their
+local value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from .errors import BrokerUnavailable
+from .presence import Presence
+from .tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+RECOUNT_GRACE = 0.2
+"""Seconds between the report that shows the node is back and its recount: a count that
+another node began with a list of live nodes read before the return (which drops this node's
+fields) is done by then, so it does not undo the recount."""
+
+
+class CountHolder(Protocol):
+    """What holds counts of this node (``UserSlots``, ``Occupancy``)."""
+
+    @property
+    def holds_counts(self) -> bool: ...
+
+    async def recount(self) -> None:
+        """Set each of this node's counts again, to its local value."""
+
+
+class Recount:
+    """Sets this node's counts again when they may have been cleared, once per occasion."""
+
+    def __init__(self, presence: Presence, node_id: str) -> None:
+        self._presence = presence
+        self._node_id = node_id
+        self.holders: list[CountHolder] = []
+        self._task: asyncio.Task[None] | None = None
+        self._lapsed = False
+        """A late report was seen and its recount has not started yet."""
+        self.recounts = 0
+        """How many times the counts were set again (for tests and logs)."""
+
+    def lapsed(self) -> None:
+        """This node's report was renewed later than its ttl (called by the room reporter,
+        right after the late report: the node is listed as live again)."""
+        self._lapsed = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._after_lapse(), name="sanic-feeds:recount")
+
+    async def check(self) -> None:
+        """Ask the backend whether this node's counts were cleared (claimed as a dead node's,
+        or lost), and set them again if so (called from each sweep; also retries a recount
+        after a lapse that failed)."""
+        if self._task is not None and not self._task.done():
+            return  # a recount after a lapse is under way
+        await self._recount_if_cleared()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _after_lapse(self) -> None:
+        await asyncio.sleep(RECOUNT_GRACE)
+        try:
+            await self._recount_if_cleared()
+        except BrokerUnavailable as exc:  # the next sweep's check tries again
+            log.warning("counts not set again after a lapse: %s", exc)
+
+    async def _recount_if_cleared(self) -> None:
+        lapsed, self._lapsed = self._lapsed, False
+        if not any(holder.holds_counts for holder in self.holders):
+            return
+        try:
+            if self._node_id not in await self._presence.nodes():
+                # Not listed (its reports still fail): counts set now would be dropped as a
+                # dead node's again. The report that lists it again says it lapsed.
+                self._lapsed = self._lapsed or lapsed
+                return
+            if not await self._presence.counts_cleared(self._node_id, lapsed=lapsed):
+                return
+            log.warning(
+                "node %s was taken for stopped (%s): counting its own again",
+                self._node_id,
+                "its report lapsed" if lapsed else "its counts were claimed or lost",
+            )
+            self.recounts += 1
+            for holder in list(self.holders):
+                await holder.recount()
+        except BaseException:
+            self._lapsed = self._lapsed or lapsed  # not done: the next check does it
+            raise
