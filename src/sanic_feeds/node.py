@@ -35,7 +35,7 @@ from .keepalive import keep_alive
 from .membership import Memberships
 from .outbound import Flusher
 from .permissions import Permissions
-from .presence import Member, RoomTotals
+from .presence import Member, Presence, RoomTotals
 from .room_reports import RoomReporter, node_facts
 from .session_state import JoinOutcome, Limits
 from .tasks import cancel_and_wait
@@ -44,6 +44,20 @@ log = logging.getLogger(__name__)
 
 REFUSAL_LOG_EVERY = 10.0
 """Seconds between two log lines about refused publishes (an outage must not flood the log)."""
+
+WITHDRAW_TIMEOUT = 2.0
+"""Seconds a stopping node waits to withdraw its presence report: where the backend does not
+answer (a black-holed connection waits out its whole socket timeout), the report expires on
+its own after ``node_ttl``, so a deploy need not wait."""
+
+
+async def withdraw_report(presence: Presence, node_id: str) -> None:
+    """Withdraw a stopping node's presence report, within :data:`WITHDRAW_TIMEOUT`."""
+    try:
+        async with asyncio.timeout(WITHDRAW_TIMEOUT):
+            await presence.withdraw(node_id)
+    except (BrokerUnavailable, TimeoutError) as exc:
+        log.warning("could not withdraw room report: %r", exc)
 
 
 @dataclass
@@ -180,10 +194,7 @@ class Node:
         await self.reaper.stop()
         pinger, self._pinger = self._pinger, None
         await cancel_and_wait(pinger)
-        try:
-            await self.presence.withdraw(self.id)
-        except BrokerUnavailable as exc:
-            log.warning("could not withdraw room report: %s", exc)
+        await withdraw_report(self.presence, self.id)
         await self.backends.aclose()
         log.info("node %s stopped", self.id)
 
