@@ -224,7 +224,7 @@ commands = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(commands | json_values, min_size=1, max_size=4), st.booleans())
 def test_generated_frames_never_raise(items: list[object], connect_first: bool) -> None:
     """Whatever arrives, the machine answers with documented codes and never raises."""

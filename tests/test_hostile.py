@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from sanic_feeds.protocol import CLIENT_TYPES, CloseCode, ErrorCode
 from support.local_server import LocalServer, local_server
 
-EXAMPLES = int(os.environ.get("SANIC_FEEDS_HOSTILE_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("SANIC_FEEDS_HOSTILE_EXAMPLES", "40"))
 FRAMES_PER_EXAMPLE = 40
 MAX_MESSAGE_SIZE = 16 * 1024
 

@@ -4,7 +4,7 @@ and one Redis restart in the middle.
 Afterwards every client that stayed connected has every message of its channel exactly once and
 in order (recovering the gap after the restart through the history), and both instances are
 back to idle: no connections, channels, subscriptions or extra tasks, and memory near where it
-started. Runs for SANIC_FEEDS_SOAK_SECONDS (default 20) seconds; set it higher for a longer soak.
+started. Runs for SANIC_FEEDS_SOAK_SECONDS (default 12) seconds; set it higher for a longer soak.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from support.redis_server import RedisServer
 from support.server_process import ServerProcess
 from support.ws import eventually
 
-SECONDS = float(os.environ.get("SANIC_FEEDS_SOAK_SECONDS", "20"))
+SECONDS = float(os.environ.get("SANIC_FEEDS_SOAK_SECONDS", "12"))
 CHANNELS = [f"soak-{i}" for i in range(20)]
 STAYERS_PER_INSTANCE = 100
 CHURNERS = 900  # connections opened and closed during the run

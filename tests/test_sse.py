@@ -365,13 +365,13 @@ async def test_keepalive_comments_on_a_quiet_stream() -> None:
 async def test_slow_consumer_stream_ends_after_the_close_event() -> None:
     """A client that stops reading is cut off at client_buffer; the stream then ends with 4001."""
     async with local_server(client_buffer=64 * 1024, close_timeout=5) as server:
-        base = server.http_url
         sock = await raw_request(server.port, "/sse/flood", rcvbuf=4096)
         try:
             await wait_for(lambda: server.node.hub.members("flood") == 1)
             big = "x" * 8000
             for _ in range(400):
-                await publish(base, "flood", big)
+                await server.feeds.publish("flood", big)
+                await asyncio.sleep(0)  # the stream's writes run between publishes
                 if server.node.stats.slow_disconnects:
                     break
             assert server.node.stats.slow_disconnects == 1
