@@ -45,8 +45,11 @@ async def test_http_publish_errors() -> None:
 
 
 async def test_http_publish_while_redis_is_down(redis_server: RedisServer, redis_url: str) -> None:
-    """With the broker down the API answers 503; nothing is half-published."""
-    async with local_server(broker=redis_url) as server:
+    """With the broker down the API answers 503; nothing is half-published. A quick probe
+    makes the outage known, and publishes refused, within a second."""
+    async with local_server(
+        broker=redis_url, broker_probe_interval=0.2, broker_probe_timeout=0.5
+    ) as server:
         redis_server.kill()
         try:
             async with httpx.AsyncClient(timeout=20) as http:

@@ -103,8 +103,11 @@ async def test_slow_consumer_disconnects_are_counted() -> None:
 
 
 async def test_refused_publishes_are_counted(redis_server: RedisServer, redis_url: str) -> None:
-    """While Redis is down, each refused publish is counted (and the log says so, once)."""
-    async with local_server(broker=redis_url, join_leave=False) as server:
+    """While Redis is down, each refused publish is counted (and the log says so, once). A
+    quick probe makes the outage known, and publishes refused, within a second."""
+    async with local_server(
+        broker=redis_url, join_leave=False, broker_probe_interval=0.2, broker_probe_timeout=0.5
+    ) as server:
         redis_server.kill()
         try:
             for n in range(3):

@@ -41,7 +41,7 @@ from ..history import (
 )
 from .base import DeliverFn, GapFn
 from .networked import NetworkBroker
-from .redis_commands import CommandPool
+from .redis_commands import CommandPool, outage_window
 from .redis_history import StreamHistory
 from .redis_keys import channel_key
 from .redis_probe import LivenessProbe
@@ -103,7 +103,7 @@ class RedisBroker(NetworkBroker):
         history: HistoryPolicy | HistoryRules | None = None,
         connections: int = 2,
         max_in_flight: int = 8192,
-        command_timeout: float = 5.0,
+        command_timeout: float | None = None,
         queue_timeout: float = 10.0,
     ) -> None:
         super().__init__(
@@ -124,7 +124,7 @@ class RedisBroker(NetworkBroker):
             endpoint,
             connections=connections,
             max_in_flight=max_in_flight,
-            command_timeout=command_timeout,
+            command_timeout=command_timeout or outage_window(probe_interval, probe_timeout),
             queue_timeout=queue_timeout,
             client_name=name,
         )

@@ -30,6 +30,7 @@ from .networked import NetworkBroker
 from .redis import SUBSCRIBE_TIMEOUT
 from .redis_cluster_router import ClusterRouter
 from .redis_cluster_subscriptions import ShardedSubscriptions
+from .redis_commands import outage_window
 from .redis_history import StreamHistory
 from .redis_keys import channel_key
 from .redis_scripts import SHARDED_PUBLISH_STORED
@@ -53,7 +54,7 @@ class RedisClusterBroker(NetworkBroker):
         history: HistoryPolicy | HistoryRules | None = None,
         connections: int = 2,
         max_in_flight: int = 8192,
-        command_timeout: float = 5.0,
+        command_timeout: float | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -65,7 +66,7 @@ class RedisClusterBroker(NetworkBroker):
         )
         self._connections = connections
         self._max_in_flight = max_in_flight
-        self._command_timeout = command_timeout
+        self._command_timeout = command_timeout or outage_window(probe_interval, probe_timeout)
         self._seeds = [Endpoint.from_url(node) for node in redis_cluster_nodes(url)]
         self._router = ClusterRouter(self._seeds, self._open_shard, self._rehome, self._slot_of)
         self._streams = StreamHistory(

@@ -55,6 +55,14 @@ def _ignore(future: asyncio.Future[Reply]) -> None:
         future.exception()
 
 
+def outage_window(probe_interval: float, probe_timeout: float) -> float:
+    """How long a command waits for a connection, or its reply, before it is given up: as long
+    as the liveness probe takes to call the broker down (interval + timeout, 5 s by default),
+    so a Redis restart or failover is ridden out, and a real outage is refused no later than
+    the node reports it. At least 1 s, so a loaded machine's stall is not taken for one."""
+    return max(probe_interval + probe_timeout, 1.0)
+
+
 class NotSent(BrokerUnavailable):
     """The command never reached Redis; it did not run."""
 
