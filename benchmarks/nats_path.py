@@ -35,6 +35,9 @@ class NatsMeter:
     def keys(self) -> int:
         return 0
 
+    def script_seconds(self) -> float:
+        return 0.0  # no scripts: JetStream stores on its own
+
 
 async def on_nats_chat(name: str, reps: int, seconds: float, _idle: int) -> dict[str, float] | None:
     if name != "sanic-feeds":

@@ -54,6 +54,13 @@ class ClusterMeter:
     def keys(self) -> int:
         return sum(int(client.dbsize()) for client in self.nodes.values())
 
+    def script_seconds(self) -> float:
+        """Time the masters together spent running scripts (``EVALSHA``)."""
+        return sum(
+            float(client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)) / 1e6
+            for client in self.nodes.values()
+        )
+
     def per_master(self) -> dict[int, float]:
         """Median CPU seconds per run, per master."""
         runs = list(zip(self.readings[::2], self.readings[1::2], strict=False))

@@ -409,6 +409,94 @@ async def burst(servers: list[Instance], rooms: int = 100, per_room: int = 5) ->
     return result
 
 
+class ChatRun:
+    """``rooms`` x ``per_room`` members (split over the instances) taking turns to chat at a
+    fixed ``rate`` in all; every chat goes to the ``per_room`` members of its room. Opened once,
+    then measured one window at a time, so that two runs (memory broker, Redis) can take turns
+    and share whatever the machine is doing meanwhile."""
+
+    def __init__(
+        self,
+        servers: list[Instance],
+        meter: RedisMeter,
+        counts: Counts,
+        senders: list[Member],
+        per_room: int,
+        rate: float,
+    ) -> None:
+        self.servers, self.meter, self.counts = servers, meter, counts
+        self.senders, self.per_room, self.rate = senders, per_room, rate
+
+    @classmethod
+    async def open(
+        cls,
+        servers: list[Instance],
+        meter: RedisMeter,
+        rooms: int = 50,
+        per_room: int = 4,
+        rate: float = 2000.0,
+    ) -> ChatRun:
+        counts = Counts()
+        order = [(r, m) for m in range(per_room) for r in range(rooms)]  # turns go round the rooms
+        urls = [url(servers[m % len(servers)], f"chat-{r}") for r, m in order]
+        senders = await connect(urls, counts)
+        await joined(senders, counts)
+        run = cls(servers, meter, counts, senders, per_room, rate)
+        await run.drive(1.0)  # warm-up
+        return run
+
+    async def drive(self, duration: float) -> int:
+        loop = asyncio.get_running_loop()
+        seq = 0
+        started = loop.time()
+        while loop.time() < started + duration:
+            await asyncio.sleep(max(0.0, started + seq / self.rate - loop.time()))
+            self.senders[seq % len(self.senders)].send(message(seq))
+            seq += 1
+        return seq
+
+    async def measure(self, seconds: float) -> dict[str, float]:
+        """One measured window of ``seconds``."""
+        counts, meter, servers, per_room = self.counts, self.meter, self.servers, self.per_room
+        await asyncio.sleep(0.3)
+        counts.chats = 0
+        counts.errors.clear()
+        counts.latencies_ns.clear()
+        counts.record = True
+        cpu, redis_cpu, keys = server_cpu(servers), meter.cpu(), meter.keys()
+        script = meter.script_seconds()
+        sent = await self.drive(seconds)
+        await until(counts, lambda: counts.chats >= sent * per_room, 2)
+        await asyncio.sleep(0.2)
+        cpu, redis_cpu = server_cpu(servers) - cpu, meter.cpu() - redis_cpu
+        script = meter.script_seconds() - script
+        counts.record = False
+        latencies = sorted(counts.latencies_ns)
+        run = {
+            "chats": sent,
+            "deliveries": counts.chats,
+            "deliveries_expected": sent * per_room,
+            "errors": sum(counts.errors.values()),
+            "server_cpu_us_per_chat": cpu / sent * 1e6,
+            "p50_ms": latencies[len(latencies) // 2] / 1e6 if latencies else float("nan"),
+            "p99_ms": latencies[int(len(latencies) * 0.99)] / 1e6 if latencies else float("nan"),
+            "chat_bytes": counts.chat_bytes,
+        }  # fmt: skip
+        if meter.client is not None:
+            run["redis_cpu_us_per_chat"] = redis_cpu / sent * 1e6
+            run["redis_script_us_per_chat"] = script / sent * 1e6
+            run["keys_added_per_chat"] = (meter.keys() - keys) / sent
+        return run
+
+    async def aclose(self) -> None:
+        close(self.senders)
+        await asyncio.sleep(0.5)
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 async def chat(
     servers: list[Instance],
     meter: RedisMeter,
@@ -418,58 +506,11 @@ async def chat(
     per_room: int = 4,
     rate: float = 2000.0,
 ) -> dict[str, float]:
-    """``rooms`` x ``per_room`` members (split over the instances) taking turns to chat at a
-    fixed ``rate`` in all; every chat goes to the ``per_room`` members of its room."""
-    counts = Counts()
-    order = [(r, m) for m in range(per_room) for r in range(rooms)]  # turns go round the rooms
-    urls = [url(servers[m % len(servers)], f"chat-{r}") for r, m in order]
-    senders = await connect(urls, counts)
-    await joined(senders, counts)
-    loop = asyncio.get_running_loop()
-
-    async def drive(duration: float) -> int:
-        seq = 0
-        started = loop.time()
-        while loop.time() < started + duration:
-            await asyncio.sleep(max(0.0, started + seq / rate - loop.time()))
-            senders[seq % len(senders)].send(message(seq))
-            seq += 1
-        return seq
-
-    runs = []
-    await drive(1.0)  # warm-up
-    for _ in range(reps):
-        await asyncio.sleep(0.3)
-        counts.chats = 0
-        counts.errors.clear()
-        counts.latencies_ns.clear()
-        counts.record = True
-        cpu, redis_cpu, keys = server_cpu(servers), meter.cpu(), meter.keys()
-        script = meter.script_seconds()
-        sent = await drive(seconds)
-        await until(counts, lambda: counts.chats >= sent * per_room, 2)  # noqa: B023
-        await asyncio.sleep(0.2)
-        cpu, redis_cpu = server_cpu(servers) - cpu, meter.cpu() - redis_cpu
-        script = meter.script_seconds() - script
-        counts.record = False
-        latencies = sorted(counts.latencies_ns)
-        runs.append({
-            "chats": sent,
-            "deliveries": counts.chats,
-            "deliveries_expected": sent * per_room,
-            "errors": sum(counts.errors.values()),
-            "server_cpu_us_per_chat": cpu / sent * 1e6,
-            "p50_ms": latencies[len(latencies) // 2] / 1e6 if latencies else float("nan"),
-            "p99_ms": latencies[int(len(latencies) * 0.99)] / 1e6 if latencies else float("nan"),
-            "chat_bytes": counts.chat_bytes,
-        })  # fmt: skip
-        if meter.client is not None:
-            runs[-1]["redis_cpu_us_per_chat"] = redis_cpu / sent * 1e6
-            runs[-1]["redis_script_us_per_chat"] = script / sent * 1e6
-            runs[-1]["keys_added_per_chat"] = (meter.keys() - keys) / sent
-    close(senders)
-    await asyncio.sleep(0.5)
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    """:class:`ChatRun` measured ``reps`` times in a row; the medians."""
+    run = await ChatRun.open(servers, meter, rooms, per_room, rate)
+    runs = [await run.measure(seconds) for _ in range(reps)]
+    await run.aclose()
+    return medians(runs)
 
 
 async def fill(server: Instance, channel: str, count: int) -> tuple[str, int, int]:
@@ -592,30 +633,39 @@ async def on_chat(name: str, reps: int, seconds: float, _idle: int) -> dict[str,
         if broker is None:
             return None
         meter = RedisMeter(broker)
-        with instances(1, "memory://") as servers:
-            memory = await chat(servers, RedisMeter(None), seconds, reps)
-        # The baselines run on the same Redis, before any instance is connected to it: with no
-        # subscriber, and with two (the two instances, as every chat of the scenario reaches).
-        alone = meter.publish_baseline(int(memory["chat_bytes"]), 10_000)
-        back_to_back = meter.publish_baseline(int(memory["chat_bytes"]), 10_000, subscribers=2)
-        baseline = await meter.paced_publish_baseline(
-            broker, int(memory["chat_bytes"]), 2000.0, seconds
-        )
-        with instances(2, broker) as servers:
-            on_redis = await chat(servers, meter, seconds, reps)
-    result = sides({MEMORY: memory, REDIS: on_redis})
+        with instances(1, "memory://") as memory_servers:
+            on_memory = await ChatRun.open(memory_servers, RedisMeter(None))
+            size = int((await on_memory.measure(1.0))["chat_bytes"])
+            # The baselines run on the same Redis, before any instance is connected to it: with
+            # no subscriber, and with two (the two instances, as every chat of the scenario
+            # reaches).
+            alone = meter.publish_baseline(size, 10_000)
+            back_to_back = meter.publish_baseline(size, 10_000, subscribers=2)
+            baseline = await meter.paced_publish_baseline(broker, size, 2000.0, seconds)
+            with instances(2, broker) as redis_servers:
+                on_redis = await ChatRun.open(redis_servers, meter)
+                # The two runs take turns, window by window: both then share whatever else the
+                # machine does meanwhile, and the ratio of their medians compares like with like.
+                runs: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
+                for _ in range(reps):
+                    runs[0].append(await on_memory.measure(seconds))
+                    runs[1].append(await on_redis.measure(seconds))
+                await on_redis.aclose()
+            await on_memory.aclose()
+    memory, redis_side = medians(runs[0]), medians(runs[1])
+    result = sides({MEMORY: memory, REDIS: redis_side})
     result |= {
         "redis_cpu_us_per_publish_baseline": baseline,
         "redis_cpu_us_per_publish_back_to_back": back_to_back,
         "redis_cpu_us_per_publish_no_subscriber": alone,
         "redis_cpu_ratio_chat_over_back_to_back_publish": (
-            on_redis["redis_cpu_us_per_chat"] / back_to_back
+            redis_side["redis_cpu_us_per_chat"] / back_to_back
         ),
-        "redis_cpu_ratio_chat_over_lone_publish": on_redis["redis_cpu_us_per_chat"] / alone,
+        "redis_cpu_ratio_chat_over_lone_publish": redis_side["redis_cpu_us_per_chat"] / alone,
         "server_cpu_ratio_redis_over_memory": (
-            on_redis["server_cpu_us_per_chat"] / memory["server_cpu_us_per_chat"]
+            redis_side["server_cpu_us_per_chat"] / memory["server_cpu_us_per_chat"]
         ),
-        "redis_cpu_ratio_chat_over_publish": on_redis["redis_cpu_us_per_chat"] / baseline,
+        "redis_cpu_ratio_chat_over_publish": redis_side["redis_cpu_us_per_chat"] / baseline,
     }
     return result
 
