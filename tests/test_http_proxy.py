@@ -64,6 +64,11 @@ def backend_app(backend: Backend) -> Sanic[Any, Any]:
                 return json({"error": {"code": 1403, "message": "come back later"}})
             if sid == "expiring":
                 return json({"result": {"user": "exp", "expire_at": int(time.time()) + 1}})
+            if sid == "user-cf":  # and a server-side subscription with its channel info
+                server_side = {"px-cf-server": {"info": {"seat": "server"}}}
+                return json(
+                    {"result": {"user": "cf", "info": {"via": "cookie"}, "subs": server_side}}
+                )
             if sid.startswith("user-"):
                 return json({"result": {"user": sid[5:], "info": {"via": "cookie"}}})
             return json({"disconnect": {"code": 4501, "reason": "unauthorized"}})
@@ -219,7 +224,8 @@ async def test_backend_down(world: World) -> None:
 async def test_centrifugo_sdk_through_the_proxies(world: World) -> None:
     """Connect by cookie (no token), a refused subscribe is unsubscribed with the backend's
     code, publish data rewritten, RPC answered by the backend. The connect result's ``info``
-    and the subscribe result's are the client's ``conn_info`` and ``chan_info``."""
+    and the subscribe result's are the client's ``conn_info`` and ``chan_info``; the connect
+    result's ``subs`` make a server-side subscription with its own channel info."""
     sdk = Client(cf_url(world.server), headers={"Cookie": "sid=user-cf"})
     try:
         await sdk.connect()
@@ -231,6 +237,8 @@ async def test_centrifugo_sdk_through_the_proxies(world: World) -> None:
         assert (info.conn_info, info.chan_info) == ({"via": "cookie"}, {"seat": "px-cf-room"})
         listed = (await sdk.presence("px-cf-room")).clients[sdk.client_id]
         assert (listed.conn_info, listed.chan_info) == ({"via": "cookie"}, {"seat": "px-cf-room"})
+        server_side = (await sdk.presence("px-cf-server")).clients[sdk.client_id]
+        assert server_side.chan_info == {"seat": "server"}
         reply = await sdk.rpc("whoami", {})
         assert reply.data == {"user": "cf", "method": "whoami"}
     finally:

@@ -63,6 +63,8 @@ def identity_of(result: ConnectResult | None, credential: Identity | None) -> Id
         claims["info"] = result.info
     if result.channels:
         claims["channels"] = list(result.channels)
+    if result.subs:
+        claims["subs"] = {channel: dict(options) for channel, options in result.subs.items()}
     expires_at = base.expires_at if result.expire_at is None else result.expire_at
     return Identity(
         user=user,

@@ -130,6 +130,10 @@ class ConnectResult:
     """Server-side subscriptions to make (joined without the subscribe hook)."""
     data: object = None
     """Centrifugo's protocol: sent to the client in the connect reply."""
+    subs: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """Centrifugo's protocol: server-side subscriptions with options, as a connection token's
+    ``subs`` claim: per channel its ``info`` (the subscription's channel info) and ``data``
+    (sent with it in the connect reply). Joined with ``channels``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,7 +148,7 @@ def connect_answer(answer: object) -> ConnectResult | Denial:
         return Unavailable(MALFORMED)
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         return Unavailable(MALFORMED)
-    if not isinstance(subs, dict):
+    if not isinstance(subs, dict) or not all(isinstance(o, dict) for o in subs.values()):
         return Unavailable(MALFORMED)
     every = tuple(dict.fromkeys([*channels, *subs]))
     return ConnectResult(
@@ -157,6 +157,7 @@ def connect_answer(answer: object) -> ConnectResult | Denial:
         info=result.get("info"),
         channels=every,
         data=result.get("data"),
+        subs={channel: options for channel, options in subs.items() if options},
     )
 
 
