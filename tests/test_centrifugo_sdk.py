@@ -418,7 +418,8 @@ async def reply_of(raw: ClientConnection) -> dict[str, Any]:
 
 async def test_server_api_acts_on_sdk_connections_on_both_instances(servers: Servers) -> None:
     """The server API's subscribe reaches the user's SDK connections on both instances as a
-    server-side subscription, unsubscribe ends it, and disconnect closes them with 3503 (the
+    server-side subscription (its ``data`` in the subscribe push, its ``info`` their channel
+    info in presence), unsubscribe ends it, and disconnect closes them with 3503 (the
     SDK does not reconnect)."""
     from cent import AsyncClient, DisconnectRequest, SubscribeRequest, UnsubscribeRequest
 
@@ -432,9 +433,15 @@ async def test_server_api_acts_on_sdk_connections_on_both_instances(servers: Ser
         await second.connect()
         await next_of(first_events.connected)
         await next_of(second_events.connected)
-        await api.subscribe(SubscribeRequest(user="carol", channel="briefing"))
+        request = SubscribeRequest(
+            user="carol", channel="briefing", info={"desk": 7}, data={"welcome": True}
+        )
+        await api.subscribe(request)
         for events in (first_events, second_events):
-            assert (await next_of(events.subscribed)).channel == "briefing"
+            subscribed = await next_of(events.subscribed)
+            assert (subscribed.channel, subscribed.data) == ("briefing", {"welcome": True})
+        listed = (await first.presence("briefing")).clients
+        assert sorted(c.chan_info["desk"] for c in listed.values()) == [7, 7]
         await one.feeds.publish("briefing", {"n": 1})
         for events in (first_events, second_events):
             got = await next_of(events.publications)

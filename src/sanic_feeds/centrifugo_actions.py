@@ -53,7 +53,8 @@ class JoinChannel:
     """Push join/leave of others to this subscriber."""
     server_side: bool = False
     data: object = None
-    """The subscribe command's ``data``, for the subscribe hook."""
+    """The subscribe command's ``data``, for the subscribe hook; for a server-side join after
+    connect (the server API's subscribe), what its ``subscribe`` push carries."""
 
 
 @dataclass(frozen=True, slots=True)

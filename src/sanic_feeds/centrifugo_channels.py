@@ -140,12 +140,15 @@ class ChannelCommands:
             raise AuthError("subscription tokens are not accepted here")
         return self.tokens.subscription(token, channel, self.identity.subject)
 
-    def add_server_side(self, channel: str, info: object = None) -> JoinChannel:
-        """``info``: the channel info its ``subs`` entry gives, if any."""
+    def add_server_side(
+        self, channel: str, info: object = None, data: object = None
+    ) -> JoinChannel:
+        """``info``: the channel info its ``subs`` entry (or the server API) gives, if any;
+        ``data``: what the ``subscribe`` push of a join after connect carries."""
         options = self.permissions.namespaces.options(channel)
         history = options.keeps_history
         self.channels[channel] = Subscription(history, history, True, info=info)
-        return JoinChannel(0, channel, None, None, options.join_leave, server_side=True)
+        return JoinChannel(0, channel, None, None, options.join_leave, server_side=True, data=data)
 
     def subscribed(self, action: JoinChannel, position: JoinPosition, now: float) -> bytes | None:
         """The reply to a subscribe whose join holds (None for a server-side one: its entry
@@ -165,6 +168,8 @@ class ChannelCommands:
                 result["publications"] = cp.publications(position.replayed)
         if action.server_side:
             if self.announce_server_side:  # joined after the connect reply: say so in a push
+                if action.data is not None:
+                    result["data"] = action.data
                 return cp.push(action.channel, "subscribe", result)
             self.server_results[action.channel] = result
             return None

@@ -41,11 +41,11 @@ def server_command(state: CentrifugoState, command: ControlCommand, now: float) 
         return []
     channels = state.channels
     match command:
-        case SubscribeUser(channel=channel):
+        case SubscribeUser(channel=channel, info=info, data=data):
             known = not isinstance(options_of(channels.permissions.namespaces, channel), Refusal)
             if channel in channels.channels or not known:
                 return []
-            return [channels.add_server_side(channel)]
+            return [channels.add_server_side(channel, info, data)]
         case UnsubscribeUser(channel=channel):
             if channels.channels.pop(channel, None) is None:
                 return []

@@ -40,6 +40,10 @@ class SubscribeUser:
     since: int | None = None
     """Recover from this offset (with ``epoch``) before going live, as a client's ``since``."""
     epoch: str | None = None
+    info: object = None
+    """Centrifugo's protocol: the subscription's channel info (``chan_info``)."""
+    data: object = None
+    """Centrifugo's protocol: sent with the ``subscribe`` push."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,4 +154,5 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "expired": bool,
     "expire_at": (int, float, type(None)),
     "data": object,
+    "info": object,
 }

@@ -158,7 +158,11 @@ class ServerMethods:
         since = fields.obj("recover_since")
         position = (None, None) if since is None else (since.integer("offset"), since.text("epoch"))
         client = fields.text("client", "")
-        return await self._send(SubscribeUser(user, channel, client, *position))
+        since_, epoch = position
+        command = SubscribeUser(
+            user, channel, client, since_, epoch, fields.raw("info", None), fields.raw("data", None)
+        )
+        return await self._send(command)
 
     async def unsubscribe(self, fields: Fields) -> Result:
         user, channel = fields.user(), fields.channel()
