@@ -33,6 +33,7 @@ from centrifuge import (
     ServerUnsubscribedContext,
     SubscribedContext,
     SubscriptionEventHandler,
+    SubscriptionState,
 )
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -372,6 +373,36 @@ async def test_token_refresh_keeps_the_connection(servers: Servers) -> None:
         await eventually(lambda: _true((session.state.expires_at or 0) > time.time() + 30))
         assert sdk.state == ClientState.CONNECTED and sdk.client_id == first
         assert events.disconnected.empty()
+
+
+async def test_subscription_token_refresh_keeps_the_subscription(servers: Servers) -> None:
+    """A subscription whose token expires asks its getToken for a fresh one (``sub_refresh``)
+    and stays, receiving on; the server then holds the new expiry."""
+    calls: list[str] = []
+
+    def sub_token(ttl: float) -> str:
+        claims = {"sub": "ann", "channel": "room", "exp": int(time.time() + ttl)}
+        return jwt.encode(claims, SECRET)
+
+    async def get_token(channel: str) -> str:
+        calls.append(channel)
+        return sub_token(60)
+
+    async with client(servers.url(servers.one), token=token("ann")) as (sdk, events):
+        await sdk.connect()
+        first = (await next_of(events.connected)).client
+        heard = SubEvents()
+        sub = sdk.new_subscription("room", events=heard, token=sub_token(1.5), get_token=get_token)
+        await sub.subscribe()
+        await next_of(heard.subscribed)
+        session = servers.one.node.sessions[first]
+        assert isinstance(session, CentrifugoSession)
+        held = session.state.channels.channels["room"]
+        await eventually(lambda: _true((held.expires_at or 0) > time.time() + 30), timeout=8)
+        assert calls == ["room"]
+        await servers.two.feeds.publish("room", "after the refresh")
+        assert (await next_of(heard.publications)).pub.data == "after the refresh"
+        assert sub.state == SubscriptionState.SUBSCRIBED and sdk.client_id == first
 
 
 async def _true(value: bool) -> bool:
