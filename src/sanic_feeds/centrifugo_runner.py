@@ -306,14 +306,9 @@ class CentrifugoRunner:
         self._session.send(history_reply(action, page))
 
     def _call(self, data: object, method: str = "") -> ClientCall:
-        state = self._state
+        s = self._state
         return ClientCall(
-            state.client,
-            state.identity.subject,
-            data,
-            state.channels.info,
-            method=method,
-            headers=self._headers,
+            s.client, s.identity.subject, data, s.channels.info, method, self._via, self._headers
         )
 
     async def _rpc(self, action: CallRpc) -> None:

@@ -121,7 +121,9 @@ class HttpProxy:
         endpoint = self._endpoints["rpc"]
         if not endpoint.answers_rpc(call.method):
             raise RpcError(104, "method not found")
-        payload = payloads.rpc_request(call.client, call.user, call.method, call.data)
+        payload = payloads.rpc_request(
+            call.client, call.user, call.method, call.data, call.transport
+        )
         return payloads.rpc_answer(await self._post(endpoint, payload, call.headers))
 
     # -- HTTP ------------------------------------------------------------------------------------

@@ -90,8 +90,10 @@ def publish_request(request: PublishRequest) -> Payload:
     return payload
 
 
-def rpc_request(client: str, user: str, method: str, data: object) -> Payload:
-    payload = {**_base(client, "websocket"), "user": user, "method": method}
+def rpc_request(
+    client: str, user: str, method: str, data: object, transport: str = "websocket"
+) -> Payload:
+    payload = {**_base(client, transport), "user": user, "method": method}
     payload["data"] = data
     return payload
 

@@ -31,6 +31,8 @@ class ClientCall:
     """The connection's ``info`` claim, if its token had one."""
     method: str = ""
     """The RPC method called (for a handler of every method, such as the RPC proxy)."""
+    transport: str = "websocket"
+    """The connection's transport (``websocket``, ``sse``, ``http_stream``)."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """The connection request's headers (lower-case names)."""
 
