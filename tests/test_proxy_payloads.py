@@ -24,6 +24,10 @@ def test_results() -> None:
     assert p.connect_answer({"result": {"user": "56", "expire_at": 0}}) == ConnectResult("56")
     answer = p.connect_answer({"result": {"user": "", "channels": ["a"], "subs": {"b": {}}}})
     assert answer == ConnectResult("", channels=("a", "b"))
+    given = {"user": "", "subs": {"c": None, "d": {"info": {"x": 1}}}}  # null: no options
+    assert p.connect_answer({"result": given}) == ConnectResult(
+        "", channels=("c", "d"), subs={"d": {"info": {"x": 1}}}
+    )
     assert p.subscribe_answer({"result": {}}) == SubscribeResult()
     assert p.subscribe_answer({}) == SubscribeResult()
     assert p.publish_answer({"result": {}}) == PublishResult(KEEP)

@@ -27,7 +27,9 @@ def test_a_member_ahead_skips_what_it_holds_until_the_stream_passes_it() -> None
     assert set(positions.fanned_out("c", stored(5))) == {"m"}
     assert set(positions.fanned_out("c", stored(6))) == set()
     assert set(positions.fanned_out("c", stored(5))) == set()  # forgotten, not skipped again
-    assert positions.last["c"] == ("e", 5)
+    assert positions.last["c"] == ("e", 6)  # an overtaken message does not move it back
+    positions.fanned_out("c", stored(2, epoch="f"))
+    assert positions.last["c"] == ("f", 2)  # a new epoch does
 
 
 def test_a_member_the_stream_already_reached_is_never_skipped() -> None:

@@ -131,6 +131,11 @@ def decode(payload: bytes) -> ControlCommand:
     if kind is None:
         raise UnknownCommand("unknown operation")
     body.pop("v")
+    # Fields this release does not know are left out, not refused: a newer node may add an
+    # optional field (as 'info' and 'data' were added to subscribe) and older nodes still act
+    # on the rest of the command during a rolling upgrade.
+    known = {spec.name for spec in fields(kind)}
+    body = {name: value for name, value in body.items() if name in known}
     if isinstance(body.get("keep"), list):
         body["keep"] = tuple(body["keep"])
     try:

@@ -150,7 +150,7 @@ def connect_answer(answer: object) -> ConnectResult | Denial:
         return Unavailable(MALFORMED)
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         return Unavailable(MALFORMED)
-    if not isinstance(subs, dict) or not all(isinstance(o, dict) for o in subs.values()):
+    if not isinstance(subs, dict) or not all(isinstance(o, dict | None) for o in subs.values()):
         return Unavailable(MALFORMED)
     every = tuple(dict.fromkeys([*channels, *subs]))
     return ConnectResult(

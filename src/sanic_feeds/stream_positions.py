@@ -71,7 +71,11 @@ class StreamPositions:
         position = position_of(body)
         if position is None:
             return skip
-        self.last[channel] = position
+        last = self.last.get(channel)
+        if last is None or last[0] != position[0] or position[1] > last[1]:
+            # Only forward within an epoch: a message overtaken by a newer one (on NATS each
+            # node sends its stored messages live on its own) must not move a refill back.
+            self.last[channel] = position
         ahead = self._ahead.get(channel)
         if ahead is None:
             return skip

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -53,10 +53,16 @@ class Member:
     def to_json(self) -> bytes:
         """The record as stored; ``info`` and ``chan_info`` only when set, so records of
         members without them stay as small as they were."""
-        record = asdict(self)
-        for name in _OPTIONAL:
-            if record[name] is None:
-                del record[name]
+        record: dict[str, object] = {
+            "client": self.client,
+            "user": self.user,
+            "joined_at": self.joined_at,
+            "node": self.node,
+        }  # by hand: asdict() would deep-copy info and chan_info for every member reported
+        if self.info is not None:
+            record["info"] = self.info
+        if self.chan_info is not None:
+            record["chan_info"] = self.chan_info
         return orjson.dumps(record)
 
     @classmethod
@@ -86,10 +92,6 @@ class Member:
         if self.chan_info is not None:
             shown["chan_info"] = self.chan_info
         return shown
-
-
-_OPTIONAL = ("info", "chan_info")
-"""Record fields written only when set."""
 
 
 @dataclass
