@@ -109,11 +109,18 @@ class UserSlots:
 
     async def recount(self) -> None:
         """Set this node's count of each user it holds connections of again (its counts may
-        have been cleared while it was cut off)."""
+        have been cleared while it was cut off). Every user is tried, also after one failed
+        (the first failure is raised at the end: the recount is then made again)."""
+        failed: BrokerUnavailable | None = None
         for user in sorted(self._held):
             async with self._locks.hold(user):
                 if held := self._held.get(user, 0):
-                    await self._set(user, held)
+                    try:
+                        await self._set(user, held)
+                    except BrokerUnavailable as exc:  # the others still get theirs
+                        failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _set(self, user: str, held: int) -> int:
         """Make ``held`` this node's count of ``user`` in the backend: the user's total."""
