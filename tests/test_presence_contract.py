@@ -417,6 +417,7 @@ async def test_a_node_whose_counts_were_claimed_sets_them_again(
     assert await back.set_count("#room:left", "back", 0) == CountChange(0, 0)  # said vacated
     assert (await back.set_count("ann", "back", 2)).total == 2
     await back.report_rooms("back", {}, 0, ttl=10 * TTL)
+    await back.counts_restored("back")
     assert not await back.counts_cleared("back", lapsed=False)
     assert await back.set_count("#room:only", "back", 1) == CountChange(1, 0)  # idempotent
     assert await presence.add_count("ann", "alive", 0) == Counted(2)
@@ -461,4 +462,23 @@ async def test_a_node_back_before_the_claims_counts_changes_nothing(
     assert await back.counts_cleared("back", lapsed=False)
     assert await back.set_count("#room:mid", "back", 1) == CountChange(1, 0)
     assert await presence.add_count("#room:mid", "alive", 0) == Counted(1)
+    await back.counts_restored("back")
+    assert not await back.counts_cleared("back", lapsed=False)
+
+
+async def test_a_claimed_node_that_counts_on_still_learns_of_the_claim(
+    presence: Presence, open_peer: OpenPeer, clock: Clock
+) -> None:
+    """A node back from a cut-off counts on (a new user, a new channel) before its sweep asks
+    whether it was claimed: those counts list it as counting again, and it must still be
+    told its counts were cleared, until it says it set them again."""
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    back, _ = await cut_off_and_claimed(presence, open_peer, clock, {"#room:x": 1})
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)  # it is back
+    assert await back.add_count("bob", "back", 1) == Counted(1)
+    assert await back.set_count("#room:y", "back", 1) == CountChange(1, 1)
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)
+    assert await back.counts_cleared("back", lapsed=False)
+    assert (await back.set_count("#room:x", "back", 1)).total == 1
+    await back.counts_restored("back")
     assert not await back.counts_cleared("back", lapsed=False)

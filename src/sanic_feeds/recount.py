@@ -15,7 +15,7 @@ cleared changes nothing, a second one is harmless, and a channel that goes from 
 by this node says ``occupied`` once (its ``vacated`` was said when it was cleared).
 
 It costs little while the node reports in time: per sweep where it holds counts, a read of
-the live nodes and one small read (Redis: one ZSCORE; NATS: one key read). A recount costs
+the live nodes and one small read (Redis: one EXISTS; NATS: one key read). A recount costs
 one count per key it holds. It must never count anything but this node's own keys, at their
 local value.
 """
@@ -125,6 +125,7 @@ class Recount:
             )
             self.recounts += 1
             await self._recount_each()
+            await self._presence.counts_restored(self._node_id)
         except BaseException:
             # Not done: the next check does it (a recount once begun, without asking again).
             self._lapsed = self._lapsed or (lapsed and not started)

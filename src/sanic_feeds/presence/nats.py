@@ -241,6 +241,10 @@ class NatsPresence(Presence):
         self._counts.claimed_alive(node_id)
         return True
 
+    async def counts_restored(self, node_id: str) -> None:
+        # counts_cleared moved the node to a new epoch, whose claim key nobody made yet.
+        return
+
     async def claim_expired(self, node_id: str) -> list[str]:
         await self._claim_vanished(await self._reports())
         keys, self._counts.unhanded = self._counts.unhanded, set()

@@ -18,6 +18,9 @@ Keys (``P`` is the configured prefix)::
                                hands over
     P counting           ZSET  node id -> when it first counted: the nodes that may leave
                                counts behind
+    P alive:{<id>}       STRING "1" while no claim cleared that node's counts: written with
+                               its first count and after each recount, deleted by a claim
+                               together with ``counted:{<id>}`` (same hash tag, one script)
 
 Every key of one node's report carries the node's hash tag ``{<id>}``, so the report is one
 MULTI/EXEC in one slot, on a single Redis and on a Redis Cluster alike: readers never see half
@@ -36,9 +39,11 @@ that can say the key lapsed. A survivor claims a dead node's keys by reading and
 ``counting``.
 
 A node that was cut off past its ttl and comes back is alive but was treated as dead: counts
-made meanwhile dropped its fields, and a claim took it off ``counting``. It learns so from its
-own report coming late (:meth:`RedisPresence.counts_cleared` with ``lapsed``) or from its
-absence from ``counting`` (checked every sweep), and then sets each of its counts again
+made meanwhile dropped its fields, and a claim deleted its ``alive`` mark. It learns so from its
+own report coming late (:meth:`RedisPresence.counts_cleared` with ``lapsed``) or from the mark's
+absence (checked every sweep; its ordinary counts never write the mark, so a node that counts
+on between the claim and its check, which lists it in ``counting`` again, still learns of the
+claim; a Redis that lost its data lost the mark too), and then sets each of its counts again
 (:data:`SET_SCRIPT`: the value it holds, not a +1, so a field that is still there is left as
 it is and a second recount changes nothing). A count by another node whose list of live nodes
 was read just before the node's return can still drop a field it has just set: the node's
@@ -103,10 +108,12 @@ SET_SCRIPT = _COUNT_SCRIPT % "n"
 
 CLAIM_SCRIPT = """
 local keys = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 return keys
 """
-"""A dead node's counted keys, read and deleted in one step: one claimer gets them."""
+"""A dead node's counted keys (KEYS[1]), read and deleted in one step with its ``alive`` mark
+(KEYS[2], same hash tag): one claimer gets them, and the node, if it is alive after all, finds
+its mark gone."""
 
 
 class RedisPresence(Presence):
@@ -119,6 +126,9 @@ class RedisPresence(Presence):
         self._nodes_key = f"{prefix}nodes"
         self._counting_key = f"{prefix}counting"
         self._client: aioredis.Redis | RedisCluster | None = None
+        self._marked: set[str] = set()
+        """Nodes of this process whose ``alive`` mark was written with their first count:
+        later counts leave it as it is (only a recount writes it again after a claim)."""
         self._gate = asyncio.Semaphore(GATE)
 
     def _members_key(self, channel: str, node_id: str) -> str:
@@ -129,6 +139,9 @@ class RedisPresence(Presence):
 
     def _counted_key(self, node_id: str) -> str:
         return f"{self._prefix}counted:{{{node_id}}}"
+
+    def _alive_key(self, node_id: str) -> str:
+        return f"{self._prefix}alive:{{{node_id}}}"
 
     async def open(self) -> None:
         self._client = open_cluster_client(self._url) if self._cluster else open_client(self._url)
@@ -226,7 +239,12 @@ class RedisPresence(Presence):
                 async with self._gate, client.pipeline(transaction=False) as pipe:
                     pipe.sadd(self._counted_key(node_id), key)
                     pipe.zadd(self._counting_key, {node_id: time.time()}, nx=True)
+                    first = node_id not in self._marked
+                    if first:  # counts start out intact
+                        pipe.set(self._alive_key(node_id), 1)
                     await pipe.execute()
+                if first:
+                    self._marked.add(node_id)
             args: list[str | int] = [node_id, n, USER_COUNTS_TTL_MS, *live]
             counter = f"{self._prefix}users:{{{key}}}"
             async with self._gate:
@@ -246,12 +264,19 @@ class RedisPresence(Presence):
             return True
         try:
             async with self._gate:
-                score = await self._require().zscore(self._counting_key, node_id)
+                marked = await self._require().exists(self._alive_key(node_id))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc}") from exc
-        # A claim takes the node off the nodes that count; a Redis that lost its data has it
-        # no more either.
-        return score is None
+        # A claim deletes the mark; a Redis that lost its data has it no more either.
+        return not marked
+
+    async def counts_restored(self, node_id: str) -> None:
+        try:
+            async with self._gate:
+                await self._require().set(self._alive_key(node_id), 1)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence write failed: {exc}") from exc
+        self._marked.add(node_id)
 
     async def claim_expired(self, node_id: str) -> list[str]:
         client = self._require()
@@ -263,7 +288,9 @@ class RedisPresence(Presence):
                 dead = raw.decode() if isinstance(raw, bytes) else str(raw)
                 if dead in live:
                     continue
-                claimed = await client.eval(CLAIM_SCRIPT, 1, self._counted_key(dead))
+                claimed = await client.eval(
+                    CLAIM_SCRIPT, 2, self._counted_key(dead), self._alive_key(dead)
+                )
                 await client.zrem(self._counting_key, dead)
                 keys.update(k.decode() if isinstance(k, bytes) else str(k) for k in claimed)
         except (RedisError, OSError) as exc:
