@@ -122,6 +122,9 @@ class UserSlots:
         if failed is not None:
             raise failed
 
+    async def settle(self) -> None:
+        """Nothing waits: a failed count of a user is set right by the user's next change."""
+
     async def _set(self, user: str, held: int) -> int:
         """Make ``held`` this node's count of ``user`` in the backend: the user's total."""
         try:

@@ -43,6 +43,9 @@ from .presence.base import CountChange, Counted, Presence
 
 log = logging.getLogger(__name__)
 
+MAX_RETRIED = 100_000
+"""Channels kept to be counted again at the next sweep after their count failed, at most."""
+
 KEY_PREFIX = "#room:"
 """Counter names in the presence backend (``#`` cannot start a user id the server counts)."""
 
@@ -68,6 +71,10 @@ class Occupancy:
         """Channel -> the counts waiting: 1 or 0 (this node's count of it, set), or None (a
         zero change, clearing what a claimed dead node left)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retry: set[str] = set()
+        """Channels a claimed dead node counted whose zero change failed: the claim took them
+        from the backend, so they are counted again at the next sweep (:meth:`settle`), or
+        a channel nobody touches again would never be "vacated"."""
 
     def changed(self, channel: str) -> None:
         """The hub's members of ``channel`` changed (called from its ``on_change``)."""
@@ -102,6 +109,18 @@ class Occupancy:
         for channel in sorted(self._held):
             self._enqueue(channel, 1)
 
+    async def settle(self) -> None:
+        """Count again, with a zero change, the claimed channels whose count failed."""
+        channels, self._retry = self._retry, set()
+        for channel in sorted(channels):
+            self._enqueue(channel, None)
+
+    def _retry_later(self, channel: str) -> None:
+        if len(self._retry) < MAX_RETRIED:
+            self._retry.add(channel)
+        else:
+            log.warning("claimed occupancy of %s dropped: too many waiting", channel)
+
     def _enqueue(self, channel: str, count: int | None) -> None:
         queue = self._queues.get(channel)
         if queue is not None:  # a task is counting this channel: it takes this change next
@@ -127,6 +146,8 @@ class Occupancy:
                         )
                 except BrokerUnavailable as exc:
                     log.warning("occupancy of %s not counted: %s", channel, exc)
+                    if count is None:
+                        self._retry_later(channel)
         finally:
             del self._queues[channel]
 

@@ -56,6 +56,9 @@ class CountHolder(Protocol):
     async def recount(self) -> None:
         """Set each of this node's counts again, to its local value."""
 
+    async def settle(self) -> None:
+        """Count again what failed to be counted since the last sweep (called every sweep)."""
+
 
 class Recount:
     """Sets this node's counts again when they may have been cleared, once per occasion."""

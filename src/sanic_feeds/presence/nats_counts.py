@@ -12,6 +12,11 @@ from collections.abc import Mapping
 
 from ..brokers.nats_subjects import to_token
 
+MAX_CLAIMED = 100_000
+"""Keys of claimed dead nodes kept until counted, at most: a key nobody counts again (its
+count dropped after failing for long) must not stay forever; the oldest go first, and their
+next count is then not told they lapsed."""
+
 
 def claim_key(node_id: str, epoch: int) -> str:
     """The key whose creation claims ``node_id``'s expiry in ``epoch`` (0: as before epochs)."""
@@ -93,6 +98,10 @@ class ReportedCounts:
             if isinstance(count, int) and count > 0:
                 self.claimed[key] = self.claimed.get(key, 0) + count
                 self.unhanded.add(key)
+        while len(self.claimed) > MAX_CLAIMED:  # the oldest first (dicts keep their order)
+            oldest = next(iter(self.claimed))
+            del self.claimed[oldest]
+            self.unhanded.discard(oldest)
 
     def lapsed(self, key: str, total: int, change: int) -> bool:
         """A count of ``key`` that moved its total by ``change`` to ``total``: whether it is
