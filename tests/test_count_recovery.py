@@ -4,12 +4,17 @@ fail on purpose: no server, no waiting."""
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 
+from sanic_feeds.admission import UserSlots
 from sanic_feeds.count_reaper import CountReaper
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.occupancy import Occupancy
 from sanic_feeds.presence import CountChange, Counted, MemoryPresence
+from sanic_feeds.presence.nats import NatsPresence
+from sanic_feeds.protocol import CloseCode
 from sanic_feeds.recount import Recount
 
 
@@ -128,3 +133,71 @@ async def test_claimed_counts_that_fail_are_counted_at_the_next_sweep() -> None:
     await reaper.sweep()  # nothing more
     await occupancy.aclose()
     assert events == [("channel.vacated", "a")]
+
+
+class LostReplyPresence(MemoryPresence):
+    """Memory presence whose next ``lost`` sets reach the backend and then raise (the reply
+    lost on the way back)."""
+
+    lost = 0
+
+    async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        changed = await super().set_count(key, node_id, value)
+        if self.lost:
+            self.lost -= 1
+            raise BrokerUnavailable("reply lost (test)")
+        return changed
+
+
+async def test_a_user_count_whose_answer_was_lost_is_set_right_at_the_next_sweep() -> None:
+    """The connection is refused (its count failed), but the count reached the backend: the
+    next sweep sets the user's count back to what the node holds."""
+    presence = LostReplyPresence()
+    await presence.report_rooms("n1", {}, 0, ttl=100)
+    await presence.report_rooms("n2", {}, 0, ttl=100)
+    slots = UserSlots(presence, "n1", 2, lambda: None)
+    reaper = CountReaper(presence, "n1", interval=60)
+    reaper.recount.holders.append(slots)
+    presence.lost = 1
+    assert await slots.acquire("ann") == (CloseCode.BROKER_UNAVAILABLE, ANY)
+    assert (await presence.add_count("ann", "n2", 0)).total == 1  # what the backend carries
+    await reaper.sweep()
+    assert (await presence.add_count("ann", "n2", 0)).total == 0
+
+
+async def test_a_leave_whose_count_failed_says_vacated_at_the_next_sweep() -> None:
+    """The last leave's set to 0 fails: the backend still counts the node, so the next sweep
+    sets it again, and that count says "vacated"."""
+    presence = FlakyPresence()
+    await presence.report_rooms("n1", {}, 0, ttl=100)
+    members = {"a": 1}
+    events: list[tuple[str, str]] = []
+    occupancy = Occupancy(
+        presence, "n1", lambda channel: members.get(channel, 0), lambda *event: events.append(event)
+    )
+    reaper = CountReaper(presence, "n1", interval=60)
+    reaper.recount.holders.append(occupancy)
+    occupancy.changed("a")
+    await occupancy.aclose()
+    members["a"] = 0
+    presence.fails = 1
+    occupancy.changed("a")
+    await occupancy.aclose()
+    assert events == [("channel.occupied", "a")]
+    await reaper.sweep()
+    await occupancy.aclose()
+    assert events == [("channel.occupied", "a"), ("channel.vacated", "a")]
+
+
+async def test_a_failed_nats_count_leaves_the_nodes_own_count_as_it_was() -> None:
+    """On NATS a node's count travels in its reports: a count whose read of the others fails
+    must not be carried by the next report (the caller took it as not made)."""
+    presence = NatsPresence("nats://127.0.0.1:1")
+
+    async def down() -> dict[str, dict[str, object]]:
+        raise BrokerUnavailable("down (test)")
+
+    presence._reports = down  # type: ignore[method-assign]
+    with pytest.raises(BrokerUnavailable):
+        await presence.set_count("ann", "n1", 1)
+    assert presence._counts.report("n1") == {}

@@ -75,6 +75,9 @@ class Occupancy:
         """Channels a claimed dead node counted whose zero change failed: the claim took them
         from the backend, so they are counted again at the next sweep (:meth:`settle`), or
         a channel nobody touches again would never be "vacated"."""
+        self._unset: set[str] = set()
+        """Channels whose set (1 or 0) failed: the backend may hold either value, so the next
+        sweep sets them again to what this node holds (its missed event comes then)."""
 
     def changed(self, channel: str) -> None:
         """The hub's members of ``channel`` changed (called from its ``on_change``)."""
@@ -110,16 +113,20 @@ class Occupancy:
             self._enqueue(channel, 1)
 
     async def settle(self) -> None:
-        """Count again, with a zero change, the claimed channels whose count failed."""
+        """Count again what failed: the claimed channels with a zero change, the channels
+        whose set failed with what this node holds of them now."""
         channels, self._retry = self._retry, set()
         for channel in sorted(channels):
             self._enqueue(channel, None)
+        unset, self._unset = self._unset, set()
+        for channel in sorted(unset):
+            self._enqueue(channel, 1 if channel in self._held else 0)
 
-    def _retry_later(self, channel: str) -> None:
-        if len(self._retry) < MAX_RETRIED:
-            self._retry.add(channel)
+    def _retry_later(self, channel: str, waiting: set[str]) -> None:
+        if len(waiting) < MAX_RETRIED:
+            waiting.add(channel)
         else:
-            log.warning("claimed occupancy of %s dropped: too many waiting", channel)
+            log.warning("occupancy of %s dropped: too many waiting to be counted", channel)
 
     def _enqueue(self, channel: str, count: int | None) -> None:
         queue = self._queues.get(channel)
@@ -144,10 +151,10 @@ class Occupancy:
                         self._said(
                             channel, await self._presence.set_count(key, self._node_id, count)
                         )
+                        self._unset.discard(channel)
                 except BrokerUnavailable as exc:
                     log.warning("occupancy of %s not counted: %s", channel, exc)
-                    if count is None:
-                        self._retry_later(channel)
+                    self._retry_later(channel, self._retry if count is None else self._unset)
         finally:
             del self._queues[channel]
 

@@ -212,14 +212,26 @@ class NatsPresence(Presence):
         return Counted(total, lapsed=lapsed)
 
     async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        was_cleared = key in self._counts.cleared.get(node_id, ())
         before = self._counts.before_set(node_id, key)
-        total, lapsed = await self._count(key, node_id, max(value, 0), before)
+        try:
+            total, lapsed = await self._count(key, node_id, max(value, 0), before)
+        except BaseException:
+            if was_cleared:  # still left out of the reports until a set succeeds
+                self._counts.cleared.setdefault(node_id, set()).add(key)
+            raise
         return CountChange(total, max(value, 0) - before, lapsed)
 
     async def _count(self, key: str, node_id: str, count: int, before: int) -> tuple[int, bool]:
-        """Make ``count`` this node's count of ``key``: the live total, and lapsed."""
+        """Make ``count`` this node's count of ``key``: the live total, and lapsed. A count
+        that fails leaves the node's count as it was: the caller takes it as not made."""
+        previous = self._counts.own.get(node_id, {}).get(key, 0)
         self._counts.put(node_id, key, count)
-        reports = await self._reports()
+        try:
+            reports = await self._reports()
+        except BaseException:
+            self._counts.put(node_id, key, previous)
+            raise
         total = self._counts.total(key, node_id, reports)
         with contextlib.suppress(BrokerUnavailable):  # claimed by the next sweep instead
             await self._claim_vanished(reports)
