@@ -24,6 +24,7 @@ from sanic_feeds.presence import (
     create_presence,
 )
 from sanic_feeds.presence.nats import NatsPresence
+from sanic_feeds.presence.redis import RedisPresence
 from support.ws import eventually
 
 ExpiryCheck = Callable[[], Awaitable[bool]]
@@ -482,3 +483,18 @@ async def test_a_claimed_node_that_counts_on_still_learns_of_the_claim(
     assert (await back.set_count("#room:x", "back", 1)).total == 1
     await back.counts_restored("back")
     assert not await back.counts_cleared("back", lapsed=False)
+
+
+async def test_counts_go_on_after_redis_forgets_its_scripts(
+    presence: Presence, backend_url: str
+) -> None:
+    """Counts are sent as EVALSHA: where Redis no longer knows a script (a restart, SCRIPT
+    FLUSH), it is loaded again and the count made once."""
+    if not isinstance(presence, RedisPresence):
+        pytest.skip("scripts are Redis's")
+    await presence.report_rooms("n1", {}, 0, ttl=10 * TTL)
+    assert await presence.add_count("ann", "n1", 1) == Counted(1)
+    await presence._require().script_flush()
+    assert await presence.add_count("ann", "n1", 1) == Counted(2)
+    assert await presence.set_count("bob", "n1", 1) == CountChange(1, 1)
+    assert await presence.add_count("ann", "n1", -2) == Counted(0)
