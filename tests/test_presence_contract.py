@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from sanic_feeds.brokers.nats_subjects import to_token
 from sanic_feeds.presence import (
     CountChange,
     Counted,
@@ -498,3 +499,22 @@ async def test_counts_go_on_after_redis_forgets_its_scripts(
     assert await presence.add_count("ann", "n1", 1) == Counted(2)
     assert await presence.set_count("bob", "n1", 1) == CountChange(1, 1)
     assert await presence.add_count("ann", "n1", -2) == Counted(0)
+
+
+async def test_a_node_that_purged_its_report_is_not_claimed(
+    presence: Presence, open_peer: OpenPeer
+) -> None:
+    """A node of an older release stops cleanly by purging its report, without a claim of
+    its own: the purge says it did not crash, so nobody claims its keys (no second
+    "vacated")."""
+    if not isinstance(presence, NatsPresence):
+        pytest.skip("reports are purged on NATS")
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    old = await open_peer()
+    await old.report_rooms("old", {}, 0, ttl=10 * TTL)
+    await old.set_count("#room:o", "old", 1)
+    await old.report_rooms("old", {}, 0, ttl=10 * TTL)
+    assert await presence.claim_expired("alive") == []  # alive reads old's report
+    assert isinstance(old, NatsPresence)
+    await old._require().purge(f"node.{to_token('old')}")  # its stop: no claim made
+    assert await presence.claim_expired("alive") == []

@@ -82,6 +82,12 @@ class ReportedCounts:
             else:
                 self.seen.pop(node_id, None)
 
+    def withdrawn(self, nodes: list[str]) -> None:
+        """``nodes`` stopped cleanly (their reports were purged): nothing of theirs is claimed
+        (a node of an older release purges its report without claiming it first)."""
+        for node_id in nodes:
+            self.seen.pop(node_id, None)
+
     def total(self, key: str, node_id: str, reports: Mapping[str, Mapping[str, object]]) -> int:
         """``key``'s count over ``node_id`` (its own, as it is here) and the others' reports."""
         total = self.own.get(node_id, {}).get(key, 0)
