@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from sanic_feeds.brokers.nats_subjects import to_token
 from sanic_feeds.presence import (
     CountChange,
     Counted,
@@ -24,6 +25,7 @@ from sanic_feeds.presence import (
     create_presence,
 )
 from sanic_feeds.presence.nats import NatsPresence
+from sanic_feeds.presence.redis import RedisPresence
 from support.ws import eventually
 
 ExpiryCheck = Callable[[], Awaitable[bool]]
@@ -417,6 +419,7 @@ async def test_a_node_whose_counts_were_claimed_sets_them_again(
     assert await back.set_count("#room:left", "back", 0) == CountChange(0, 0)  # said vacated
     assert (await back.set_count("ann", "back", 2)).total == 2
     await back.report_rooms("back", {}, 0, ttl=10 * TTL)
+    await back.counts_restored("back")
     assert not await back.counts_cleared("back", lapsed=False)
     assert await back.set_count("#room:only", "back", 1) == CountChange(1, 0)  # idempotent
     assert await presence.add_count("ann", "alive", 0) == Counted(2)
@@ -461,4 +464,57 @@ async def test_a_node_back_before_the_claims_counts_changes_nothing(
     assert await back.counts_cleared("back", lapsed=False)
     assert await back.set_count("#room:mid", "back", 1) == CountChange(1, 0)
     assert await presence.add_count("#room:mid", "alive", 0) == Counted(1)
+    await back.counts_restored("back")
     assert not await back.counts_cleared("back", lapsed=False)
+
+
+async def test_a_claimed_node_that_counts_on_still_learns_of_the_claim(
+    presence: Presence, open_peer: OpenPeer, clock: Clock
+) -> None:
+    """A node back from a cut-off counts on (a new user, a new channel) before its sweep asks
+    whether it was claimed: those counts list it as counting again, and it must still be
+    told its counts were cleared, until it says it set them again."""
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    back, _ = await cut_off_and_claimed(presence, open_peer, clock, {"#room:x": 1})
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)  # it is back
+    assert await back.add_count("bob", "back", 1) == Counted(1)
+    assert await back.set_count("#room:y", "back", 1) == CountChange(1, 1)
+    await back.report_rooms("back", {}, 0, ttl=10 * TTL)
+    assert await back.counts_cleared("back", lapsed=False)
+    assert (await back.set_count("#room:x", "back", 1)).total == 1
+    await back.counts_restored("back")
+    assert not await back.counts_cleared("back", lapsed=False)
+
+
+async def test_counts_go_on_after_redis_forgets_its_scripts(
+    presence: Presence, backend_url: str
+) -> None:
+    """Counts are sent as EVALSHA: where Redis no longer knows a script (a restart, SCRIPT
+    FLUSH), it is loaded again and the count made once."""
+    if not isinstance(presence, RedisPresence):
+        pytest.skip("scripts are Redis's")
+    await presence.report_rooms("n1", {}, 0, ttl=10 * TTL)
+    assert await presence.add_count("ann", "n1", 1) == Counted(1)
+    await presence._require().script_flush()
+    assert await presence.add_count("ann", "n1", 1) == Counted(2)
+    assert await presence.set_count("bob", "n1", 1) == CountChange(1, 1)
+    assert await presence.add_count("ann", "n1", -2) == Counted(0)
+
+
+async def test_a_node_that_purged_its_report_is_not_claimed(
+    presence: Presence, open_peer: OpenPeer
+) -> None:
+    """A node of an older release stops cleanly by purging its report, without a claim of
+    its own: the purge says it did not crash, so nobody claims its keys (no second
+    "vacated")."""
+    if not isinstance(presence, NatsPresence):
+        pytest.skip("reports are purged on NATS")
+    await presence.report_rooms("alive", {}, 0, ttl=10 * TTL)
+    old = await open_peer()
+    await old.report_rooms("old", {}, 0, ttl=10 * TTL)
+    await old.set_count("#room:o", "old", 1)
+    await old.report_rooms("old", {}, 0, ttl=10 * TTL)
+    assert await presence.claim_expired("alive") == []  # alive reads old's report
+    assert isinstance(old, NatsPresence)
+    await old._require().purge(f"node.{to_token('old')}")  # its stop: no claim made
+    assert await presence.claim_expired("alive") == []

@@ -19,6 +19,10 @@ from .ratelimit import Rate, TokenBucket
 
 log = logging.getLogger(__name__)
 
+MAX_UNCERTAIN = 100_000
+"""Users kept to be set again at the next sweep after their count failed, at most: past it,
+a user's count is set right by the user's next change here."""
+
 
 class Admission:
     """The instance-wide gate for new connections."""
@@ -53,7 +57,7 @@ class UserSlots:
     change of the same user.
     """
 
-    __slots__ = ("_changed", "_held", "_limit", "_locks", "_node_id", "_presence")
+    __slots__ = ("_changed", "_held", "_limit", "_locks", "_node_id", "_presence", "_uncertain")
 
     def __init__(
         self, presence: Presence, node_id: str, limit: int, changed: Callable[[], None]
@@ -67,6 +71,9 @@ class UserSlots:
         self._held: dict[str, int] = {}
         """User -> the connections of the user this node holds counted: the local truth."""
         self._locks = KeyedLocks()
+        self._uncertain: set[str] = set()
+        """Users whose count failed: the backend may hold another value than ``_held`` (the
+        count reached it and its answer was lost), so the next sweep sets them again."""
 
     @property
     def limited(self) -> bool:
@@ -88,7 +95,7 @@ class UserSlots:
                 total = await self._set(user, held)
             except BrokerUnavailable:
                 # Not open, so not held; a count that reached the backend anyway is set right
-                # by the user's next change here.
+                # by the next sweep (or the user's next change here).
                 return CloseCode.BROKER_UNAVAILABLE, "broker unavailable, try again"
             self._held[user] = held
         if total > self._limit:
@@ -104,23 +111,50 @@ class UserSlots:
                 self._held[user] = held  # gone here, whatever the backend answers
             try:
                 await self._set(user, held)
-            except BrokerUnavailable as exc:  # set right by the user's next change or recount
+            except BrokerUnavailable as exc:  # set right by the next sweep
                 log.warning("could not uncount a connection of a user: %s", exc)
 
     async def recount(self) -> None:
         """Set this node's count of each user it holds connections of again (its counts may
-        have been cleared while it was cut off)."""
+        have been cleared while it was cut off). Every user is tried, also after one failed
+        (the first failure is raised at the end: the recount is then made again)."""
+        failed: BrokerUnavailable | None = None
         for user in sorted(self._held):
             async with self._locks.hold(user):
                 if held := self._held.get(user, 0):
-                    await self._set(user, held)
+                    try:
+                        await self._set(user, held)
+                    except BrokerUnavailable as exc:  # the others still get theirs
+                        failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    async def settle(self) -> None:
+        """Set again, to what this node holds, each user whose count failed since: one that
+        fails again waits for the next sweep."""
+        failed: BrokerUnavailable | None = None
+        for user in sorted(self._uncertain):
+            async with self._locks.hold(user):
+                if user in self._uncertain:
+                    try:
+                        await self._set(user, self._held.get(user, 0))
+                    except BrokerUnavailable as exc:
+                        failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def _set(self, user: str, held: int) -> int:
         """Make ``held`` this node's count of ``user`` in the backend: the user's total."""
         try:
-            return (await self._presence.set_count(user, self._node_id, max(held, 0))).total
+            total = (await self._presence.set_count(user, self._node_id, max(held, 0))).total
+        except BrokerUnavailable:
+            if len(self._uncertain) < MAX_UNCERTAIN:
+                self._uncertain.add(user)
+            raise
         finally:
             self._changed()
+        self._uncertain.discard(user)
+        return total
 
     def release_when_finished(self, user: str, finished: Awaitable[None]) -> asyncio.Task[None]:
         """Uncount ``user``'s connection once ``finished`` (the session's end) is done. The

@@ -9,6 +9,11 @@ them with a zero change, which clears the dead counts and says whether the key l
 taker (occupancy) may do that count itself, in line with its own counts of the key, so its
 events keep the order in which presence made them.
 
+A claimed key whose count fails (the backend down meanwhile) is kept and counted again at the
+next sweep, up to :data:`MAX_RETRIED` keys: the claim already took it from the backend, so
+nobody else would clear it (and a channel nobody touches again would never be "vacated").
+Each sweep also lets every count holder set again what it failed to count (``settle``).
+
 Each sweep also asks whether this node itself was taken for dead and had its counts cleared
 (cut off or paused past ``node_ttl``, then back): :class:`~sanic_feeds.recount.Recount` then
 has them set again.
@@ -32,6 +37,10 @@ from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
+MAX_RETRIED = 100_000
+"""Claimed keys kept for the next sweep after their count failed, at most: past it (a backend
+down for long while many nodes die) the rest is left to each key's next count."""
+
 
 class CountReaper:
     """Claims dead nodes' counts every ``interval`` seconds and clears them."""
@@ -43,6 +52,8 @@ class CountReaper:
         self.takers: list[Callable[[str], bool]] = []
         """Called with each claimed key; one that returns True counts the key itself."""
         self._task: asyncio.Task[None] | None = None
+        self._retry: set[str] = set()
+        """Claimed keys whose zero count failed: counted again at the next sweep."""
         self.recount = Recount(presence, node_id)
         """Sets this node's own counts again where the cluster cleared them."""
 
@@ -55,14 +66,44 @@ class CountReaper:
         await self.recount.stop()
 
     async def sweep(self) -> None:
-        """One pass: claim the dead nodes' keys, and clear (or hand over) each."""
-        keys = await self._presence.claim_expired(self._node_id)
-        if keys:
-            log.info("clearing %d count(s) left by nodes that stopped reporting", len(keys))
+        """One pass: claim the dead nodes' keys, and clear (or hand over) each, with those
+        whose count failed before; then the holders' settling and this node's recount. The
+        first failure is raised once every part was tried."""
+        failed: BrokerUnavailable | None = None
+        try:
+            claimed = await self._presence.claim_expired(self._node_id)
+        except BrokerUnavailable as exc:
+            claimed, failed = [], exc
+        if claimed:
+            log.info("clearing %d count(s) left by nodes that stopped reporting", len(claimed))
+        keys, self._retry = sorted(set(claimed) | self._retry), set()
         for key in keys:
-            if not any(take(key) for take in self.takers):
+            if any(take(key) for take in self.takers):
+                continue
+            try:
                 await self._presence.add_count(key, self._node_id, 0)
-        await self.recount.check()
+            except BrokerUnavailable as exc:
+                failed = failed or exc
+                self.retry_later(key)
+        for holder in list(self.recount.holders):
+            try:
+                await holder.settle()
+            except BrokerUnavailable as exc:
+                failed = failed or exc
+        try:
+            await self.recount.check()
+        except BrokerUnavailable as exc:
+            failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def retry_later(self, key: str) -> None:
+        """Count ``key`` (a claimed dead node's) with a zero change at the next sweep: its
+        count failed (a taker's too)."""
+        if len(self._retry) < MAX_RETRIED:
+            self._retry.add(key)
+        else:
+            log.warning("claimed count of %r dropped: too many waiting to be counted", key)
 
     async def _run(self) -> None:
         while True:
@@ -70,7 +111,7 @@ class CountReaper:
             try:
                 await self.sweep()
             except BrokerUnavailable as exc:
-                # What was claimed and not cleared is cleared by the key's next count.
+                # What was claimed and not cleared is counted again at the next sweep.
                 log.warning("counts of stopped nodes not cleared: %s", exc)
             except Exception:  # a fault in one sweep must not end the sweeps unseen
                 log.exception("sweep of stopped nodes' counts failed")

@@ -43,6 +43,9 @@ from .presence.base import CountChange, Counted, Presence
 
 log = logging.getLogger(__name__)
 
+MAX_RETRIED = 100_000
+"""Channels kept to be counted again at the next sweep after their count failed, at most."""
+
 KEY_PREFIX = "#room:"
 """Counter names in the presence backend (``#`` cannot start a user id the server counts)."""
 
@@ -68,6 +71,13 @@ class Occupancy:
         """Channel -> the counts waiting: 1 or 0 (this node's count of it, set), or None (a
         zero change, clearing what a claimed dead node left)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._retry: set[str] = set()
+        """Channels a claimed dead node counted whose zero change failed: the claim took them
+        from the backend, so they are counted again at the next sweep (:meth:`settle`), or
+        a channel nobody touches again would never be "vacated"."""
+        self._unset: set[str] = set()
+        """Channels whose set (1 or 0) failed: the backend may hold either value, so the next
+        sweep sets them again to what this node holds (its missed event comes then)."""
 
     def changed(self, channel: str) -> None:
         """The hub's members of ``channel`` changed (called from its ``on_change``)."""
@@ -102,6 +112,22 @@ class Occupancy:
         for channel in sorted(self._held):
             self._enqueue(channel, 1)
 
+    async def settle(self) -> None:
+        """Count again what failed: the claimed channels with a zero change, the channels
+        whose set failed with what this node holds of them now."""
+        channels, self._retry = self._retry, set()
+        for channel in sorted(channels):
+            self._enqueue(channel, None)
+        unset, self._unset = self._unset, set()
+        for channel in sorted(unset):
+            self._enqueue(channel, 1 if channel in self._held else 0)
+
+    def _retry_later(self, channel: str, waiting: set[str]) -> None:
+        if len(waiting) < MAX_RETRIED:
+            waiting.add(channel)
+        else:
+            log.warning("occupancy of %s dropped: too many waiting to be counted", channel)
+
     def _enqueue(self, channel: str, count: int | None) -> None:
         queue = self._queues.get(channel)
         if queue is not None:  # a task is counting this channel: it takes this change next
@@ -125,8 +151,10 @@ class Occupancy:
                         self._said(
                             channel, await self._presence.set_count(key, self._node_id, count)
                         )
+                        self._unset.discard(channel)
                 except BrokerUnavailable as exc:
                     log.warning("occupancy of %s not counted: %s", channel, exc)
+                    self._retry_later(channel, self._retry if count is None else self._unset)
         finally:
             del self._queues[channel]
 

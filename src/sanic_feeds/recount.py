@@ -15,7 +15,7 @@ cleared changes nothing, a second one is harmless, and a channel that goes from 
 by this node says ``occupied`` once (its ``vacated`` was said when it was cleared).
 
 It costs little while the node reports in time: per sweep where it holds counts, a read of
-the live nodes and one small read (Redis: one ZSCORE; NATS: one key read). A recount costs
+the live nodes and one small read (Redis: one EXISTS; NATS: one key read). A recount costs
 one count per key it holds. It must never count anything but this node's own keys, at their
 local value.
 """
@@ -38,6 +38,15 @@ another node began with a list of live nodes read before the return (which drops
 fields) is done by then, so it does not undo the recount."""
 
 
+_REASONS = {
+    (True, True): "a recount did not finish",
+    (True, False): "a recount did not finish",
+    (False, True): "its report lapsed",
+    (False, False): "its counts were claimed or lost",
+}
+"""Why a recount is made, by (a recount did not finish, the report lapsed)."""
+
+
 class CountHolder(Protocol):
     """What holds counts of this node (``UserSlots``, ``Occupancy``)."""
 
@@ -46,6 +55,9 @@ class CountHolder(Protocol):
 
     async def recount(self) -> None:
         """Set each of this node's counts again, to its local value."""
+
+    async def settle(self) -> None:
+        """Count again what failed to be counted since the last sweep (called every sweep)."""
 
 
 class Recount:
@@ -58,6 +70,10 @@ class Recount:
         self._task: asyncio.Task[None] | None = None
         self._lapsed = False
         """A late report was seen and its recount has not started yet."""
+        self._pending = False
+        """A recount began and did not finish (a holder's count failed): the next check sets
+        the counts again without asking the backend, which may already say "not cleared"
+        (a count that did succeed listed the node again)."""
         self.recounts = 0
         """How many times the counts were set again (for tests and logs)."""
 
@@ -89,24 +105,44 @@ class Recount:
 
     async def _recount_if_cleared(self) -> None:
         lapsed, self._lapsed = self._lapsed, False
+        pending, self._pending = self._pending, False
         if not any(holder.holds_counts for holder in self.holders):
             return
+        started = False
         try:
             if self._node_id not in await self._presence.nodes():
                 # Not listed (its reports still fail): counts set now would be dropped as a
                 # dead node's again. The report that lists it again says it lapsed.
                 self._lapsed = self._lapsed or lapsed
+                self._pending = self._pending or pending
                 return
-            if not await self._presence.counts_cleared(self._node_id, lapsed=lapsed):
+            if not pending and not await self._presence.counts_cleared(
+                self._node_id, lapsed=lapsed
+            ):
                 return
+            started = True
             log.warning(
                 "node %s was taken for stopped (%s): counting its own again",
                 self._node_id,
-                "its report lapsed" if lapsed else "its counts were claimed or lost",
+                _REASONS[(pending, lapsed)],
             )
             self.recounts += 1
-            for holder in list(self.holders):
-                await holder.recount()
+            await self._recount_each()
+            await self._presence.counts_restored(self._node_id)
         except BaseException:
-            self._lapsed = self._lapsed or lapsed  # not done: the next check does it
+            # Not done: the next check does it (a recount once begun, without asking again).
+            self._lapsed = self._lapsed or (lapsed and not started)
+            self._pending = self._pending or pending or started
             raise
+
+    async def _recount_each(self) -> None:
+        """Every holder sets its counts, also after another one failed; the first failure is
+        raised once all were tried."""
+        failed: BaseException | None = None
+        for holder in list(self.holders):
+            try:
+                await holder.recount()
+            except Exception as exc:  # each holder must get its turn
+                failed = failed or exc
+        if failed is not None:
+            raise failed

@@ -243,6 +243,16 @@ class Presence(ABC):
         """
 
     @abstractmethod
+    async def counts_restored(self, node_id: str) -> None:
+        """``node_id`` set each of its counts again after :meth:`counts_cleared` said they
+        may have been cleared: from now on that says no again, until the next claim.
+
+        Where the backend learns of a claim from a mark the claim removes (Redis, memory),
+        this writes the mark again; the node's ordinary counts never do, so a node that counts
+        on between the claim and its check still learns of the claim. Where a claim is a new
+        epoch of the node's counts (NATS), nothing is left to do."""
+
+    @abstractmethod
     async def claim_expired(self, node_id: str) -> list[str]:
         """The keys counted by nodes that stopped reporting, each dead node's keys handed to
         one caller (``node_id``) only, and forgotten as claimed.

@@ -22,6 +22,11 @@ class MemoryPresence(Presence):
         self._counts: dict[str, dict[str, int]] = {}  # key -> node -> count
         self._counted: dict[str, set[str]] = {}
         """Node -> the keys it counted: what a claim of its expiry hands over."""
+        self._intact: set[str] = set()
+        """Nodes whose counts no claim cleared since their first count or their last recount
+        (a claim removes the node, :meth:`counts_restored` adds it again)."""
+        self._started: set[str] = set()
+        """Nodes that counted: their first count marks them intact, later ones do not."""
 
     async def open(self) -> None:
         return None
@@ -70,7 +75,11 @@ class MemoryPresence(Presence):
     async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
         # A claim hands the node's keys over and forgets them; a lapse alone lets any count
         # drop its fields (they are the fields of a node that is not live).
-        return lapsed or node_id not in self._counted
+        return lapsed or node_id not in self._intact
+
+    async def counts_restored(self, node_id: str) -> None:
+        self._intact.add(node_id)
+        self._started.add(node_id)
 
     def _count(self, key: str, node_id: str, mine: int) -> tuple[int, bool]:
         """Set the node's count of ``key`` to ``mine``, clear the dead nodes' counts: the live
@@ -78,6 +87,9 @@ class MemoryPresence(Presence):
         counts = self._counts.setdefault(key, {})
         if mine > 0:
             self._counted.setdefault(node_id, set()).add(key)
+            if node_id not in self._started:
+                self._started.add(node_id)
+                self._intact.add(node_id)
         before = counts.get(node_id, 0)
         counts[node_id] = mine
         if not mine:
@@ -97,6 +109,7 @@ class MemoryPresence(Presence):
         keys: set[str] = set()
         for node in [n for n in self._counted if n not in live]:
             keys |= self._counted.pop(node)
+            self._intact.discard(node)
         return sorted(keys)
 
     async def rooms(self, exclude_node: str = "") -> RoomTotals:

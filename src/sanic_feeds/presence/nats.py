@@ -30,7 +30,9 @@ the other nodes' last reports it read; when a report it knew is gone, it creates
 the dead node's keys to its caller. A count that finds such a report gone claims it the same
 way first, so the first count of a key after its last holder died is told it lapsed, as on
 Redis. A node that stops cleanly creates its own claim first, so
-nobody claims its last report. The claim key goes with the bucket's max age (``node_ttl``):
+nobody claims its last report; and a purged report (what a clean stop leaves, also from a node
+of an older release that made no claim of its own) is never claimed: only reports that expired
+are. The claim key goes with the bucket's max age (``node_ttl``):
 a node that notices a death later than that after another one claimed it claims it again.
 
 A node that was cut off past its ttl (or paused) and comes back finds its own claim key
@@ -55,7 +57,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_PURGE, KeyValue
 
 from ..brokers.nats_connect import first_connection
 from ..brokers.nats_subjects import from_token, to_token
@@ -185,7 +187,6 @@ class NatsPresence(Presence):
         kv = self._require(connected=True)
         assert self._js is not None
         prefix = f"$KV.{self._bucket}."
-        found: dict[str, dict[str, object]] = {}
         try:
             info = await self._js.stream_info(
                 f"KV_{self._bucket}", subjects_filter=f"{prefix}node.*"
@@ -194,13 +195,9 @@ class NatsPresence(Presence):
             entries = await asyncio.gather(*(_latest(kv, key) for key in keys))
         except (NatsError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc!r}") from exc
-        now = time.time()
-        for key, value in zip(keys, entries, strict=True):
-            if value:
-                report = orjson.loads(value)
-                if float(report["expires"]) > now:
-                    found[from_token(key.partition(".")[2])] = report
+        found, withdrawn = _live_reports(keys, entries)
         self._counts.read(found)
+        self._counts.withdrawn(withdrawn)
         return found
 
     async def nodes(self) -> list[str]:
@@ -212,14 +209,26 @@ class NatsPresence(Presence):
         return Counted(total, lapsed=lapsed)
 
     async def set_count(self, key: str, node_id: str, value: int) -> CountChange:
+        was_cleared = key in self._counts.cleared.get(node_id, ())
         before = self._counts.before_set(node_id, key)
-        total, lapsed = await self._count(key, node_id, max(value, 0), before)
+        try:
+            total, lapsed = await self._count(key, node_id, max(value, 0), before)
+        except BaseException:
+            if was_cleared:  # still left out of the reports until a set succeeds
+                self._counts.cleared.setdefault(node_id, set()).add(key)
+            raise
         return CountChange(total, max(value, 0) - before, lapsed)
 
     async def _count(self, key: str, node_id: str, count: int, before: int) -> tuple[int, bool]:
-        """Make ``count`` this node's count of ``key``: the live total, and lapsed."""
+        """Make ``count`` this node's count of ``key``: the live total, and lapsed. A count
+        that fails leaves the node's count as it was: the caller takes it as not made."""
+        previous = self._counts.own.get(node_id, {}).get(key, 0)
         self._counts.put(node_id, key, count)
-        reports = await self._reports()
+        try:
+            reports = await self._reports()
+        except BaseException:
+            self._counts.put(node_id, key, previous)
+            raise
         total = self._counts.total(key, node_id, reports)
         with contextlib.suppress(BrokerUnavailable):  # claimed by the next sweep instead
             await self._claim_vanished(reports)
@@ -240,6 +249,10 @@ class NatsPresence(Presence):
             raise BrokerUnavailable(f"presence read failed: {exc!r}") from exc
         self._counts.claimed_alive(node_id)
         return True
+
+    async def counts_restored(self, node_id: str) -> None:
+        # counts_cleared moved the node to a new epoch, whose claim key nobody made yet.
+        return
 
     async def claim_expired(self, node_id: str) -> list[str]:
         await self._claim_vanished(await self._reports())
@@ -301,12 +314,33 @@ class NatsPresence(Presence):
         return found
 
 
-async def _latest(kv: KeyValue, key: str) -> bytes | None:
-    """The key's value, or None where it was purged or deleted since it was listed."""
+def _live_reports(
+    keys: Sequence[str], entries: Sequence[tuple[bytes | None, bool]]
+) -> tuple[dict[str, dict[str, object]], list[str]]:
+    """Node id -> its report, of the reports read that have not expired; and the nodes whose
+    reports were purged (stopped cleanly)."""
+    now = time.time()
+    found: dict[str, dict[str, object]] = {}
+    withdrawn = []
+    for key, (value, purged) in zip(keys, entries, strict=True):
+        node_id = from_token(key.partition(".")[2])
+        if purged:
+            withdrawn.append(node_id)
+        elif value:
+            report = orjson.loads(value)
+            if float(report["expires"]) > now:
+                found[node_id] = report
+    return found, withdrawn
+
+
+async def _latest(kv: KeyValue, key: str) -> tuple[bytes | None, bool]:
+    """The key's value (None where it is gone since it was listed), and whether it was
+    purged: a node's report is purged only by the node's clean stop (:meth:`NatsPresence.
+    withdraw`), while a crashed node's report expires, so a purge says "not dead"."""
     try:
-        return (await kv.get(key)).value
-    except KeyNotFoundError:
-        return None
+        return (await kv.get(key)).value, False
+    except KeyNotFoundError as exc:
+        return None, exc.op == KV_PURGE
 
 
 def _with_expiry(expires: float, members_json: bytes) -> bytes:

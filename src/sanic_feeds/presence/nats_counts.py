@@ -12,6 +12,11 @@ from collections.abc import Mapping
 
 from ..brokers.nats_subjects import to_token
 
+MAX_CLAIMED = 100_000
+"""Keys of claimed dead nodes kept until counted, at most: a key nobody counts again (its
+count dropped after failing for long) must not stay forever; the oldest go first, and their
+next count is then not told they lapsed."""
+
 
 def claim_key(node_id: str, epoch: int) -> str:
     """The key whose creation claims ``node_id``'s expiry in ``epoch`` (0: as before epochs)."""
@@ -77,6 +82,12 @@ class ReportedCounts:
             else:
                 self.seen.pop(node_id, None)
 
+    def withdrawn(self, nodes: list[str]) -> None:
+        """``nodes`` stopped cleanly (their reports were purged): nothing of theirs is claimed
+        (a node of an older release purges its report without claiming it first)."""
+        for node_id in nodes:
+            self.seen.pop(node_id, None)
+
     def total(self, key: str, node_id: str, reports: Mapping[str, Mapping[str, object]]) -> int:
         """``key``'s count over ``node_id`` (its own, as it is here) and the others' reports."""
         total = self.own.get(node_id, {}).get(key, 0)
@@ -93,6 +104,10 @@ class ReportedCounts:
             if isinstance(count, int) and count > 0:
                 self.claimed[key] = self.claimed.get(key, 0) + count
                 self.unhanded.add(key)
+        while len(self.claimed) > MAX_CLAIMED:  # the oldest first (dicts keep their order)
+            oldest = next(iter(self.claimed))
+            del self.claimed[oldest]
+            self.unhanded.discard(oldest)
 
     def lapsed(self, key: str, total: int, change: int) -> bool:
         """A count of ``key`` that moved its total by ``change`` to ``total``: whether it is

@@ -18,6 +18,9 @@ Keys (``P`` is the configured prefix)::
                                hands over
     P counting           ZSET  node id -> when it first counted: the nodes that may leave
                                counts behind
+    P alive:{<id>}       STRING "1" while no claim cleared that node's counts: written with
+                               its first count and after each recount, deleted by a claim
+                               together with ``counted:{<id>}`` (same hash tag, one script)
 
 Every key of one node's report carries the node's hash tag ``{<id>}``, so the report is one
 MULTI/EXEC in one slot, on a single Redis and on a Redis Cluster alike: readers never see half
@@ -36,9 +39,11 @@ that can say the key lapsed. A survivor claims a dead node's keys by reading and
 ``counting``.
 
 A node that was cut off past its ttl and comes back is alive but was treated as dead: counts
-made meanwhile dropped its fields, and a claim took it off ``counting``. It learns so from its
-own report coming late (:meth:`RedisPresence.counts_cleared` with ``lapsed``) or from its
-absence from ``counting`` (checked every sweep), and then sets each of its counts again
+made meanwhile dropped its fields, and a claim deleted its ``alive`` mark. It learns so from its
+own report coming late (:meth:`RedisPresence.counts_cleared` with ``lapsed``) or from the mark's
+absence (checked every sweep; its ordinary counts never write the mark, so a node that counts
+on between the claim and its check, which lists it in ``counting`` again, still learns of the
+claim; a Redis that lost its data lost the mark too), and then sets each of its counts again
 (:data:`SET_SCRIPT`: the value it holds, not a +1, so a field that is still there is left as
 it is and a second recount changes nothing). A count by another node whose list of live nodes
 was read just before the node's return can still drop a field it has just set: the node's
@@ -48,12 +53,14 @@ next change of that key (or its next lapse) restores it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..brokers.redis import open_client
 from ..brokers.redis_cluster_client import GATE, open_cluster_client
@@ -103,10 +110,20 @@ SET_SCRIPT = _COUNT_SCRIPT % "n"
 
 CLAIM_SCRIPT = """
 local keys = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
 return keys
 """
-"""A dead node's counted keys, read and deleted in one step: one claimer gets them."""
+"""A dead node's counted keys (KEYS[1]), read and deleted in one step with its ``alive`` mark
+(KEYS[2], same hash tag): one claimer gets them, and the node, if it is alive after all, finds
+its mark gone."""
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
+_SHAS = {script: _sha(script) for script in (COUNT_SCRIPT, SET_SCRIPT, CLAIM_SCRIPT)}
+"""Each script's digest: scripts are sent as EVALSHA, their text only after a NOSCRIPT."""
 
 
 class RedisPresence(Presence):
@@ -119,6 +136,13 @@ class RedisPresence(Presence):
         self._nodes_key = f"{prefix}nodes"
         self._counting_key = f"{prefix}counting"
         self._client: aioredis.Redis | RedisCluster | None = None
+        self._marked: set[str] = set()
+        self._listed: dict[str, set[str]] = {}
+        """Node of this process -> the keys this process added to its ``counted`` set since it
+        was last cleared (a claim, a lost Redis: :meth:`counts_cleared` says so): a count of
+        one of them needs no SADD (nor ZADD to ``counting``) before it."""
+        """Nodes of this process whose ``alive`` mark was written with their first count:
+        later counts leave it as it is (only a recount writes it again after a claim)."""
         self._gate = asyncio.Semaphore(GATE)
 
     def _members_key(self, channel: str, node_id: str) -> str:
@@ -129,6 +153,9 @@ class RedisPresence(Presence):
 
     def _counted_key(self, node_id: str) -> str:
         return f"{self._prefix}counted:{{{node_id}}}"
+
+    def _alive_key(self, node_id: str) -> str:
+        return f"{self._prefix}alive:{{{node_id}}}"
 
     async def open(self) -> None:
         self._client = open_cluster_client(self._url) if self._cluster else open_client(self._url)
@@ -221,37 +248,68 @@ class RedisPresence(Presence):
         """Run a count script on ``key``: the live total, the caller's change, lapsed."""
         live = [other for other in await self.nodes() if other != node_id]
         client = self._require()
+        listed = self._listed.setdefault(node_id, set())
         try:
-            if n > 0:  # listed before the count exists, so a claim never misses it
+            if n > 0 and key not in listed:  # listed before it counts: a claim never misses it
                 async with self._gate, client.pipeline(transaction=False) as pipe:
                     pipe.sadd(self._counted_key(node_id), key)
                     pipe.zadd(self._counting_key, {node_id: time.time()}, nx=True)
+                    first = node_id not in self._marked
+                    if first:  # counts start out intact
+                        pipe.set(self._alive_key(node_id), 1)
                     await pipe.execute()
+                if first:
+                    self._marked.add(node_id)
+                listed.add(key)
             args: list[str | int] = [node_id, n, USER_COUNTS_TTL_MS, *live]
             counter = f"{self._prefix}users:{{{key}}}"
-            async with self._gate:
-                total, mine, lapsed, before = await client.eval(script, 1, counter, *args)
+            total, mine, lapsed, before = await self._script(script, [counter], args)
             if not mine and (n < 0 or script is SET_SCRIPT):
                 # Back to zero: nothing of this node's left to claim here. (A +1 of the same
                 # key racing this on the same node can lose its entry; its count is then still
                 # cleared by the next count of the key, only not claimed.)
+                listed.discard(key)
                 async with self._gate:
                     await client.srem(self._counted_key(node_id), key)
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"count of {key!r} failed: {exc}") from exc
         return int(total), int(mine) - int(before), bool(lapsed)
 
+    async def _script(self, script: str, keys: list[str], args: Sequence[str | int]) -> list[Any]:
+        """EVALSHA: the script's text is sent only where Redis does not know it (a restart,
+        SCRIPT FLUSH, a new cluster node): NOSCRIPT means it did not run, so it is loaded
+        and run again."""
+        client = self._require()
+        async with self._gate:
+            try:
+                reply = await client.evalsha(_SHAS[script], len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(script)
+                reply = await client.evalsha(_SHAS[script], len(keys), *keys, *args)
+        return list(reply)
+
     async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
         if lapsed:  # any count made meanwhile dropped this node's field, as a dead node's
+            self._listed.pop(node_id, None)
             return True
         try:
             async with self._gate:
-                score = await self._require().zscore(self._counting_key, node_id)
+                marked = await self._require().exists(self._alive_key(node_id))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc}") from exc
-        # A claim takes the node off the nodes that count; a Redis that lost its data has it
-        # no more either.
-        return score is None
+        # A claim deletes the mark; a Redis that lost its data has it no more either. Either
+        # way its counted set is gone: the keys are listed again as they are set again.
+        if not marked:
+            self._listed.pop(node_id, None)
+        return not marked
+
+    async def counts_restored(self, node_id: str) -> None:
+        try:
+            async with self._gate:
+                await self._require().set(self._alive_key(node_id), 1)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"presence write failed: {exc}") from exc
+        self._marked.add(node_id)
 
     async def claim_expired(self, node_id: str) -> list[str]:
         client = self._require()
@@ -263,7 +321,9 @@ class RedisPresence(Presence):
                 dead = raw.decode() if isinstance(raw, bytes) else str(raw)
                 if dead in live:
                     continue
-                claimed = await client.eval(CLAIM_SCRIPT, 1, self._counted_key(dead))
+                claimed = await self._script(
+                    CLAIM_SCRIPT, [self._counted_key(dead), self._alive_key(dead)], []
+                )
                 await client.zrem(self._counting_key, dead)
                 keys.update(k.decode() if isinstance(k, bytes) else str(k) for k in claimed)
         except (RedisError, OSError) as exc:
@@ -273,10 +333,11 @@ class RedisPresence(Presence):
     async def nodes(self) -> list[str]:
         client = self._require()
         now = time.time()
-        try:
-            async with self._gate:
-                await client.zremrangebyscore(self._nodes_key, "-inf", now)
-                raw = await client.zrangebyscore(self._nodes_key, now, "+inf")
+        try:  # one round trip (one key, so one slot on a cluster too)
+            async with self._gate, client.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(self._nodes_key, "-inf", now)
+                pipe.zrangebyscore(self._nodes_key, now, "+inf")
+                _, raw = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"presence read failed: {exc}") from exc
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
