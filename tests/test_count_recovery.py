@@ -201,3 +201,14 @@ async def test_a_failed_nats_count_leaves_the_nodes_own_count_as_it_was() -> Non
     with pytest.raises(BrokerUnavailable):
         await presence.set_count("ann", "n1", 1)
     assert presence._counts.report("n1") == {}
+
+
+def test_no_user_id_shares_a_channels_occupancy_counter() -> None:
+    """A user id that looks like an occupancy counter (``#room:<channel>``) is counted under
+    ``#user:``, so its connections and the channel's occupancy never mix."""
+    from sanic_feeds.admission import counter_of
+    from sanic_feeds.occupancy import KEY_PREFIX
+
+    assert counter_of("ann") == "ann"
+    assert counter_of(f"{KEY_PREFIX}lobby") == f"#user:{KEY_PREFIX}lobby"
+    assert not counter_of(f"{KEY_PREFIX}lobby").startswith(KEY_PREFIX)

@@ -42,6 +42,13 @@ class Admission:
         return None
 
 
+def counter_of(user: str) -> str:
+    """The presence counter of ``user``'s connections: the user id itself, except that one
+    starting with ``#`` (where the counters of channels live, ``#room:<channel>``) is moved
+    under ``#user:``, so no user id can share a channel's counter."""
+    return f"#user:{user}" if user.startswith("#") else user
+
+
 class UserSlots:
     """Connections per user over the cluster (``--user-connection-limit``).
 
@@ -146,7 +153,8 @@ class UserSlots:
     async def _set(self, user: str, held: int) -> int:
         """Make ``held`` this node's count of ``user`` in the backend: the user's total."""
         try:
-            total = (await self._presence.set_count(user, self._node_id, max(held, 0))).total
+            count = await self._presence.set_count(counter_of(user), self._node_id, max(held, 0))
+            total = count.total
         except BrokerUnavailable:
             if len(self._uncertain) < MAX_UNCERTAIN:
                 self._uncertain.add(user)
