@@ -82,6 +82,9 @@ async def test_two_pages_chat_and_recover_after_a_restart(
             await expect(ann.locator('#log [data-type="recovered"]')).to_have_count(1)
             await expect(chats(ann, "hello from ann")).to_have_count(1)  # nothing doubled
             await say(ann, "back again")
+            # Her own copy first: it says the chat was published, so a failure below is the
+            # delivery to the other instance, not the sending.
+            await expect(chats(ann, "back again")).to_have_count(1, timeout=10_000)
             await expect(chats(bob, "back again")).to_have_count(1, timeout=10_000)
             if SCREENSHOT:
                 await ann.screenshot(path=SCREENSHOT, full_page=True)
