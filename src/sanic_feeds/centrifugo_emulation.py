@@ -30,7 +30,6 @@ import binascii
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +39,7 @@ from google.protobuf.message import DecodeError
 
 from .centrifugo_pb.centrifugo_client_pb2 import EmulationRequest as ProtobufRequest
 from .centrifugo_wire import CentrifugoFraming
+from .log_every import LogEvery
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,13 @@ class Receiver(Protocol):
 class EmulatedSessions:
     """This node's emulated connections by session id, and the requests forwarded to them."""
 
-    __slots__ = ("_complained", "_sessions", "delivered")
+    __slots__ = ("_complaints", "_sessions", "delivered")
 
     def __init__(self) -> None:
         self._sessions: dict[str, Receiver] = {}
         self.delivered = 0
         """Requests handed to a session of this node."""
-        self._complained = -BAD_FORWARD_LOG_EVERY
+        self._complaints = LogEvery(BAD_FORWARD_LOG_EVERY)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -186,9 +186,7 @@ class EmulatedSessions:
         try:
             request = parse_request(payload)
         except BadEmulationRequest as exc:
-            now = time.monotonic()
-            if now - self._complained >= BAD_FORWARD_LOG_EVERY:
-                self._complained = now
+            if self._complaints.due():
                 log.warning("ignored a forwarded emulation request: %s", exc)
             return
         self.deliver(request.session, request.data)

@@ -14,11 +14,11 @@ delivery callback), or apply a command to a session of another user.
 from __future__ import annotations
 
 import logging
-import time
 
 from .brokers import Broker
 from .control import CONTROL_CHANNEL, ControlCommand, DisconnectUser, UnknownCommand, decode, encode
 from .host import Attached
+from .log_every import LogEvery
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ControlDispatch:
         self._by_user: dict[str, dict[str, Attached]] = {}
         self.applied = 0
         """Commands applied to a session of this node (one per session)."""
-        self._complained = -BAD_COMMAND_LOG_EVERY
+        self._complaints = LogEvery(BAD_COMMAND_LOG_EVERY)
 
     async def open(self) -> None:
         """Subscribe to the control channel (the hub's tap hears it; see ``Hub.taps``)."""
@@ -73,9 +73,7 @@ class ControlDispatch:
         try:
             command = decode(payload)
         except UnknownCommand as exc:
-            now = time.monotonic()
-            if now - self._complained >= BAD_COMMAND_LOG_EVERY:
-                self._complained = now
+            if self._complaints.due():
                 log.warning("ignored a control command this node cannot read: %s", exc)
             return
         sessions = self._by_user.get(command.user)

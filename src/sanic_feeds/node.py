@@ -32,6 +32,7 @@ from .history import Stored
 from .host import Attached, ChannelMember, Participant
 from .hub import Hub
 from .keepalive import keep_alive
+from .log_every import LogEvery
 from .membership import Memberships
 from .outbound import Flusher
 from .permissions import Permissions
@@ -154,7 +155,7 @@ class Node:
         self.started = False
         self.client_buffer = config.client_buffer
         self.close_timeout = config.close_timeout
-        self._refusal_logged = -REFUSAL_LOG_EVERY
+        self._refusals_log = LogEvery(REFUSAL_LOG_EVERY)
 
     @property
     def flusher(self) -> Flusher:
@@ -303,9 +304,7 @@ class Node:
             return None
         except BrokerUnavailable as exc:
             self.stats.publishes_refused += 1
-            now = time.monotonic()
-            if now - self._refusal_logged >= REFUSAL_LOG_EVERY:
-                self._refusal_logged = now
+            if self._refusals_log.due():
                 log.warning("publish refused (%d so far): %s", self.stats.publishes_refused, exc)
             raise
 

@@ -33,6 +33,7 @@ import time
 from collections import deque
 
 from ..errors import BrokerUnavailable
+from ..log_every import LogEvery
 from ..tasks import cancel_and_wait
 from .backoff import Backoff
 from .resp import Endpoint, Reply, ReplyError, RespConnection, encode, open_connection
@@ -240,7 +241,7 @@ class CommandPool:
         """Commands written."""
         self.refused = 0
         """Commands refused because the budget stayed full or no connection came up in time."""
-        self._last_refusal_log = 0.0
+        self._refusals_log = LogEvery(LOG_EVERY)
 
     async def open(self) -> None:
         """Connect every lane; raises :class:`BrokerUnavailable` when the first one fails."""
@@ -357,9 +358,7 @@ class CommandPool:
 
     def _refuse(self, why: str) -> None:
         self.refused += 1
-        now = time.monotonic()
-        if now - self._last_refusal_log >= LOG_EVERY:
-            self._last_refusal_log = now
+        if self._refusals_log.due():
             log.warning("Redis commands refused (%s); %d refused so far", why, self.refused)
 
     async def _watch(self) -> None:
