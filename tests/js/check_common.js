@@ -23,4 +23,19 @@ function report(main, results) {
   );
 }
 
-module.exports = { given, once, sleep, report };
+// Recovery: what `publisher` publishes while `client` is away comes back to `sub` on reconnect.
+// `received` is the subscription's log of publications (emptied first); `pick` turns an entry
+// into the datum reported.
+async function recoverAfterReconnect(client, sub, publisher, received, pick = (entry) => entry) {
+  client.disconnect();
+  await sleep(100);
+  received.length = 0;
+  for (let n = 0; n < 3; n++) await publisher.publish(n);
+  const back = once(sub, 'subscribed');
+  client.connect();
+  const ctx = await back;
+  for (let i = 0; i < 50 && received.length < 3; i++) await sleep(100);
+  return { wasRecovering: ctx.wasRecovering, recovered: ctx.recovered, data: received.map(pick) };
+}
+
+module.exports = { given, once, sleep, report, recoverAfterReconnect };

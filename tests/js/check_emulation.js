@@ -5,7 +5,7 @@
 // this prints. Node 20 has fetch and ReadableStream; EventSource needs --experimental-eventsource.
 'use strict';
 const { Centrifuge } = require('centrifuge');
-const { given, once, sleep, report } = require('./check_common');
+const { given, once, sleep, report, recoverAfterReconnect } = require('./check_common');
 
 const results = {};
 
@@ -44,15 +44,7 @@ async function main() {
   results.presence_users = Object.values((await sub.presence()).clients).map((c) => c.user).sort();
 
   // Recovery: what bob publishes while ann is away comes back on reconnect.
-  ann.disconnect();
-  await sleep(100);
-  received.length = 0;
-  for (let n = 0; n < 3; n++) await bobSub.publish(n);
-  const back = once(sub, 'subscribed');
-  ann.connect();
-  const ctx = await back;
-  for (let i = 0; i < 50 && received.length < 3; i++) await sleep(100);
-  results.recovery = { wasRecovering: ctx.wasRecovering, recovered: ctx.recovered, data: received.slice() };
+  results.recovery = await recoverAfterReconnect(ann, sub, bobSub, received);
 
   // A refused token: the disconnect push's code, and no reconnecting.
   const refused = client(given.one_stream, given.one_emulation, given.bad);

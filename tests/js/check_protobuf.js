@@ -7,7 +7,7 @@
 const { Centrifuge } = require('centrifuge/build/protobuf');
 const JsonCentrifuge = require('centrifuge').Centrifuge;
 const WebSocket = require('ws');
-const { given, once, sleep, report } = require('./check_common');
+const { given, once, sleep, report, recoverAfterReconnect } = require('./check_common');
 
 const results = {};
 const encode = (value) => new TextEncoder().encode(JSON.stringify(value));
@@ -65,15 +65,7 @@ async function main() {
   results.rpc = decode((await ann.rpc('whoami', encode({ x: 1 }))).data);
 
   // Recovery: what bob publishes while ann is away comes back on reconnect.
-  ann.disconnect();
-  await sleep(100);
-  received.length = 0;
-  for (let n = 0; n < 3; n++) await bobSub.publish(n);
-  const back = once(sub, 'subscribed');
-  ann.connect();
-  const ctx = await back;
-  for (let i = 0; i < 50 && received.length < 3; i++) await sleep(100);
-  results.recovery = { wasRecovering: ctx.wasRecovering, recovered: ctx.recovered, data: received.map((r) => r.data) };
+  results.recovery = await recoverAfterReconnect(ann, sub, bobSub, received, (r) => r.data);
 
   // A refused token: disconnected with 3500, and no reconnecting.
   const refused = new Centrifuge(given.one, { ...options, token: given.bad });

@@ -4,7 +4,7 @@
 'use strict';
 const { Centrifuge } = require('centrifuge');
 const WebSocket = require('ws');
-const { given, once, sleep, report } = require('./check_common');
+const { given, once, sleep, report, recoverAfterReconnect } = require('./check_common');
 
 const results = {};
 
@@ -66,15 +66,7 @@ async function main() {
     ann.on('state', (c) => console.error('client state', JSON.stringify(c)));
     ann.on('disconnected', (c) => console.error('client gone', JSON.stringify(c)));
   }
-  ann.disconnect();
-  await sleep(100);
-  received.length = 0;
-  for (let n = 0; n < 3; n++) await bobSub.publish(n);
-  const back = once(sub, 'subscribed');
-  ann.connect();
-  const ctx = await back;
-  for (let i = 0; i < 50 && received.length < 3; i++) await sleep(100);
-  results.recovery = { wasRecovering: ctx.wasRecovering, recovered: ctx.recovered, data: received.map((c) => c.data) };
+  results.recovery = await recoverAfterReconnect(ann, sub, bobSub, received, (c) => c.data);
 
   // A refused token: disconnected with 3500, and no reconnecting.
   const refused = client(given.one, { token: given.bad });
