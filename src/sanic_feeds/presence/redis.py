@@ -53,7 +53,6 @@ next change of that key (or its next lapse) restores it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,6 +63,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from ..brokers.redis import open_client
 from ..brokers.redis_cluster_client import GATE, open_cluster_client
+from ..brokers.redis_scripts import Script
 from ..errors import BrokerUnavailable
 from .base import CLIENTS_FIELD, CountChange, Counted, Member, NodeReport, Presence, RoomTotals
 
@@ -99,31 +99,23 @@ if cleared > 0 and total - (mine - before) == 0 then lapsed = 1 end
 return {total, mine, lapsed, before}
 """
 
-COUNT_SCRIPT = _COUNT_SCRIPT % "before + n"
+COUNT_SCRIPT = Script((_COUNT_SCRIPT % "before + n").encode())
 """Count on one key (one slot), with the live nodes (besides the caller) as ARGV[4:]: adds
 ARGV[2] to the caller's count and returns the live total, the caller's own count, 1 when
 clearing dead fields lapsed it, and the caller's count before."""
 
-SET_SCRIPT = _COUNT_SCRIPT % "n"
+SET_SCRIPT = Script((_COUNT_SCRIPT % "n").encode())
 """As :data:`COUNT_SCRIPT`, but sets the caller's count to ARGV[2]."""
 
 
-CLAIM_SCRIPT = """
+CLAIM_SCRIPT = Script(b"""
 local keys = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 return keys
-"""
+""")
 """A dead node's counted keys (KEYS[1]), read and deleted in one step with its ``alive`` mark
 (KEYS[2], same hash tag): one claimer gets them, and the node, if it is alive after all, finds
 its mark gone."""
-
-
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
-
-
-_SHAS = {script: _sha(script) for script in (COUNT_SCRIPT, SET_SCRIPT, CLAIM_SCRIPT)}
-"""Each script's digest: scripts are sent as EVALSHA, their text only after a NOSCRIPT."""
 
 
 class RedisPresence(Presence):
@@ -244,7 +236,7 @@ class RedisPresence(Presence):
         total, change, lapsed = await self._count(SET_SCRIPT, key, node_id, value)
         return CountChange(total, change, lapsed)
 
-    async def _count(self, script: str, key: str, node_id: str, n: int) -> tuple[int, int, bool]:
+    async def _count(self, script: Script, key: str, node_id: str, n: int) -> tuple[int, int, bool]:
         """Run a count script on ``key``: the live total, the caller's change, lapsed."""
         live = [other for other in await self.nodes() if other != node_id]
         client = self._require()
@@ -275,17 +267,17 @@ class RedisPresence(Presence):
             raise BrokerUnavailable(f"count of {key!r} failed: {exc}") from exc
         return int(total), int(mine) - int(before), bool(lapsed)
 
-    async def _script(self, script: str, keys: list[str], args: Sequence[str | int]) -> list[Any]:
+    async def _script(self, lua: Script, keys: list[str], args: Sequence[str | int]) -> list[Any]:
         """EVALSHA: the script's text is sent only where Redis does not know it (a restart,
         SCRIPT FLUSH, a new cluster node): NOSCRIPT means it did not run, so it is loaded
         and run again."""
         client = self._require()
         async with self._gate:
             try:
-                reply = await client.evalsha(_SHAS[script], len(keys), *keys, *args)
+                reply = await client.evalsha(lua.sha.decode(), len(keys), *keys, *args)
             except NoScriptError:
-                await client.script_load(script)
-                reply = await client.evalsha(_SHAS[script], len(keys), *keys, *args)
+                await client.script_load(lua.source)
+                reply = await client.evalsha(lua.sha.decode(), len(keys), *keys, *args)
         return list(reply)
 
     async def counts_cleared(self, node_id: str, *, lapsed: bool) -> bool:
