@@ -23,7 +23,7 @@ from sanic_feeds.brokers.redis import RedisBroker
 from sanic_feeds.brokers.redis_commands import CommandPool, NotSent
 from sanic_feeds.brokers.resp import Endpoint, encode
 from sanic_feeds.errors import BrokerUnavailable
-from sanic_feeds.history import newest_after
+from sanic_feeds.history import Stored, newest_after
 from support.collect import Deliveries
 from support.local_server import local_server
 from support.redis_server import RedisServer
@@ -104,6 +104,70 @@ async def test_publishes_add_no_key_per_message(redis_url: str, redis: Redis) ->
         assert await redis.dbsize() == 4
     finally:
         await broker.aclose()
+
+
+async def test_a_node_subscribes_and_publishes_on_one_connection(
+    redis_url: str, redis: Redis
+) -> None:
+    """RESP3: a subscribing node holds two connections, not three; the first carries every
+    subscription and the stored publishes, so a publish's reply and the node's own copy of the
+    message come back on the same socket (the copy first: Redis writes it while the script
+    runs)."""
+    seen: list[tuple[str, bytes]] = []
+    broker = create_broker(redis_url, probe_interval=60)  # no probe publish in between
+    await broker.open(lambda channel, payload: seen.append((channel, payload)))
+    try:
+        await broker.subscribe("one-connection")
+        stored = await broker.publish_stored("one-connection", data_body("one-connection", 1))
+        assert [channel for channel, _ in seen] == ["one-connection"]  # before the reply
+        assert b'"id":%d' % stored.offset in seen[0][1]
+        listing = (await redis.execute_command("CLIENT", "LIST")).decode().splitlines()
+        ours = [line for line in listing if "name=sanic-feeds:" in line]
+        assert len(ours) == 2
+        (carrier,) = [line for line in ours if " sub=2 " in line]  # its own channel and ours
+        assert " resp=3" in carrier and " cmd=evalsha " in carrier
+    finally:
+        await broker.aclose()
+
+
+async def test_a_refused_subscription_is_matched_to_its_command(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    """An error reply to SUBSCRIBE (an ACL that denies the channel) holds the place of that
+    command among the others on the connection: the subscribe fails at once, not after the
+    confirmation timeout, and the stored publishes written around it each get their own reply."""
+    redis_server.command(
+        "ACL", "SETUSER", "narrow", "reset", "on", ">pw", "~*", "resetchannels",
+        "&sanic-feeds:node:*", "&sanic-feeds:ch:{open}", "+@all",
+    )  # fmt: skip
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    broker = create_broker(f"redis://narrow:pw@127.0.0.1:{port}/0")
+    try:
+        await broker.open(lambda channel, payload: None)
+        await broker.subscribe("open")
+
+        def publishes(numbers: range) -> list[asyncio.Future[Stored]]:
+            return [
+                asyncio.ensure_future(broker.publish_stored("open", data_body("open", i)))
+                for i in numbers
+            ]
+
+        before = publishes(range(20))
+        await asyncio.sleep(0)  # they queue their commands
+        await asyncio.sleep(0)  # the lane writes them
+        started = asyncio.get_running_loop().time()
+        refused = asyncio.ensure_future(broker.subscribe("closed"))  # written at once
+        after = publishes(range(20, 40))  # written at the end of this turn, after the SUBSCRIBE
+        with pytest.raises(BrokerUnavailable, match=r"NOPERM|No permissions"):
+            await refused
+        assert asyncio.get_running_loop().time() - started < 2
+        results = await asyncio.gather(*before, *after)
+        assert sorted(r.offset for r in results) == list(range(1, 41))
+        assert "closed" not in broker.subscriptions
+        await broker.subscribe("open")  # the connection is still in order
+    finally:
+        await broker.aclose()
+        redis_server.command("ACL", "DELUSER", "narrow")
 
 
 async def test_killed_command_connections_store_nothing_twice(redis_url: str, redis: Redis) -> None:

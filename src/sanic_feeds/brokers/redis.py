@@ -1,12 +1,12 @@
 """Redis broker: Redis pub/sub and streams between the nodes of a cluster.
 
-A node holds two kinds of connection here (see ``resp.py`` for why they are not redis-py's):
-
-- a :class:`~.redis_commands.CommandPool`, a few connections that every task's commands share,
-  written once per loop turn, with a bounded in-flight budget: a burst is batched, never
-  refused while Redis answers;
-- one :class:`~.redis_subscriber.Subscriber` connection for every subscribed channel, whose
-  messages are handed to ``deliver`` from the socket callback (exactly one reader, no task).
+A node holds a :class:`~.redis_commands.CommandPool` here (see ``resp.py`` for why its
+connections are not redis-py's): a few RESP3 connections that every task's commands share,
+written once per loop turn, with a bounded in-flight budget, so a burst is batched, never
+refused while Redis answers. One of them also carries the node's
+:class:`~.redis_subscriber.Subscriber`: every subscribed channel, whose messages are handed to
+``deliver`` from the socket callback (exactly one reader, no task), and the stored publishes,
+whose reply comes back in the same read as the node's own copy of the message.
 
 A stored publish is one EVALSHA, so one round trip per message per instance (usually shared
 with other commands). It writes no key of its own: idempotency keys exist only when the caller
@@ -45,7 +45,7 @@ from .redis_commands import CommandPool, outage_window
 from .redis_history import StreamHistory
 from .redis_keys import channel_key
 from .redis_probe import LivenessProbe
-from .redis_subscriber import Subscriber
+from .redis_subscriber import Refused, Subscriber
 from .resp import Endpoint, ReplyError, encode
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,9 @@ class RedisBroker(NetworkBroker):
             queue_timeout=queue_timeout,
             client_name=name,
         )
-        self._endpoint = endpoint
         self._streams = StreamHistory(
             self._commands, prefix, node, self.history_rules, self._channel_key
         )
-        self._client_name = name
         self._subscriber: Subscriber | None = None
         self._deliver: DeliverFn | None = None
         self._on_gap: GapFn | None = None
@@ -151,10 +149,9 @@ class RedisBroker(NetworkBroker):
         await self._streams.open()
         if deliver is not None:
             self._subscriber = Subscriber(
-                self._endpoint,
+                self._commands,
                 self._on_message,
                 self._on_resubscribed,
-                client_name=self._client_name,
                 confirm_timeout=SUBSCRIBE_TIMEOUT,
             )
             try:
@@ -227,9 +224,15 @@ class RedisBroker(NetworkBroker):
     async def subscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()
         key = self._channel_key(channel)
-        # On the books from here on, whatever happens to the call (see Subscriber.subscribe).
+        # On the books from here on, whatever happens to the call (see Subscriber.subscribe),
+        # unless Redis refuses it for good (an ACL that denies the channel).
         self._channels[key] = channel
-        await subscriber.subscribe(key)
+        try:
+            await subscriber.subscribe(key)
+        except Refused:
+            if key not in subscriber.keys:
+                self._channels.pop(key, None)
+            raise
 
     async def unsubscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()

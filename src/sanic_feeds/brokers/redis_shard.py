@@ -2,7 +2,8 @@
 
 Per master the node holds what it holds for a single Redis: a :class:`~.redis_commands.CommandPool`
 (batched once per loop turn), and, for a subscribing node, a sharded
-:class:`~.redis_subscriber.Subscriber` with its own :class:`~.redis_probe.LivenessProbe`. The
+:class:`~.redis_subscriber.Subscriber` on one of the pool's connections, with its own
+:class:`~.redis_probe.LivenessProbe`. The
 probe's channel carries a hash tag whose slot this master serves (a shard channel reaches only
 its own shard), so each master's subscriber is proven alive on its own.
 """
@@ -44,7 +45,6 @@ class Shard:
             command_timeout=command_timeout,
             client_name=client_name,
         )
-        self._client_name = client_name
         self.subscriber: Subscriber | None = None
         self.probe: LivenessProbe | None = None
         self.probe_key = b""
@@ -71,10 +71,9 @@ class Shard:
     ) -> None:
         """Subscribe this master's probe channel and start probing through it."""
         subscriber = Subscriber(
-            self.endpoint,
+            self.commands,
             on_message,
             on_resubscribed,
-            client_name=self._client_name,
             confirm_timeout=confirm_timeout,
             mode=SHARDED,
             on_refused=on_refused,

@@ -32,6 +32,10 @@ Reply = Any
 :class:`ReplyError`."""
 
 
+Push = hiredis.PushNotification
+"""A RESP3 push (``>``): a list, told apart from a reply by its type."""
+
+
 class ReplyError(Exception):
     """An error reply from Redis (``-ERR ...``, ``-NOSCRIPT ...``), returned, never raised."""
 
@@ -95,7 +99,8 @@ class Endpoint:
 class RespConnection(asyncio.Protocol):
     """A connected socket that turns bytes into replies, in order, for one callback.
 
-    ``on_reply`` gets every reply (and, on a subscriber connection, every pushed message);
+    ``on_reply`` gets every reply, and on a RESP3 connection every pushed message (a
+    :class:`Push`: pub/sub messages and subscription confirmations) in its place in the stream;
     ``on_lost`` is called once when the connection ends, whoever ended it.
     """
 
@@ -181,11 +186,15 @@ async def open_connection(
     *,
     name: str = "",
     select_db: bool = True,
+    resp3: bool = False,
 ) -> RespConnection:
     """Connect, authenticate and select the database; then hand replies to ``on_reply``.
 
+    ``resp3``: switch the connection to RESP3 (``HELLO 3``, Redis 6 or later), on which one
+    connection can both subscribe and run commands.
+
     Raises ``OSError`` (refused, unreachable, timed out) or ``ConnectionError`` with Redis's
-    own message when it refuses the credentials.
+    own message when it refuses the credentials (or, before Redis 6, ``HELLO``).
     """
     commands: list[bytes] = []
     if endpoint.password is not None:
@@ -193,6 +202,8 @@ async def open_connection(
             commands.append(encode(b"AUTH", endpoint.username, endpoint.password))
         else:
             commands.append(encode(b"AUTH", endpoint.password))
+    if resp3:  # after AUTH: a server that requires a password answers HELLO NOAUTH before it
+        commands.append(encode(b"HELLO", 3))
     if select_db and endpoint.db:
         commands.append(encode(b"SELECT", endpoint.db))
     if name:
