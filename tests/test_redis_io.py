@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from sanic_feeds.brokers import HistoryPolicy, create_broker
 from sanic_feeds.brokers.redis import RedisBroker
 from sanic_feeds.brokers.redis_commands import CommandPool, NotSent
+from sanic_feeds.brokers.redis_keys import history_keys
 from sanic_feeds.brokers.resp import Endpoint, encode
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.history import Stored, newest_after
@@ -469,6 +470,34 @@ async def test_a_lost_offset_counter_starts_the_history_anew(redis_url: str, red
         assert new.epoch != old.epoch and new.offset == 1
         page = await broker.history("evicted", None, None, 100)
         assert page.offsets == [1] and page.epoch == new.epoch
+    finally:
+        await broker.aclose()
+
+
+async def test_expiry_is_renewed_once_a_window_and_set_on_every_key_made(
+    redis_url: str, redis: Redis
+) -> None:
+    """A node renews a channel's expiry at most once a second (no expiry command per publish),
+    yet every key a publish creates gets its expiry at once: a new history, and a stream
+    evicted on its own between two renewals, so nothing outlives the channel."""
+    broker = create_broker(redis_url, history=HistoryPolicy(size=100, ttl=600))
+    await broker.open(None)
+    try:
+        await broker.publish_stored("renewed", data_body("renewed", 0))
+        keys = sorted(await redis.keys("*hist:{renewed}*"))
+        assert len(keys) == 3
+        assert all(590_000 < ttl <= 600_000 for ttl in [await redis.pttl(k) for k in keys])
+        for key in keys:
+            await redis.pexpire(key, 300_000)  # as if the window had run down by half
+        await broker.publish_stored("renewed", data_body("renewed", 1))
+        # not renewed: this node renewed them under a second ago
+        assert all(ttl <= 300_000 for ttl in [await redis.pttl(k) for k in keys])
+        _, stream, _ = history_keys("sanic-feeds:", "renewed")
+        await redis.delete(stream)  # evicted alone
+        await broker.publish_stored("renewed", data_body("renewed", 2))
+        assert 590_000 < await redis.pttl(stream) <= 600_000
+        page = await broker.history("renewed", None, None, 10)
+        assert page.offsets == [3]
     finally:
         await broker.aclose()
 

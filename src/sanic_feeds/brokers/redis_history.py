@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -42,6 +43,16 @@ the lost reply and the lookup, milliseconds later."""
 PUBLISH_ATTEMPTS = 3
 """Sends of one stored publish (each after Redis closed the connection with no trace of it),
 and lookups of a lost reply, before the publish is reported as failed."""
+
+
+RENEWED_KEPT = 10_000
+"""Channels whose last expiry renewal a node remembers before it forgets the stale ones."""
+
+
+def renewal_window(ttl: float) -> float:
+    """Seconds a node lets go by between two renewals of a channel's expiry: the keys expire
+    ttl after the last publish to within this (a second; a tenth of a ttl under ten seconds)."""
+    return min(1.0, ttl / 10)
 
 
 class Untraceable:
@@ -82,6 +93,8 @@ class StreamHistory:
         self._lookups: dict[str, dict[bytes, asyncio.Future[Stored | Untraceable | None]]] = {}
         """Channel -> nonces of lost replies waiting for the next scan of its stream."""
         self._scans: set[asyncio.Future[None]] = set()
+        self._renewed: dict[str, float] = {}
+        """Channel -> when this node last had its keys' expiry renewed (monotonic seconds)."""
 
     def _history_keys(self, channel: str) -> tuple[str, str, str]:
         return history_keys(self._prefix, channel)
@@ -97,6 +110,8 @@ class StreamHistory:
         if idempotency_key is not None:
             keys.append(f"{stream_key}:pub:{idempotency_key}")
         nonce = next(self._nonces)
+        now = time.monotonic()
+        renew = now - self._renewed.get(channel, -1e9) >= renewal_window(policy.ttl)
         args: list[bytes | str | int] = [
             body,
             max(policy.size, 1),
@@ -105,6 +120,7 @@ class StreamHistory:
             b" %d" % now_us(),  # envelope header: no excluded client, the publish time
             nonce,
             self._channel_key(channel),
+            b"1" if renew else b"0",
         ]
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
@@ -121,8 +137,16 @@ class StreamHistory:
                         f"publish to {channel!r}: reply lost and outcome unknown; not retried"
                     ) from exc
                 continue  # Redis closed the connection and has no trace of it: it never ran
+            if renew:
+                self._renewed_at(channel, now)
             return _stored(reply)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _renewed_at(self, channel: str, now: float) -> None:
+        renewed = self._renewed
+        renewed[channel] = now
+        if len(renewed) > RENEWED_KEPT:  # forget what would be renewed on its next publish anyway
+            self._renewed = {c: t for c, t in renewed.items() if now - t < 1.0}
 
     async def _find(
         self, channel: str, nonce: bytes, lost: OutcomeUnknown

@@ -28,14 +28,16 @@ class Script:
 # the caller gave one) the idempotency key. ARGV: the JSON object body, max length, ttl (ms), a
 # fresh epoch to use if the history starts anew, the envelope header, a nonce kept in the stream
 # entry (field "n") so that a publish whose reply was lost can be looked up instead of retried
-# blindly, and the pub/sub channel. The channel is no key (nothing is stored under it), so it
-# is not in KEYS: on a cluster a slot being migrated answers TRYAGAIN to a script whose keys do
-# not all exist, which a channel never does. Returns {offset, epoch}.
+# blindly, the pub/sub channel, and "1" when the caller asks the keys' expiry to be renewed. The
+# channel is no key (nothing is stored under it), so it is not in KEYS: on a cluster a slot being
+# migrated answers TRYAGAIN to a script whose keys do not all exist, which a channel never does.
+# Returns {offset, epoch}.
 #
 # The three keys expire together, ttl after the last publish to within a second (a tenth of a
-# ttl under ten seconds): their expiry is renewed only once the stream's has run down by that
-# much, so a busy channel pays one PTTL per publish instead of three PEXPIREs (the costliest
-# part of the script after the stream entry, at a few dozen publishes a second per channel).
+# ttl under ten seconds): each node asks for the renewal at most once per such window and
+# channel (StreamHistory), so a busy channel pays no expiry command per publish. A key this
+# script creates always gets its expiry at once: a new history, and a stream evicted on its own
+# (NOMKSTREAM finds it gone), so no key outlives its channel for want of a renewal.
 PUBLISH_STORED = Script(b"""
 if #KEYS > 3 then
   local done = redis.call('GET', KEYS[4])
@@ -44,6 +46,7 @@ if #KEYS > 3 then
     return {tonumber(offset), epoch}
   end
 end
+local renew = ARGV[8] == '1'
 local offset = redis.call('INCR', KEYS[1])
 local epoch = false
 if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
@@ -53,11 +56,16 @@ if not epoch then
   epoch = ARGV[4]
   redis.call('SET', KEYS[3], epoch)
   redis.call('DEL', KEYS[2])
+  renew = true
 end
 local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. offset, 'd', body, 'n', ARGV[6])
-local ttl = tonumber(ARGV[3])
-if redis.call('PTTL', KEYS[2]) < ttl - math.min(1000, math.floor(ttl / 10)) then
+local id, max, nonce = '0-' .. offset, ARGV[2], ARGV[6]
+if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', '~', max, id, 'd', body, 'n', nonce) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', max, id, 'd', body, 'n', nonce)
+  renew = true
+end
+if renew then
+  local ttl = ARGV[3]
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
