@@ -22,7 +22,7 @@ from sanic_feeds.brokers import HistoryPolicy, create_broker
 from sanic_feeds.brokers.redis import RedisBroker
 from sanic_feeds.brokers.redis_commands import CommandPool, NotSent
 from sanic_feeds.brokers.redis_keys import history_keys
-from sanic_feeds.brokers.resp import Endpoint, encode
+from sanic_feeds.brokers.resp import Endpoint, ReplyError, encode, too_old
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.history import Stored, newest_after
 from support.collect import Deliveries
@@ -382,6 +382,16 @@ async def test_frozen_redis_refuses_within_a_bound_and_recovers(
         assert stored is not None
     finally:
         await broker.aclose()
+
+
+def test_a_redis_too_old_is_named_as_such() -> None:
+    """The handshake's HELLO answer tells a Redis before 6.2 (no NOMKSTREAM) or before 6.0 (no
+    HELLO at all) apart, so the server refuses it with a sentence, not a script error later."""
+    assert too_old({b"server": b"redis", b"version": b"7.0.15", b"proto": 3}) is None
+    assert too_old({b"server": b"redis", b"version": b"6.2.0", b"proto": 3}) is None
+    assert "Redis 6.0.9 is too old" in (too_old({b"version": b"6.0.9"}) or "")
+    assert "predates 6.0" in (too_old(ReplyError("ERR unknown command 'HELLO'")) or "")
+    assert too_old(b"OK") is None and too_old(ReplyError("NOAUTH Authentication required.")) is None
 
 
 def test_endpoint_reads_credentials_and_database() -> None:

@@ -36,6 +36,10 @@ Push = hiredis.PushNotification
 """A RESP3 push (``>``): a list, told apart from a reply by its type."""
 
 
+REDIS_NEEDED = (6, 2)
+"""The oldest Redis the broker runs on: RESP3 (``HELLO 3``, 6.0) and ``XADD NOMKSTREAM`` (6.2)."""
+
+
 class ReplyError(Exception):
     """An error reply from Redis (``-ERR ...``, ``-NOSCRIPT ...``), returned, never raised."""
 
@@ -229,8 +233,27 @@ async def open_connection(
             conn.abort("handshake failed")
             raise
     for reply in handshake.replies:
-        if isinstance(reply, ReplyError):
+        problem = too_old(reply) if resp3 else None
+        if problem is None and isinstance(reply, ReplyError):
+            problem = f"Redis refused the connection: {reply}"
+        if problem is not None:
             conn.abort("refused")
-            raise ConnectionError(f"Redis refused the connection: {reply}")
+            raise ConnectionError(problem)
     conn.hand_over(on_reply, on_lost)
     return conn
+
+
+def too_old(reply: Reply) -> str | None:
+    """Why the Redis that gave this handshake reply is too old for the broker, or None (also for
+    a reply that is not the answer to ``HELLO``)."""
+    needed = ".".join(map(str, REDIS_NEEDED))
+    if isinstance(reply, ReplyError) and "unknown command" in str(reply).lower():
+        return f"this Redis predates 6.0 (no HELLO, no RESP3); sanic-feeds needs Redis {needed}"
+    if not isinstance(reply, dict):
+        return None
+    text = reply.get(b"version", b"")
+    version = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if numbers and numbers < REDIS_NEEDED:
+        return f"Redis {version} is too old: sanic-feeds needs Redis {needed} or later"
+    return None
