@@ -12,6 +12,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
+import hiredis
 import httpx
 import orjson
 import pytest
@@ -20,9 +21,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from sanic_feeds.brokers import HistoryPolicy, create_broker
 from sanic_feeds.brokers.redis import RedisBroker
-from sanic_feeds.brokers.redis_commands import CommandPool, NotSent
+from sanic_feeds.brokers.redis_commands import Asked, CommandPool, NotSent
 from sanic_feeds.brokers.redis_keys import history_keys
-from sanic_feeds.brokers.resp import Endpoint, ReplyError, encode, too_old
+from sanic_feeds.brokers.resp import Endpoint, Reply, ReplyError, encode, too_old
 from sanic_feeds.errors import BrokerUnavailable
 from sanic_feeds.history import Stored, newest_after
 from support.collect import Deliveries
@@ -169,6 +170,100 @@ async def test_a_refused_subscription_is_matched_to_its_command(
     finally:
         await broker.aclose()
         redis_server.command("ACL", "DELUSER", "narrow")
+
+
+async def test_an_acl_that_denies_one_channel_leaves_the_others_subscribed(
+    redis_url: str, redis_server: RedisServer, redis: Redis
+) -> None:
+    """Redis refuses a re-subscription batch as a whole for one denied channel: after an ACL
+    change (which makes Redis drop the subscribed connection) the node subscribes the others
+    one by one, only the denied channel leaves the books, and the node stays healthy."""
+    allow = ["&sanic-feeds:node:*", "&sanic-feeds:ch:{a}", "&sanic-feeds:ch:{b}"]
+    redis_server.command(
+        "ACL", "SETUSER", "narrowed", "reset", "on", ">pw", "~*", "+@all", "resetchannels",
+        *allow, "&sanic-feeds:ch:{c}",
+    )  # fmt: skip
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    seen = Deliveries()
+    broker = create_broker(
+        f"redis://narrowed:pw@127.0.0.1:{port}/0", probe_interval=0.2, probe_timeout=0.5
+    )
+    try:
+        await broker.open(seen)
+        for channel in "abc":
+            await broker.subscribe(channel)
+        assert isinstance(broker, RedisBroker)
+        before = broker.reconnects
+        redis_server.command("ACL", "SETUSER", "narrowed", "resetchannels", *allow)
+        await eventually(lambda: broker.reconnects > before, timeout=10)
+        await eventually(lambda: broker.subscriptions == {"a", "b"}, timeout=10)
+        stored = await broker.publish_stored("a", data_body("a", 1))
+        await redis.publish("sanic-feeds:ch:{b}", b" 0\n" + data_body("b", 2))
+        await eventually(lambda: len(seen.payloads("a")) == len(seen.payloads("b")) == 1, timeout=5)
+        assert stored.offset == 1
+        await asyncio.sleep(0.5)  # probes go round: the node stays up
+        await broker.check()
+    finally:
+        await broker.aclose()
+        redis_server.command("ACL", "DELUSER", "narrowed")
+
+
+class _Wire:
+    """The socket side of a lane, for feeding it a sequence of replies by hand."""
+
+    usable, closed = True, False
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def abort(self, reason: str) -> None:
+        raise AssertionError(f"the lane dropped its connection: {reason}")
+
+
+def _push(*parts: bytes | int) -> Reply:
+    reader = hiredis.Reader()
+    items = [
+        b":%d\r\n" % p if isinstance(p, int) else b"$%d\r\n%b\r\n" % (len(p), p) for p in parts
+    ]
+    reader.feed(b">%d\r\n" % len(parts) + b"".join(items))
+    return reader.gets()
+
+
+async def test_a_push_redis_sends_of_its_own_accord_never_shifts_the_replies() -> None:
+    """Redis pushes ``sunsubscribe`` for a shard channel whose slot left, then answers our own
+    SUNSUBSCRIBE of it with MOVED. That push must not be taken for the answer: the command is
+    ended by the PING written after it, and the publishes behind it get their own replies."""
+    pool = CommandPool(Endpoint())
+    lane = pool._lanes[0]
+    wire = _Wire()
+    lane.conn = wire  # type: ignore[assignment]
+    refused: list[bytes] = []
+
+    class Listener:
+        def on_push(self, push: Reply, owed: Asked | None) -> None: ...
+        def on_refused(self, asked: Asked, error: ReplyError) -> None:
+            refused.append(asked.keys[0])
+
+        def on_connected(self) -> None: ...
+        def on_disconnected(self, reason: str) -> None: ...
+
+    pool.carry(Listener())
+    assert lane.ask(Asked(b"SUNSUBSCRIBE", (b"x",), b"sunsubscribe"), encode(b"SUNSUBSCRIBE", b"x"))
+    assert wire.written.endswith(encode(b"PING"))
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    lane.sent.extend([first, second])
+    pool.in_flight = 2
+    lane.on_reply(_push(b"sunsubscribe", b"x", 0))  # of Redis's own accord
+    lane.on_reply(ReplyError("MOVED 1234 10.0.0.2:6379"))  # the answer to our SUNSUBSCRIBE
+    lane.on_reply(b"PONG")
+    lane.on_reply([5, b"epoch-a"])
+    lane.on_reply([9, b"epoch-b"])
+    assert (first.result(), second.result()) == ([5, b"epoch-a"], [9, b"epoch-b"])
+    assert refused == [b"x"] and pool.in_flight == 0 and not lane.sent
 
 
 async def test_killed_command_connections_store_nothing_twice(redis_url: str, redis: Redis) -> None:

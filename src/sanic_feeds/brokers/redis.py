@@ -153,6 +153,7 @@ class RedisBroker(NetworkBroker):
                 self._on_message,
                 self._on_resubscribed,
                 confirm_timeout=SUBSCRIBE_TIMEOUT,
+                on_refused=self._on_refused,
             )
             try:
                 await self._subscriber.open(self._node_key)
@@ -225,14 +226,9 @@ class RedisBroker(NetworkBroker):
         subscriber = self._require_subscriber()
         key = self._channel_key(channel)
         # On the books from here on, whatever happens to the call (see Subscriber.subscribe),
-        # unless Redis refuses it for good (an ACL that denies the channel).
+        # unless Redis refuses it for good (``_on_refused``: an ACL that denies the channel).
         self._channels[key] = channel
-        try:
-            await subscriber.subscribe(key)
-        except Refused:
-            if key not in subscriber.keys:
-                self._channels.pop(key, None)
-            raise
+        await subscriber.subscribe(key)
 
     async def unsubscribe(self, channel: str) -> None:
         subscriber = self._require_subscriber()
@@ -291,6 +287,11 @@ class RedisBroker(NetworkBroker):
         if channel is not None and self._on_gap is not None:
             log.info("subscription of %r re-established; members may have a gap", channel)
             self._on_gap(channel)
+
+    def _on_refused(self, refused: Refused) -> None:
+        """Redis will not subscribe this channel (an ACL denies it): off the books here too; a
+        join waiting for it fails with the refusal."""
+        self._channels.pop(refused.key, None)
 
     def _require_subscriber(self) -> Subscriber:
         if self._subscriber is None:

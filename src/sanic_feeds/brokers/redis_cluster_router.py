@@ -127,7 +127,9 @@ class ClusterRouter:
 
     # -- commands ----------------------------------------------------------------------------
 
-    async def call(self, command: bytes, route: str | None = None) -> Reply:
+    async def call(
+        self, command: bytes, route: str | None = None, *, carried: bool = False
+    ) -> Reply:
         """Send ``command`` to the master of ``route``'s slot (to every master without a route:
         ``SCRIPT LOAD``) and return its reply. Raises as ``CommandPool.call`` does."""
         if route is None:
@@ -138,7 +140,9 @@ class ClusterRouter:
         for attempt in range(MAX_REDIRECTS):
             shard = asked or await self.shard_for(slot)
             try:
-                return await shard.commands.call(command, route, asking=asked is not None)
+                return await shard.commands.call(
+                    command, route, asking=asked is not None, carried=carried
+                )
             except ReplyError as exc:
                 asked = await self._redirected(exc, shard, slot, RETRY_DELAYS[attempt])
             except NotSent:

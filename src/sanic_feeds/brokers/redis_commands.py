@@ -25,9 +25,11 @@ Commands are never retried here. A command with a ``route`` always goes to the s
 commands of one channel reach Redis in the order they were issued.
 
 The lanes speak RESP3, so one of them can also carry the node's subscriptions (see
-:meth:`CommandPool.carry`): the routed commands then go on that lane, and a stored publish's
-reply and the node's own copy of the message come back in one segment, read once, instead of on
-two sockets (one read, and often one wake-up, less per message here; one write less in Redis).
+:meth:`CommandPool.carry`): the stored publishes then go on that lane, and a publish's reply and
+the node's own copy of the message come back in one segment, read once, instead of on two
+sockets (one read, and often one wake-up, less per message here; one write less in Redis). The
+other commands (history reads above all) stay off it: to Redis it is a pub/sub client, whose
+output is bounded by ``client-output-buffer-limit pubsub``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ LOG_EVERY = 10.0
 
 
 _ASKING = encode(b"ASKING")
+_PING = encode(b"PING")
 
 
 def _ignore(future: asyncio.Future[Reply]) -> None:
@@ -88,22 +91,32 @@ class BrokerBusy(BrokerUnavailable):
 
 
 class Asked:
-    """A subscription command written on a lane: answered by one confirmation (a push of kind
-    ``answer``) per channel in ``keys``, in order, or by one error reply in its place. It
-    holds its place among the lane's commands, so that an error reply is matched to it and a
-    push is known to be owed or not (Redis unsubscribes a moved shard channel of its own
-    accord)."""
+    """A subscription command written on a lane, followed in the same write by a ``PING``.
 
-    __slots__ = ("answer", "command", "confirmed", "keys")
+    Its success is one confirmation push per channel (kind ``answer``), its failure one error
+    reply; neither can be told for sure from what Redis sends of its own accord (it pushes
+    ``sunsubscribe`` for a shard channel whose slot left, and then answers our own
+    ``SUNSUBSCRIBE`` with an error). The ``PING``'s reply, always an ordinary one, is what ends
+    the command: an error reply before it is the command's, and no push ever moves the lane's
+    books, so a reply can never be handed to the wrong caller."""
+
+    __slots__ = ("answer", "command", "confirmed", "failed", "keys")
 
     def __init__(self, command: bytes, keys: Sequence[bytes], answer: bytes) -> None:
         self.command = command
         self.keys = keys
         self.answer = answer
         self.confirmed = 0
+        self.failed = False
 
     def owes(self, push: Push) -> bool:
-        return bool(push[0] == self.answer and push[1] == self.keys[self.confirmed])
+        """``push`` is the confirmation this command expects next (as far as can be told)."""
+        confirmed = self.confirmed
+        return bool(
+            confirmed < len(self.keys)
+            and push[0] == self.answer
+            and push[1] == self.keys[confirmed]
+        )
 
 
 class PushListener(Protocol):
@@ -184,14 +197,14 @@ class _Lane:
             self.pool.commands += len(data)
 
     def ask(self, asked: Asked, data: bytes) -> bool:
-        """Write a subscription command now; False when there is no connection to write on
-        (the listener subscribes everything again once there is)."""
+        """Write a subscription command now, and the ``PING`` that ends it; False when there is
+        no connection to write on (the listener subscribes everything again once there is)."""
         conn = self.conn
         if conn is None or not conn.usable:
             return False
         if not self.sent:
             self.last_progress = time.monotonic()
-        conn.write(data)
+        conn.write(data + _PING)
         self.sent.append(asked)
         return True
 
@@ -218,10 +231,11 @@ class _Lane:
         head = self.sent.popleft()
         self.last_progress = time.monotonic()
         if isinstance(head, Asked):
-            if not isinstance(reply, ReplyError):
-                self._unexpected("a reply to a subscription command")
-            elif self.listener is not None:
-                self.listener.on_refused(head, reply)
+            if isinstance(reply, ReplyError) and not head.failed:
+                head.failed = True  # the command's own answer; its PING's reply still comes
+                self.sent.appendleft(head)
+                if self.listener is not None:
+                    self.listener.on_refused(head, reply)
             return
         future = head
         self.pool.finished()
@@ -239,9 +253,6 @@ class _Lane:
             head = sent[0]
             if isinstance(head, Asked) and head.owes(push):
                 head.confirmed += 1
-                if head.confirmed == len(head.keys):
-                    sent.popleft()
-                self.last_progress = time.monotonic()
                 owed = head
         if self.listener is not None:
             self.listener.on_push(push, owed)
@@ -337,7 +348,7 @@ class CommandPool:
         self.queue_timeout = queue_timeout
         self._lanes = [_Lane(self, index) for index in range(max(connections, 1))]
         self._carrier: _Lane | None = None
-        """The lane that carries the subscriptions, if one does: every routed command goes
+        """The lane that carries the subscriptions, if one does: the calls that ask for it go
         there, so a stored publish's reply arrives with the node's own copy of the message."""
         self._next = 0
         self.in_flight = 0
@@ -404,9 +415,17 @@ class CommandPool:
             self._carrier = None
 
     async def call(
-        self, command: bytes, route: str | None = None, *, asking: bool = False
+        self,
+        command: bytes,
+        route: str | None = None,
+        *,
+        asking: bool = False,
+        carried: bool = False,
     ) -> Reply:
         """Send one encoded command (see :func:`~.resp.encode`) and return its reply.
+
+        ``carried``: on the lane that carries the subscriptions, if one does (a stored
+        publish of a subscribing node: its reply comes with the node's own copy).
 
         ``asking``: precede it with ``ASKING`` on the same connection, in the same write (a
         Redis Cluster node importing the slot then serves it: the answer to an ``ASK``).
@@ -428,8 +447,10 @@ class CommandPool:
         if route is None:
             self._next = (self._next + 1) % len(self._lanes)
             lane = self._lanes[self._next]
+        elif carried and self._carrier is not None:
+            lane = self._carrier
         else:
-            lane = self._carrier or self._lanes[hash(route) % len(self._lanes)]
+            lane = self._lanes[hash(route) % len(self._lanes)]
         down = lane.down_since
         if down is not None and time.monotonic() - down > self.command_timeout:
             if reserved:

@@ -30,7 +30,9 @@ class Commands(Protocol):
     """Where the commands go: one Redis's :class:`~.redis_commands.CommandPool`, or a cluster's
     router, which sends each to the master of its ``route``'s slot."""
 
-    async def call(self, command: bytes, route: str | None = None) -> Reply: ...
+    async def call(
+        self, command: bytes, route: str | None = None, *, carried: bool = False
+    ) -> Reply: ...
 
 
 FIND_DEPTH = 1000
@@ -219,14 +221,15 @@ class StreamHistory:
         a NOSCRIPT reply means it did not run, so sending it again is safe. Callers that meet
         NOSCRIPT together share one SCRIPT LOAD."""
         command = encode(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        carried = script is self._publish  # its reply comes with the node's own copy
         try:
-            return await self._commands.call(command, route=route)
+            return await self._commands.call(command, route=route, carried=carried)
         except ReplyError as exc:
             if exc.code != "NOSCRIPT":
                 raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
         await self.load(script, route)
         try:
-            return await self._commands.call(command, route=route)
+            return await self._commands.call(command, route=route, carried=carried)
         except ReplyError as exc:
             raise BrokerUnavailable(f"Redis refused a script: {exc}") from exc
 

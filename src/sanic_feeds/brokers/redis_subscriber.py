@@ -195,8 +195,20 @@ class Subscriber:
         if asked.command != self._mode.subscribe:
             log.debug("Redis refused %r for %r: %s", asked.command, asked.keys, error)
             return
-        if not self._mode.sharded:  # an ACL that denies the channel, say: not a routine event
-            log.warning("Redis refused to subscribe %d channel(s): %s", len(asked.keys), error)
+        if not self._mode.sharded:
+            if error.code != "NOPERM":  # BUSY, LOADING: not the channel's fault; kept on the
+                # books, subscribed again with the others after the next reconnect
+                log.warning("Redis refused to subscribe %d channel(s): %s", len(asked.keys), error)
+                return
+            if len(asked.keys) > 1:
+                # Redis refuses the whole command for one denied channel (a re-subscription
+                # after a reconnect, after an ACL change): one command each, so only the
+                # denied ones are refused.
+                for key in asked.keys:
+                    if key in self.keys:
+                        self._send(self._mode.subscribe, (key,))
+                return
+            log.warning("Redis refused to subscribe %r: %s", asked.keys[0], error)
         for key in asked.keys:
             self.keys.discard(key)
             refused = Refused(key, error)
