@@ -19,13 +19,13 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from sanic_feeds.brokers import HistoryPolicy, create_broker
+from sanic_feeds.brokers import HistoryPolicy, create_broker, redis_history
 from sanic_feeds.brokers.redis import RedisBroker
 from sanic_feeds.brokers.redis_commands import Asked, CommandPool, NotSent
 from sanic_feeds.brokers.redis_keys import history_keys
 from sanic_feeds.brokers.resp import Endpoint, Reply, ReplyError, encode, too_old
 from sanic_feeds.errors import BrokerUnavailable
-from sanic_feeds.history import Stored, newest_after
+from sanic_feeds.history import HistoryRules, Stored, newest_after
 from support.collect import Deliveries
 from support.local_server import local_server
 from support.redis_server import RedisServer
@@ -603,6 +603,38 @@ async def test_expiry_is_renewed_once_a_window_and_set_on_every_key_made(
         assert 590_000 < await redis.pttl(stream) <= 600_000
         page = await broker.history("renewed", None, None, 10)
         assert page.offsets == [3]
+    finally:
+        await broker.aclose()
+
+
+async def test_publishes_to_many_channels_keep_their_settings_past_the_prepared_bound(
+    redis_url: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node encodes each channel's keys and settings once; past ``PREPARED_KEPT`` channels it
+    forgets the stale ones. Publishes then still go to the right keys with the right expiry, a
+    channel prepared again gets its own namespace's settings, and a keyed publish (which takes
+    the other encoding) agrees with an unkeyed one."""
+    monkeypatch.setattr(redis_history, "PREPARED_KEPT", 4)
+    rules = HistoryRules(HistoryPolicy(size=100, ttl=600), {"short": HistoryPolicy(size=5, ttl=60)})
+    broker = create_broker(redis_url, history=rules)
+    await broker.open(None)
+    try:
+        for round_ in range(2):
+            for n in range(6):
+                channel = f"short:c{n}" if n % 2 else f"c{n}"
+                stored = await broker.publish_stored(channel, data_body(channel, round_))
+                assert stored.offset == round_ + 1
+                assert len(stored.epoch) == 8 and int(stored.epoch, 16) >= 0
+        keyed = await broker.publish_stored("c0", data_body("c0", 2), idempotency_key="k1")
+        again = await broker.publish_stored("c0", data_body("c0", 3), idempotency_key="k1")
+        assert keyed == again and keyed.offset == 3
+        for n in range(6):
+            channel = f"short:c{n}" if n % 2 else f"c{n}"
+            ttl = 60_000 if n % 2 else 600_000
+            for key in history_keys("sanic-feeds:", channel):
+                assert ttl - 10_000 < await redis.pttl(key) <= ttl
+            page = await broker.history(channel, None, None, 10)
+            assert page.offsets == ([1, 2, 3] if n == 0 else [1, 2])
     finally:
         await broker.aclose()
 

@@ -25,13 +25,17 @@ class Script:
 
 
 # Append to history and publish, atomically. KEYS: offset counter, stream, epoch, and (only when
-# the caller gave one) the idempotency key. ARGV: the JSON object body, max length, ttl (ms), a
-# fresh epoch to use if the history starts anew, the envelope header, a nonce kept in the stream
-# entry (field "n") so that a publish whose reply was lost can be looked up instead of retried
-# blindly, the pub/sub channel, and "1" when the caller asks the keys' expiry to be renewed. The
-# channel is no key (nothing is stored under it), so it is not in KEYS: on a cluster a slot being
-# migrated answers TRYAGAIN to a script whose keys do not all exist, which a channel never does.
-# Returns {offset, epoch}.
+# the caller gave one) the idempotency key. ARGV: max length, ttl (ms), the pub/sub channel (the
+# same for every publish to a channel, so a node encodes them once: StreamHistory), then the JSON
+# object body, the envelope header, a nonce kept in the stream entry (field "n") so that a
+# publish whose reply was lost can be looked up instead of retried blindly, and "1" when the
+# caller asks the keys' expiry to be renewed. The channel is no key (nothing is stored under
+# it), so it is not in KEYS: on a cluster a slot being migrated answers TRYAGAIN to a script
+# whose keys do not all exist, which a channel never does. Returns {offset, epoch}.
+#
+# A history that starts anew takes as its epoch the first 8 hex digits of the SHA1 of the
+# publish's nonce: nonces are unique (node id and counter), so epochs differ from a channel's
+# earlier ones as random ones would, and no publish carries a candidate it almost never uses.
 #
 # The three keys expire together, ttl after the last publish to within a second (a tenth of a
 # ttl under ten seconds): each node asks for the renewal at most once per such window and
@@ -46,31 +50,31 @@ if #KEYS > 3 then
     return {tonumber(offset), epoch}
   end
 end
-local renew = ARGV[8] == '1'
+local renew = ARGV[7] == '1'
 local offset = redis.call('INCR', KEYS[1])
 local epoch = false
 if offset > 1 then epoch = redis.call('GET', KEYS[3]) end
 if not epoch then
   -- A new history (or its counter or epoch was lost, e.g. evicted): drop what is left of the
   -- old one, so no entry is ever labelled with an epoch it was not stored in.
-  epoch = ARGV[4]
+  epoch = string.sub(redis.sha1hex(ARGV[6]), 1, 8)
   redis.call('SET', KEYS[3], epoch)
   redis.call('DEL', KEYS[2])
   renew = true
 end
-local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[1], 2)
-local id, max, nonce = '0-' .. offset, ARGV[2], ARGV[6]
+local body = '{"id":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[4], 2)
+local id, max, nonce = '0-' .. offset, ARGV[1], ARGV[6]
 if not redis.call('XADD', KEYS[2], 'NOMKSTREAM', 'MAXLEN', '~', max, id, 'd', body, 'n', nonce) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', max, id, 'd', body, 'n', nonce)
   renew = true
 end
 if renew then
-  local ttl = ARGV[3]
+  local ttl = ARGV[2]
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
-redis.call('PUBLISH', ARGV[7], ARGV[5] .. '\\n' .. body)
+redis.call('PUBLISH', ARGV[3], ARGV[5] .. '\\n' .. body)
 if #KEYS > 3 then redis.call('SET', KEYS[4], offset .. ' ' .. epoch, 'EX', 120) end
 return {offset, epoch}
 """)

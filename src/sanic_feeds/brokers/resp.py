@@ -49,6 +49,12 @@ class ReplyError(Exception):
         return str(self).partition(" ")[0]
 
 
+def bulk(data: bytes) -> bytes:
+    """One bulk string in RESP: a command's argument, for callers that encode a command in
+    parts (the parts it always has alike, once)."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 def encode(*args: Arg) -> bytes:
     """One command in RESP: ``encode(b"PUBLISH", b"ch", b"hi")``."""
     parts = [b"*%d\r\n" % len(args)]
