@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,6 +37,10 @@ from procs import cpu_seconds_fine, free_port, private_redis, running
 PY = sys.executable
 MEMORY = "memory"
 REDIS = "redis"
+BARE_MEMORY = "bare_memory"
+BARE_REDIS = "bare_redis"
+CHAT_SIDES = (MEMORY, REDIS, BARE_MEMORY, BARE_REDIS)
+"""The chat scenario's runs: sanic-feeds on each broker, and the bare relay (the floor) on each."""
 _TEXT = WSMsgType.TEXT
 PING = b'{"type":"ping"}'
 
@@ -62,6 +67,20 @@ def instances(count: int, broker: str, *extra: str) -> Iterator[list[Instance]]:
                 "--join-leave", "off", "--log-level", "WARNING", "--client-buffer", "4MiB", *extra,
             ]  # fmt: skip
             proc = stack.enter_context(running("sanic-feeds", argv, port))
+            started.append(Instance(proc.pid, port))
+        yield started
+
+
+@contextmanager
+def bare_relays(count: int, broker: str) -> Iterator[list[Instance]]:
+    """``count`` processes of servers/bare_relay.py on ``broker``: the chat scenario's topology
+    with no product logic, as the floor of what two instances cost over one."""
+    relay = str(Path(__file__).resolve().parent / "servers" / "bare_relay.py")
+    with ExitStack() as stack:
+        started = []
+        for _ in range(count):
+            port = free_port()
+            proc = stack.enter_context(running("bare relay", [PY, relay, str(port), broker], port))
             started.append(Instance(proc.pid, port))
         yield started
 
@@ -110,12 +129,21 @@ class RedisMeter:
         return spent / count * 1e6
 
     async def paced_publish_baseline(
-        self, url: str, size: int, rate: float, seconds: float, subscribers: int = 2
+        self,
+        url: str,
+        size: int,
+        rate: float,
+        seconds: float,
+        subscribers: int = 2,
+        script: bytes | None = None,
     ) -> float:
         """Redis CPU (µs) per plain PUBLISH sent one per round trip at ``rate`` a second, to
         ``subscribers`` connections that read as the instances do: what a chat costs Redis at
         the scenario's pace without the history (sparse commands cost Redis more per command
-        than back-to-back ones: each wakes it up on its own)."""
+        than back-to-back ones: each wakes it up on its own).
+
+        With ``script`` (:data:`APPEND_AND_PUBLISH`), the same paced ``EVALSHA``s of it
+        instead: a stored publish with nothing but the stream append and the publish."""
         import redis.asyncio as aioredis
 
         client = aioredis.Redis.from_url(url)
@@ -129,13 +157,17 @@ class RedisMeter:
 
         readers = [asyncio.create_task(drain(listener)) for listener in listeners]
         payload = b"x" * size
+        sha = await client.script_load(script) if script is not None else None
         loop = asyncio.get_running_loop()
         try:
             before = self.cpu()
             started, sent = loop.time(), 0
             while loop.time() < started + seconds:
                 await asyncio.sleep(max(0.0, started + sent / rate - loop.time()))
-                await client.publish("bench:paced", payload)
+                if sha is None:
+                    await client.publish("bench:paced", payload)
+                else:
+                    await client.evalsha(sha, 1, "bench:stream", 1000, "bench:paced", payload)
                 sent += 1
             await asyncio.sleep(0.2)
             spent = self.cpu() - before
@@ -144,8 +176,18 @@ class RedisMeter:
                 task.cancel()
             for listener in listeners:
                 await listener.aclose()
+            await client.delete("bench:stream")
             await client.aclose()
         return spent / max(sent, 1) * 1e6
+
+
+APPEND_AND_PUBLISH = b"""
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[3])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+"""The least a stored publish can be in one script: append to a stream, publish. No offset
+counter and no epoch (which sanic-feeds' dense offsets and recovery need), no nonce."""
 
 
 # -- WebSocket members ---------------------------------------------------------------------------
@@ -629,33 +671,59 @@ async def on_burst(name: str, reps: int, seconds: float, _idle: int) -> dict[str
 async def on_chat(name: str, reps: int, seconds: float, _idle: int) -> dict[str, float] | None:
     if name != "sanic-feeds":
         return None
-    with private_redis() as broker:
-        if broker is None:
+    with private_redis() as broker, private_redis() as twin:
+        if broker is None or twin is None:
             return None
-        meter = RedisMeter(broker)
+        meter, twin_meter = RedisMeter(broker), RedisMeter(twin)
+        runs: dict[str, list[dict[str, float]]] = {side: [] for side in CHAT_SIDES}
+        paced: list[float] = []
+        paced_floor: list[float] = []
         with instances(1, "memory://") as memory_servers:
             on_memory = await ChatRun.open(memory_servers, RedisMeter(None))
             size = int((await on_memory.measure(1.0))["chat_bytes"])
-            # The baselines run on the same Redis, before any instance is connected to it: with
-            # no subscriber, and with two (the two instances, as every chat of the scenario
-            # reaches).
-            alone = meter.publish_baseline(size, 10_000)
-            back_to_back = meter.publish_baseline(size, 10_000, subscribers=2)
-            baseline = await meter.paced_publish_baseline(broker, size, 2000.0, seconds)
-            with instances(2, broker) as redis_servers:
-                on_redis = await ChatRun.open(redis_servers, meter)
-                # The two runs take turns, window by window: both then share whatever else the
-                # machine does meanwhile, and the ratio of their medians compares like with like.
-                runs: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
+            # The baselines run on a twin Redis (same binary, same settings) that no instance
+            # uses: back to back with no subscriber and with two (the two instances, as every
+            # chat of the scenario reaches), before anything is connected to it; then paced
+            # like the chats, window by window with them.
+            alone = twin_meter.publish_baseline(size, 10_000)
+            back_to_back = twin_meter.publish_baseline(size, 10_000, subscribers=2)
+            with (
+                instances(2, broker) as redis_servers,
+                bare_relays(1, "memory://") as relay_memory,
+                bare_relays(2, twin) as relay_redis,
+            ):
+                opened = {
+                    MEMORY: on_memory,
+                    REDIS: await ChatRun.open(redis_servers, meter),
+                    BARE_MEMORY: await ChatRun.open(relay_memory, RedisMeter(None)),
+                    BARE_REDIS: await ChatRun.open(relay_redis, twin_meter),
+                }
+                # Every figure takes turns, window by window: all then share whatever else the
+                # machine does meanwhile, and the ratios of their medians compare like with like.
                 for _ in range(reps):
-                    runs[0].append(await on_memory.measure(seconds))
-                    runs[1].append(await on_redis.measure(seconds))
-                await on_redis.aclose()
+                    for side, run in opened.items():
+                        runs[side].append(await run.measure(seconds))
+                    paced.append(
+                        await twin_meter.paced_publish_baseline(twin, size, 2000.0, seconds)
+                    )
+                    paced_floor.append(
+                        await twin_meter.paced_publish_baseline(
+                            twin, size, 2000.0, seconds, script=APPEND_AND_PUBLISH
+                        )
+                    )
+                for side, run in opened.items():
+                    if side != MEMORY:
+                        await run.aclose()
             await on_memory.aclose()
-    memory, redis_side = medians(runs[0]), medians(runs[1])
-    result = sides({MEMORY: memory, REDIS: redis_side})
+    medians_of = {side: medians(side_runs) for side, side_runs in runs.items()}
+    memory, redis_side = medians_of[MEMORY], medians_of[REDIS]
+    bare_memory, bare_redis = medians_of[BARE_MEMORY], medians_of[BARE_REDIS]
+    baseline, floor = statistics.median(paced), statistics.median(paced_floor)
+    result = sides(medians_of)
     result |= {
         "redis_cpu_us_per_publish_baseline": baseline,
+        "redis_cpu_us_per_append_and_publish": floor,
+        "redis_cpu_ratio_append_and_publish_over_publish": floor / baseline,
         "redis_cpu_us_per_publish_back_to_back": back_to_back,
         "redis_cpu_us_per_publish_no_subscriber": alone,
         "redis_cpu_ratio_chat_over_back_to_back_publish": (
@@ -666,6 +734,15 @@ async def on_chat(name: str, reps: int, seconds: float, _idle: int) -> dict[str,
             redis_side["server_cpu_us_per_chat"] / memory["server_cpu_us_per_chat"]
         ),
         "redis_cpu_ratio_chat_over_publish": redis_side["redis_cpu_us_per_chat"] / baseline,
+        "bare_server_cpu_ratio_redis_over_memory": (
+            bare_redis["server_cpu_us_per_chat"] / bare_memory["server_cpu_us_per_chat"]
+        ),
+        "server_cpu_us_added_by_redis": (
+            redis_side["server_cpu_us_per_chat"] - memory["server_cpu_us_per_chat"]
+        ),
+        "bare_server_cpu_us_added_by_redis": (
+            bare_redis["server_cpu_us_per_chat"] - bare_memory["server_cpu_us_per_chat"]
+        ),
     }
     return result
 
@@ -739,6 +816,16 @@ def redis_path_table(ours: dict[str, dict[str, float]]) -> str:
     row(chat_, "error frames", "errors")
     row(chat_, "p50 ms", "p50_ms", "{:.2f}")
     row(chat_, "p99 ms", "p99_ms", "{:.2f}")
+    bare = ours.get(chat_)
+    if bare is not None and f"{BARE_MEMORY}_server_cpu_us_per_chat" in bare:
+        for label, key, fmt in (
+            ("bare relay (floor): server CPU µs per chat", "server_cpu_us_per_chat", "{:.1f}"),
+            ("bare relay: Redis CPU µs per chat (PUBLISH)", "redis_cpu_us_per_chat", "{:.1f}"),
+            ("bare relay: deliveries", "deliveries", "{:,.0f}"),
+            ("bare relay: p50 ms", "p50_ms", "{:.2f}"),
+        ):
+            values = (bare.get(f"{side}_{key}") for side in (BARE_MEMORY, BARE_REDIS))
+            rows.append((chat_, label, *(_cell(fmt, v) for v in values)))
     for label, what in (("1000", "1,000"), ("5000", "5,000"), ("1000_keyed", "1,000 keyed")):
         row(keys, f"{what} HTTP publishes: keys added", f"keys_added_{label}")
         row(keys, "… answered 2xx", f"published_2xx_{label}")
@@ -789,6 +876,21 @@ def targets(ours: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
             f"{chat_['memory_server_cpu_us_per_chat']:.1f} µs = {ratio:.2f}x",
             _met(ratio <= 1.5),
         ))  # fmt: skip
+        if "bare_server_cpu_ratio_redis_over_memory" in chat_:
+            bare = chat_["bare_server_cpu_ratio_redis_over_memory"]
+            found.append((
+                "… the same for the bare relay (servers/bare_relay.py: the topology with no "
+                "product logic, plain PUBLISH), the floor of this ratio on this machine",
+                f"{chat_['bare_redis_server_cpu_us_per_chat']:.1f} / "
+                f"{chat_['bare_memory_server_cpu_us_per_chat']:.1f} µs = {bare:.2f}x",
+                "(floor)",
+            ))  # fmt: skip
+            found.append((
+                "… server CPU µs per chat that Redis adds: sanic-feeds / bare relay",
+                f"{chat_['server_cpu_us_added_by_redis']:.1f} / "
+                f"{chat_['bare_server_cpu_us_added_by_redis']:.1f} µs",
+                "(context)",
+            ))  # fmt: skip
         ratio = chat_["redis_cpu_ratio_chat_over_publish"]
         found.append((
             "Redis CPU per stored chat / per plain PUBLISH (one per round trip, same size, same "
@@ -797,6 +899,15 @@ def targets(ours: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
             f"{chat_['redis_cpu_us_per_publish_baseline']:.1f} µs = {ratio:.2f}x",
             _met(ratio <= 1.5),
         ))  # fmt: skip
+        if "redis_cpu_ratio_append_and_publish_over_publish" in chat_:
+            least = chat_["redis_cpu_ratio_append_and_publish_over_publish"]
+            found.append((
+                "… the same for the least stored publish (a script that only appends to a "
+                "stream and publishes: no offset counter, no epoch), the floor of this ratio",
+                f"{chat_['redis_cpu_us_per_append_and_publish']:.1f} / "
+                f"{chat_['redis_cpu_us_per_publish_baseline']:.1f} µs = {least:.2f}x",
+                "(floor)",
+            ))  # fmt: skip
         fast = chat_["redis_cpu_ratio_chat_over_back_to_back_publish"]
         found.append((
             "… the same against PUBLISHes sent back to back to two subscribers",
