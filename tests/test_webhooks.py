@@ -152,7 +152,9 @@ async def test_a_receiver_that_was_down_gets_every_event(cluster: Cluster) -> No
     await asyncio.sleep(1.0)
     await receiver.start()
     expected = ["channel.occupied", "channel.vacated"] * 2
-    await until(lambda: receiver.of("wh-down") == expected, timeout=15)
+    # The backoff doubles while the receiver is down, so the next attempt may come about as
+    # long after its return as it was down (seconds, on a loaded machine): bounded well past it.
+    await until(lambda: receiver.of("wh-down") == expected, timeout=30)
     metrics = await asyncio.to_thread(_metrics, cluster.one.http_url)
     assert "sanic_feeds_webhooks_retried_total" in metrics
 

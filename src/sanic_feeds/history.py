@@ -82,9 +82,8 @@ def new_epoch() -> str:
     """A fresh epoch: short, random, safe inside JSON without escaping.
 
     Drawn from ``random`` (seeded from the OS at start, and again in a forked worker), not
-    from ``secrets``: an epoch only has to differ from the channel's earlier ones, and every
-    stored publish carries a candidate, so one system call per message would be paid for
-    nothing.
+    from ``secrets``: an epoch only has to differ from the channel's earlier ones. (Redis'
+    script makes its own, from the nonce of the publish that starts the history.)
     """
     return f"{random.getrandbits(32):08x}"
 
