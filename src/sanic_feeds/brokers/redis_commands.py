@@ -425,7 +425,11 @@ class CommandPool:
         """Send one encoded command (see :func:`~.resp.encode`) and return its reply.
 
         ``carried``: on the lane that carries the subscriptions, if one does (a stored
-        publish of a subscribing node: its reply comes with the node's own copy).
+        publish of a subscribing node: its reply comes with the node's own copy). Never a
+        ``MULTI``/``EXEC`` that publishes there: before Redis 7.2 the push for a channel the
+        connection itself subscribes is written where the command runs, which inside
+        ``EXEC`` is in the middle of its array reply. A script's push comes whole, before
+        its reply, and is told apart by its type.
 
         ``asking``: precede it with ``ASKING`` on the same connection, in the same write (a
         Redis Cluster node importing the slot then serves it: the answer to an ``ASK``).
