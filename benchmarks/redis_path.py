@@ -681,10 +681,11 @@ async def on_chat(name: str, reps: int, seconds: float, _idle: int) -> dict[str,
         with instances(1, "memory://") as memory_servers:
             on_memory = await ChatRun.open(memory_servers, RedisMeter(None))
             size = int((await on_memory.measure(1.0))["chat_bytes"])
-            # The baselines run on a twin Redis (same binary, same settings) that no instance
-            # uses: back to back with no subscriber and with two (the two instances, as every
-            # chat of the scenario reaches), before anything is connected to it; then paced
-            # like the chats, window by window with them.
+            # The baselines run on a twin Redis (same binary, same settings) that no sanic-feeds
+            # instance uses (the bare relays do, idle while the baselines run): back to back
+            # with no subscriber and with two (the two instances, as every chat of the
+            # scenario reaches), before anything is connected to it; then paced like the
+            # chats, window by window with them.
             alone = twin_meter.publish_baseline(size, 10_000)
             back_to_back = twin_meter.publish_baseline(size, 10_000, subscribers=2)
             with (

@@ -607,36 +607,84 @@ async def test_expiry_is_renewed_once_a_window_and_set_on_every_key_made(
         await broker.aclose()
 
 
-async def test_publishes_to_many_channels_keep_their_settings_past_the_prepared_bound(
+class Clock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_prepared_publishes_are_bounded_and_renew_once_a_window(
     redis_url: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A node encodes each channel's keys and settings once; past ``PREPARED_KEPT`` channels it
-    forgets the stale ones. Publishes then still go to the right keys with the right expiry, a
-    channel prepared again gets its own namespace's settings, and a keyed publish (which takes
-    the other encoding) agrees with an unkeyed one."""
+    """A node encodes each channel's keys and settings once. Past ``PREPARED_KEPT`` channels it
+    forgets those it has not used for a second: the bound holds, and a channel prepared again
+    keeps its namespace's settings and its history. The expiry is renewed once a window per
+    channel (``PEXPIRE`` counted by Redis), and a keyed publish (the other encoding) agrees."""
+    clock = Clock()
+    monkeypatch.setattr(redis_history, "time", clock)
     monkeypatch.setattr(redis_history, "PREPARED_KEPT", 4)
     rules = HistoryRules(HistoryPolicy(size=100, ttl=600), {"short": HistoryPolicy(size=5, ttl=60)})
     broker = create_broker(redis_url, history=rules)
     await broker.open(None)
+    assert isinstance(broker, RedisBroker)
+
+    def prepared() -> dict[str, object]:
+        return dict(broker._streams._prepared)
+
+    def channel(n: int) -> str:
+        return f"short:bound{n}" if n % 2 else f"bound{n}"
+
+    async def expiries() -> int:
+        return int((await redis.info("commandstats")).get("cmdstat_pexpire", {}).get("calls", 0))
+
     try:
-        for round_ in range(2):
-            for n in range(6):
-                channel = f"short:c{n}" if n % 2 else f"c{n}"
-                stored = await broker.publish_stored(channel, data_body(channel, round_))
-                assert stored.offset == round_ + 1
-                assert len(stored.epoch) == 8 and int(stored.epoch, 16) >= 0
-        keyed = await broker.publish_stored("c0", data_body("c0", 2), idempotency_key="k1")
-        again = await broker.publish_stored("c0", data_body("c0", 3), idempotency_key="k1")
-        assert keyed == again and keyed.offset == 3
-        for n in range(6):
-            channel = f"short:c{n}" if n % 2 else f"c{n}"
+        for n in range(4):
+            assert (await broker.publish_stored(channel(n), data_body(channel(n), 0))).offset == 1
+        assert len(prepared()) == 4
+        clock.now += 5  # all four stale
+        before = await expiries()
+        await broker.publish_stored(channel(4), data_body(channel(4), 0))
+        assert list(prepared()) == [channel(4)]
+        await broker.publish_stored(channel(4), data_body(channel(4), 1))  # within its window
+        assert await expiries() - before == 3  # the first one's, on its three keys
+        clock.now += 1.5
+        await broker.publish_stored(channel(4), data_body(channel(4), 2))
+        assert await expiries() - before == 6
+        for n in range(4):  # prepared again: the same keys, settings and history
+            stored = await broker.publish_stored(channel(n), data_body(channel(n), 1))
+            assert stored.offset == 2 and len(stored.epoch) == 8 and int(stored.epoch, 16) >= 0
             ttl = 60_000 if n % 2 else 600_000
-            for key in history_keys("sanic-feeds:", channel):
+            for key in history_keys("sanic-feeds:", channel(n)):
                 assert ttl - 10_000 < await redis.pttl(key) <= ttl
-            page = await broker.history(channel, None, None, 10)
-            assert page.offsets == ([1, 2, 3] if n == 0 else [1, 2])
+            page = await broker.history(channel(n), None, None, 10)
+            assert page.offsets == [1, 2]
+        assert len(prepared()) == 5  # at the bound, nothing stale to forget: all kept, + 1
+        keyed = await broker.publish_stored("bound0", data_body("bound0", 2), idempotency_key="k")
+        again = await broker.publish_stored("bound0", data_body("bound0", 3), idempotency_key="k")
+        assert keyed == again and keyed.offset == 3
     finally:
         await broker.aclose()
+
+
+async def test_a_node_id_given_again_makes_new_nonces_and_epochs(
+    redis_url: str, redis: Redis
+) -> None:
+    """A process started with the node id of an earlier one counts its nonces from 1 again: a
+    random salt keeps them (and the epoch of a history that starts anew) its own."""
+    epochs = []
+    for _ in range(2):
+        broker = RedisBroker(redis_url, node_id="fixed-node")
+        await broker.open(None)
+        try:
+            epochs.append((await broker.publish_stored("renamed", data_body("renamed", 0))).epoch)
+        finally:
+            await broker.aclose()
+        await redis.delete(*history_keys("sanic-feeds:", "renamed"))  # the history is lost
+    assert epochs[0] != epochs[1]
 
 
 async def test_waiting_callers_get_the_room_in_their_order(redis_url: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ and lookups of a lost reply, before the publish is reported as failed."""
 
 PREPARED_KEPT = 10_000
 """Channels whose prepared publish (and last expiry renewal) a node keeps before it forgets
-those it has not renewed within the last second."""
+those it has neither prepared nor renewed within the last second."""
 
 _RENEW, _KEEP = bulk(b"1"), bulk(b"0")
 
@@ -74,6 +75,8 @@ class _Prepared:
     """``EVALSHA``, the script, the keys and ``settings``, in RESP, with the whole count."""
     window: float
     """Seconds between two renewals of the channel's expiry (:func:`renewal_window`)."""
+    made: float
+    """When it was prepared (monotonic seconds)."""
     renewed: float = -1e9
     """When this node last had the channel's expiry renewed (monotonic seconds)."""
 
@@ -105,7 +108,12 @@ class StreamHistory:
         self._prefix = prefix
         self.rules = rules
         self._channel_key = channel_key
-        self._nonces = (b"%s-%d" % (node.encode(), n) for n in itertools.count(1))
+        # The salt makes nonces (and the epochs the script derives from them) differ from
+        # those of an earlier process that had the same node id: a given node id, restarted,
+        # counts from 1 again, and would otherwise find its predecessor's publishes as its own
+        # and give a history that starts anew an epoch the channel had before.
+        salt = secrets.token_hex(4).encode()
+        self._nonces = (b"%s-%s-%d" % (node.encode(), salt, n) for n in itertools.count(1))
         self.refused_unknown = 0
         """Publishes whose outcome stayed unknown (reported as unavailable, never retried)."""
         self.resolved = 0
@@ -161,9 +169,13 @@ class StreamHistory:
 
     def _prepare(self, channel: str) -> _Prepared:
         prepared = self._prepared
-        if len(prepared) >= PREPARED_KEPT:  # forget what its next publish would renew anyway
-            now = time.monotonic()
-            self._prepared = prepared = {c: p for c, p in prepared.items() if now - p.renewed < 1.0}
+        now = time.monotonic()
+        if len(prepared) >= PREPARED_KEPT:
+            # Forget what its next publish would renew anyway; keep what was just prepared (its
+            # first publish, which renews, may still wait for its reply).
+            self._prepared = prepared = {
+                c: p for c, p in prepared.items() if now - max(p.renewed, p.made) < 1.0
+            }
         policy = self.rules.for_channel(channel)
         keys = self._history_keys(channel)
         settings = (
@@ -174,7 +186,8 @@ class StreamHistory:
         # The whole command has 3 + 3 keys + 7 arguments; the last four are the publish's own.
         head = encode(b"EVALSHA", self._publish.sha, len(keys), *keys, *settings)
         head = b"*%d" % (3 + len(keys) + len(settings) + 4) + head[head.index(b"\r\n") :]
-        made = prepared[channel] = _Prepared(keys, settings, head, renewal_window(policy.ttl))
+        made = _Prepared(keys, settings, head, renewal_window(policy.ttl), now)
+        prepared[channel] = made
         return made
 
     async def _find(

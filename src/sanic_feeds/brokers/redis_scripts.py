@@ -34,8 +34,9 @@ class Script:
 # whose keys do not all exist, which a channel never does. Returns {offset, epoch}.
 #
 # A history that starts anew takes as its epoch the first 8 hex digits of the SHA1 of the
-# publish's nonce: nonces are unique (node id and counter), so epochs differ from a channel's
-# earlier ones as random ones would, and no publish carries a candidate it almost never uses.
+# publish's nonce: nonces are unique (node id, a random salt per process, counter), so epochs
+# differ from a channel's earlier ones as random ones would, and no publish carries a candidate
+# it almost never uses.
 #
 # The three keys expire together, ttl after the last publish to within a second (a tenth of a
 # ttl under ten seconds): each node asks for the renewal at most once per such window and
