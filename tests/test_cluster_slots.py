@@ -12,6 +12,7 @@ from sanic_feeds.brokers.cluster_slots import (
     parse_redirect,
     probe_tag,
 )
+from sanic_feeds.brokers.redis_cluster_client import tls_options
 from sanic_feeds.brokers.redis_keys import channel_key, history_keys
 from sanic_feeds.cluster_urls import redis_cluster_nodes
 from sanic_feeds.config import BrokerAddress
@@ -84,13 +85,28 @@ def test_probe_tag_lands_on_the_master() -> None:
 
 
 def test_cluster_urls() -> None:
-    """redis-cluster:// takes several nodes, keeps credentials per node, hides the password."""
+    """redis-cluster:// takes several nodes, keeps credentials per node, hides the password;
+    rediss-cluster:// is the same over TLS, its settings read from the query."""
     address = BrokerAddress.parse("redis-cluster://u:pw@a:1,b:2")
     assert (address.kind, address.redacted) == ("redis-cluster", "redis-cluster://u:***@a:1,b:2")
     assert redis_cluster_nodes("redis-cluster://:pw@a:1,b:2?x=1") == [
         "redis://:pw@a:1?x=1",
         "redis://:pw@b:2?x=1",
     ]
+    tls = BrokerAddress.parse("rediss-cluster://:pw@a:1,b:2?ssl_ca_certs=/ca.pem")
+    assert (tls.kind, tls.redacted) == (
+        "redis-cluster",
+        "rediss-cluster://:***@a:1,b:2?ssl_ca_certs=/ca.pem",
+    )
+    assert redis_cluster_nodes(tls.url) == [
+        "rediss://:pw@a:1?ssl_ca_certs=/ca.pem",
+        "rediss://:pw@b:2?ssl_ca_certs=/ca.pem",
+    ]
+    assert tls_options(tls.url) == {"ssl": True, "ssl_ca_certs": "/ca.pem"}
+    assert tls_options("rediss-cluster://a:1?ssl_cert_reqs=none") == {
+        "ssl": True, "ssl_cert_reqs": "none", "ssl_check_hostname": False,
+    }  # fmt: skip
+    assert tls_options("redis-cluster://a:1") == {}
     for bad, why in [
         ("redis-cluster://", "at least one"),
         ("redis-cluster://a:x", "invalid URL"),

@@ -119,6 +119,7 @@ _BROKER_KINDS: dict[str, BrokerKind] = {
     "rediss": "redis",
     "unix": "redis",
     "redis-cluster": "redis-cluster",
+    "rediss-cluster": "redis-cluster",
     "nats": "nats",
 }
 BROKER_SCHEMES = tuple(_BROKER_KINDS)
@@ -137,7 +138,8 @@ class BrokerAddress:
     """The URL as given, credentials included: only for connecting, never for logs."""
     scheme: str
     """``memory``, ``redis``, ``rediss`` (TLS), ``unix`` (a Redis socket path),
-    ``redis-cluster`` (``redis-cluster://HOST:PORT[,HOST:PORT...]``, nodes of one Redis Cluster)
+    ``redis-cluster`` (``redis-cluster://HOST:PORT[,HOST:PORT...]``, nodes of one Redis Cluster),
+    ``rediss-cluster`` (the same over TLS)
     or ``nats`` (``nats://HOST:PORT[,HOST:PORT...]``, several servers of one NATS cluster)."""
     kind: BrokerKind
     redacted: str

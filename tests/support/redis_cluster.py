@@ -22,6 +22,7 @@ from redis.crc import key_slot
 
 from .ports import free_port
 from .redis_server import RedisServer, find_redis_server_binary
+from .tls import TlsFiles
 
 __all__ = ["ClusterNode", "RedisCluster", "cluster_unavailable"]
 
@@ -58,13 +59,28 @@ class ClusterNode:
 
 
 class RedisCluster:
-    """``masters`` masters with ``replicas`` replicas each, on 127.0.0.1."""
+    """``masters`` masters with ``replicas`` replicas each, on 127.0.0.1.
 
-    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+    With ``tls``, every node also serves TLS on a port of its own (``tls_ports``), the cluster
+    bus and replication go over TLS, and ``url`` is ``rediss-cluster://`` on those ports with
+    the CA in its query; the plain ports stay for the tests' own commands (Redis answers
+    ``CLUSTER SLOTS`` with the ports of the connection's kind).
+    """
+
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 1000,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.node_timeout_ms = node_timeout_ms
+        self.tls = tls
+        count = masters * (replicas + 1)
+        self.tls_ports = [free_port() for _ in range(count)] if tls is not None else []
         self.servers = [
-            RedisServer(extra_args=_node_options(node_timeout_ms))
-            for _ in range(masters * (replicas + 1))
+            RedisServer(extra_args=_node_options(node_timeout_ms) + self._tls_options(n))
+            for n in range(count)
         ]
         self._masters = masters
         self._replicas = replicas
@@ -77,7 +93,9 @@ class RedisCluster:
             for server in self.servers:
                 server.start()
             create = ["redis-cli", "--cluster", "create"]
-            create += [f"127.0.0.1:{server.port}" for server in self.servers]
+            if self.tls is not None:
+                create[1:1] = ["--tls", "--cacert", str(self.tls.ca)]
+            create += [f"127.0.0.1:{port}" for port in self._client_ports()]
             create += ["--cluster-replicas", str(self._replicas), "--cluster-yes"]
             subprocess.run(
                 create,
@@ -104,7 +122,19 @@ class RedisCluster:
     @property
     def url(self) -> str:
         """``redis-cluster://`` with every node: any of them tells the client the others."""
-        return "redis-cluster://" + ",".join(f"127.0.0.1:{s.port}" for s in self.servers)
+        nodes = ",".join(f"127.0.0.1:{port}" for port in self._client_ports())
+        if self.tls is not None:
+            return f"rediss-cluster://{nodes}?ssl_ca_certs={self.tls.ca}"
+        return f"redis-cluster://{nodes}"
+
+    def _client_ports(self) -> list[int]:
+        return self.tls_ports if self.tls is not None else [s.port for s in self.servers]
+
+    def _tls_options(self, n: int) -> list[str]:
+        if self.tls is None:
+            return []
+        options = ["--tls-port", str(self.tls_ports[n]), *self.tls.redis_options()]
+        return [*options, "--tls-cluster", "yes", "--tls-replication", "yes"]
 
     # -- topology ---------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ nothing. Its per-node pools *refuse* a command past ``max_connections`` instead 
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
@@ -20,8 +22,26 @@ GATE = 16
 """Commands (or pipelines) one presence or limiter object has in flight at most."""
 
 
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile")
+"""The TLS settings a ``rediss-cluster://`` URL may carry in its query, read as redis-py reads
+them for ``rediss://`` (and as the broker's own connections do, ``resp.Endpoint``)."""
+
+
+def tls_options(url: str) -> dict[str, Any]:
+    """redis-py's keyword arguments for the TLS a cluster URL asks for (none without it)."""
+    if not url.startswith("rediss-cluster://"):
+        return {}
+    first: dict[str, Any] = dict(parse_url(redis_cluster_nodes(url)[0]))
+    options: dict[str, Any] = {"ssl": True}
+    options |= {name: first[name] for name in TLS_OPTIONS if first.get(name) is not None}
+    if str(first.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+        options["ssl_check_hostname"] = False
+    return options
+
+
 def open_cluster_client(url: str) -> RedisCluster:
-    """A client for the cluster a ``redis-cluster://`` URL names; it connects on first use."""
+    """A client for the cluster a ``redis-cluster://`` or ``rediss-cluster://`` URL names; it
+    connects on first use."""
     nodes = [parse_url(node) for node in redis_cluster_nodes(url)]
     first = nodes[0]
     return RedisCluster(
@@ -32,4 +52,5 @@ def open_cluster_client(url: str) -> RedisCluster:
         socket_connect_timeout=3.0,
         socket_timeout=5.0,
         max_connections=GATE * 4,
+        **tls_options(url),
     )
