@@ -208,10 +208,6 @@ class _Lane:
         self.sent.append(asked)
         return True
 
-    @property
-    def connected(self) -> bool:
-        return self.conn is not None
-
     def drop(self, reason: str) -> None:
         """Abort the connection (a liveness probe failed); the lane reconnects. What it sent
         may still run: the path to Redis may be black-holed, and the abort never reach it."""

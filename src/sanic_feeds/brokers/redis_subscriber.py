@@ -110,10 +110,6 @@ class Subscriber:
         self._pending.clear()
         self.keys.clear()
 
-    @property
-    def connected(self) -> bool:
-        return self._lane.connected
-
     async def subscribe(self, key: bytes) -> None:
         """Return once Redis confirmed the subscription.
 
