@@ -37,6 +37,7 @@ from support.ws import eventually
         ("nats://127.0.0.1:4222", "nats", "nats"),
         ("nats://user:pw@a:4222,b:4223", "nats", "nats"),
         ("redis-cluster://a:7000,b:7001", "redis-cluster", "redis-cluster"),
+        ("rediss-cluster://a:7000,b:7001", "rediss-cluster", "redis-cluster"),
     ],
 )
 def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
@@ -47,10 +48,11 @@ def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
 
 def test_every_documented_scheme_parses() -> None:
     """BROKER_SCHEMES, which error messages list, are exactly the schemes parse accepts."""
-    assert BROKER_SCHEMES == ("memory", "redis", "rediss", "unix", "redis-cluster", "nats")
+    expected = ("memory", "redis", "rediss", "unix", "redis-cluster", "rediss-cluster", "nats")
+    assert expected == BROKER_SCHEMES
     for scheme in BROKER_SCHEMES:
         # A cluster URL names its nodes (HOST:PORT,...), never a path.
-        rest = "h:1" if scheme == "redis-cluster" else "/x"
+        rest = "h:1" if scheme.endswith("-cluster") else "/x"
         assert BrokerAddress.parse(f"{scheme}://{rest}").scheme == scheme
 
 
