@@ -4,9 +4,11 @@ their release (every connection closed, nothing left for the garbage collector t
 from __future__ import annotations
 
 import gc
+import ssl
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -15,11 +17,13 @@ from sanic_feeds.brokers import MemoryBroker, MemoryBus, create_broker
 from sanic_feeds.brokers.redis import RedisBroker, redact_url
 from sanic_feeds.config import BROKER_SCHEMES, BrokerAddress, FeedsConfig
 from sanic_feeds.errors import BrokerUnavailable
+from sanic_feeds.nats_urls import nats_servers, nats_tls
 from sanic_feeds.presence import MemoryPresence, create_presence
 from sanic_feeds.presence.redis import RedisPresence
 from sanic_feeds.ratelimit import MemoryUserLimiter, Rate, RedisUserLimiter
 from support.collect import Deliveries
 from support.redis_server import RedisServer
+from support.tls import make_certificates
 from support.ws import eventually
 
 # -- BrokerAddress ------------------------------------------------------------------------------
@@ -38,6 +42,7 @@ from support.ws import eventually
         ("nats://user:pw@a:4222,b:4223", "nats", "nats"),
         ("redis-cluster://a:7000,b:7001", "redis-cluster", "redis-cluster"),
         ("rediss-cluster://a:7000,b:7001", "rediss-cluster", "redis-cluster"),
+        ("tls://a:4222,b:4223?ssl_ca_certs=/ca.pem", "tls", "nats"),
     ],
 )
 def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
@@ -48,7 +53,9 @@ def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
 
 def test_every_documented_scheme_parses() -> None:
     """BROKER_SCHEMES, which error messages list, are exactly the schemes parse accepts."""
-    expected = ("memory", "redis", "rediss", "unix", "redis-cluster", "rediss-cluster", "nats")
+    expected = (
+        "memory", "redis", "rediss", "unix", "redis-cluster", "rediss-cluster", "nats", "tls",
+    )  # fmt: skip
     assert expected == BROKER_SCHEMES
     for scheme in BROKER_SCHEMES:
         # A cluster URL names its nodes (HOST:PORT,...), never a path.
@@ -308,3 +315,22 @@ def assert_nothing_left_to_collect() -> None:
         gc.collect()
     left = [w for w in caught if issubclass(w.category, ResourceWarning)]
     assert not left, [str(w.message) for w in left]
+
+
+def test_nats_urls_name_servers_and_tls(tmp_path: Path) -> None:
+    """The servers keep their credentials and scheme and lose this side's query; TLS comes
+    with ``tls://`` or a TLS setting, verified against the CA named, or not at all if asked."""
+    ca = make_certificates(tmp_path).ca
+    assert nats_servers(f"tls://u:pw@a:1,b:2?ssl_ca_certs={ca}") == [
+        "tls://u:pw@a:1",
+        "tls://u:pw@b:2",
+    ]
+    assert nats_servers("nats://a:1") == ["nats://a:1"]
+    assert nats_tls("nats://a:1") is None
+    for url in (f"tls://a:1?ssl_ca_certs={ca}", f"nats://a:1?ssl_ca_certs={ca}", "tls://a:1"):
+        context = nats_tls(url)
+        assert context is not None and context.verify_mode is ssl.CERT_REQUIRED
+    loose = nats_tls("tls://a:1?ssl_cert_reqs=none")
+    assert loose is not None and loose.verify_mode is ssl.CERT_NONE and not loose.check_hostname
+    with pytest.raises(ValueError, match="at least one"):
+        nats_servers("tls://")

@@ -27,6 +27,7 @@ from .cluster_urls import redis_cluster_nodes
 from .durations import parse_seconds
 from .errors import ConfigError
 from .namespaces import ChannelOptions, Namespace, Namespaces
+from .nats_urls import nats_servers
 from .proxy_config import ProxyEndpoint, parse_proxy_endpoints
 from .ratelimit import Rate
 
@@ -121,6 +122,7 @@ _BROKER_KINDS: dict[str, BrokerKind] = {
     "redis-cluster": "redis-cluster",
     "rediss-cluster": "redis-cluster",
     "nats": "nats",
+    "tls": "nats",
 }
 BROKER_SCHEMES = tuple(_BROKER_KINDS)
 """The URL schemes ``--broker`` accepts."""
@@ -139,8 +141,9 @@ class BrokerAddress:
     scheme: str
     """``memory``, ``redis``, ``rediss`` (TLS), ``unix`` (a Redis socket path),
     ``redis-cluster`` (``redis-cluster://HOST:PORT[,HOST:PORT...]``, nodes of one Redis Cluster),
-    ``rediss-cluster`` (the same over TLS)
-    or ``nats`` (``nats://HOST:PORT[,HOST:PORT...]``, several servers of one NATS cluster)."""
+    ``rediss-cluster`` (the same over TLS),
+    ``nats`` (``nats://HOST:PORT[,HOST:PORT...]``, several servers of one NATS cluster) or
+    ``tls`` (the same over TLS, as NATS names it)."""
     kind: BrokerKind
     redacted: str
     """The URL with any password replaced by ``***``: what logs and ``/health`` show."""
@@ -168,20 +171,6 @@ class BrokerAddress:
         except ValueError as exc:
             raise ValueError(f"invalid URL: {exc}") from None
         return cls(url, scheme, kind, _redact(url))
-
-
-def nats_servers(url: str) -> list[str]:
-    """``nats://a:1,b:2`` -> ``["nats://a:1", "nats://b:2"]`` (credentials kept on each)."""
-    rest = url.partition("://")[2]
-    credentials, at, hosts = rest.rpartition("@")
-    servers = []
-    for host in hosts.rstrip("/").split(","):
-        if not host:
-            raise ValueError("a nats:// URL needs at least one HOST:PORT")
-        server = f"nats://{credentials}{at}{host}"
-        _ = urlsplit(server).port  # ValueError for a port that is not a number or too big
-        servers.append(server)
-    return servers
 
 
 def _redact(url: str) -> str:

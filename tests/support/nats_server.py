@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
 from .owned_process import AddressInUseError, BrokerProcess, log_offsets, read_since
+from .tls import TlsFiles
 
 __all__ = ["NatsServer", "find_nats_server_binary"]
 
@@ -41,11 +43,17 @@ class NatsServer(BrokerProcess):
     _label = "nats-server"
     _dir_prefix = "sanic-feeds-nats-"
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, tls: TlsFiles | None = None
+    ) -> None:
+        """``tls``: serve TLS only (clients verify it with ``tls.ca``; ``url`` says so)."""
         super().__init__(port, binary=binary)
+        self.tls = tls
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"tls://127.0.0.1:{self.port}?ssl_ca_certs={self.tls.ca}"
         return f"nats://127.0.0.1:{self.port}"
 
     @property
@@ -58,8 +66,18 @@ class NatsServer(BrokerProcess):
         if self._port is None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", self._port), timeout=timeout) as sock:
-                sock.settimeout(timeout)
+            with socket.create_connection(("127.0.0.1", self._port), timeout=timeout) as raw:
+                raw.settimeout(timeout)
+                sock = raw
+                if self.tls is not None:  # the INFO line comes in the clear, then the handshake
+                    info = b""
+                    while not info.endswith(b"\r\n"):
+                        chunk = raw.recv(4096)
+                        if not chunk:
+                            return False
+                        info += chunk
+                    context = ssl.create_default_context(cafile=str(self.tls.ca))
+                    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
                 reply = b""
                 sock.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
                 while b"PONG" not in reply:
@@ -87,6 +105,8 @@ class NatsServer(BrokerProcess):
         log_file = self._dir / "nats.log"
         offsets = log_offsets((log_file,))
         argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(self._dir / "store")]
+        if self.tls is not None:
+            argv += ["--tls", "--tlscert", str(self.tls.cert), "--tlskey", str(self.tls.key)]
         with log_file.open("ab") as log:
             # A new session keeps the terminal's Ctrl-C away from the server.
             proc = subprocess.Popen(

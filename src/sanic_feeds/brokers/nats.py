@@ -28,9 +28,10 @@ from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 
-from ..config import BrokerAddress, nats_servers
+from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
+from ..nats_urls import nats_servers, nats_tls
 from .base import DeliverFn, GapFn
 from .nats_connect import first_connection
 from .nats_history import StreamHistory
@@ -72,6 +73,7 @@ class NatsBroker(NetworkBroker):
             history=history,
         )
         self._servers = nats_servers(url)
+        self._tls = nats_tls(url)
         token = to_token(prefix.rstrip(":.") or "feeds")
         self._live_prefix = f"{token}.ch."
         self._node_subject = f"{token}.node.{to_token(self._node)}"
@@ -103,6 +105,7 @@ class NatsBroker(NetworkBroker):
             disconnected_cb=self._disconnected,
             reconnected_cb=self._reconnected,
             error_cb=self._error,
+            tls=self._tls,
         )
         self._js = self._nc.jetstream()
         try:

@@ -23,7 +23,17 @@ START_TIMEOUT = 5.0
 
 async def first_connection(what: str, servers: list[str], **options: Any) -> Client:
     """Connect (``options`` as nats-py takes them, on top of the reconnect settings above);
-    :class:`BrokerUnavailable` naming ``what`` when no server answers within the bound."""
+    :class:`BrokerUnavailable` naming ``what`` when no server answers within the bound, with
+    the last error nats-py met meanwhile (a refused connection, a certificate it could not
+    verify): the attempts go on quietly until then."""
+    errors: list[Exception] = []
+    given = options.pop("error_cb", None)
+
+    async def on_error(exc: Exception) -> None:
+        errors[:] = [exc]
+        if given is not None:
+            await given(exc)
+
     try:
         return await asyncio.wait_for(
             nats.connect(
@@ -31,13 +41,15 @@ async def first_connection(what: str, servers: list[str], **options: Any) -> Cli
                 connect_timeout=2,
                 reconnect_time_wait=0.2,
                 max_reconnect_attempts=-1,
+                error_cb=on_error,
                 **options,
             ),
             START_TIMEOUT,
         )
     except TimeoutError:
+        last = f" (last error: {errors[0]!r})" if errors else ""
         raise BrokerUnavailable(
-            f"{what}: no NATS server answered within {START_TIMEOUT:g} s"
+            f"{what}: no NATS server answered within {START_TIMEOUT:g} s{last}"
         ) from None
     except (NatsError, OSError) as exc:
         raise BrokerUnavailable(f"{what}: {exc!r}") from exc

@@ -17,23 +17,21 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from ..cluster_urls import redis_cluster_nodes
+from ..tls_settings import TLS_QUERY
 
 GATE = 16
 """Commands (or pipelines) one presence or limiter object has in flight at most."""
 
 
-TLS_OPTIONS = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile")
-"""The TLS settings a ``rediss-cluster://`` URL may carry in its query, read as redis-py reads
-them for ``rediss://`` (and as the broker's own connections do, ``resp.Endpoint``)."""
-
-
 def tls_options(url: str) -> dict[str, Any]:
-    """redis-py's keyword arguments for the TLS a cluster URL asks for (none without it)."""
+    """redis-py's keyword arguments for the TLS a cluster URL asks for (none without it): the
+    query settings of :mod:`~sanic_feeds.tls_settings`, as the broker's own connections read
+    them (``resp.Endpoint``)."""
     if not url.startswith("rediss-cluster://"):
         return {}
     first: dict[str, Any] = dict(parse_url(redis_cluster_nodes(url)[0]))
     options: dict[str, Any] = {"ssl": True}
-    options |= {name: first[name] for name in TLS_OPTIONS if first.get(name) is not None}
+    options |= {name: first[name] for name in TLS_QUERY if first.get(name) is not None}
     if str(first.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
         options["ssl_check_hostname"] = False
     return options

@@ -24,6 +24,8 @@ from typing import Any, cast
 import hiredis
 from redis.asyncio.connection import parse_url
 
+from ..tls_settings import client_context
+
 log = logging.getLogger(__name__)
 
 Arg = bytes | str | int
@@ -85,15 +87,7 @@ class Endpoint:
             value = options.get(name)
             return None if value is None else str(value)
 
-        tls = None
-        if url.startswith("rediss:"):
-            tls = ssl.create_default_context(cafile=text("ssl_ca_certs"))
-            if (text("ssl_cert_reqs") or "required").lower() in ("none", "cert_none"):
-                tls.check_hostname = False
-                tls.verify_mode = ssl.CERT_NONE
-            certfile = text("ssl_certfile")
-            if certfile:
-                tls.load_cert_chain(certfile, text("ssl_keyfile"))
+        tls = client_context(options) if url.startswith("rediss:") else None
         return cls(
             host=str(options.get("host", "127.0.0.1")),
             port=int(options.get("port", 6379)),

@@ -61,8 +61,8 @@ from nats.js.kv import KV_PURGE, KeyValue
 
 from ..brokers.nats_connect import first_connection
 from ..brokers.nats_subjects import from_token, to_token
-from ..config import nats_servers
 from ..errors import BrokerUnavailable
+from ..nats_urls import nats_servers, nats_tls
 from .base import CountChange, Counted, Member, NodeReport, Presence, RoomTotals
 from .nats_counts import ReportedCounts, claim_key
 
@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 class NatsPresence(Presence):
     def __init__(self, url: str, prefix: str = "sanic-feeds:", *, max_age: float = 60.0) -> None:
         self._servers = nats_servers(url)
+        self._tls = nats_tls(url)
         self._bucket = f"{to_token(prefix.rstrip(':.') or 'feeds')}_presence"
         self._max_age = max_age
         self._nc: Client | None = None
@@ -85,7 +86,10 @@ class NatsPresence(Presence):
     async def open(self) -> None:
         try:
             self._nc = await first_connection(
-                "presence: cannot connect to NATS", self._servers, error_cb=self._error
+                "presence: cannot connect to NATS",
+                self._servers,
+                error_cb=self._error,
+                tls=self._tls,
             )
             js = self._js = self._nc.jetstream()
             try:
