@@ -42,7 +42,7 @@ from support.ws import eventually
         ("nats://user:pw@a:4222,b:4223", "nats", "nats"),
         ("redis-cluster://a:7000,b:7001", "redis-cluster", "redis-cluster"),
         ("rediss-cluster://a:7000,b:7001", "rediss-cluster", "redis-cluster"),
-        ("tls://a:4222,b:4223?ssl_ca_certs=/ca.pem", "tls", "nats"),
+        ("tls://a:4222,b:4223", "tls", "nats"),
     ],
 )
 def test_address_kind_of_every_scheme(url: str, scheme: str, kind: str) -> None:
@@ -321,16 +321,35 @@ def test_nats_urls_name_servers_and_tls(tmp_path: Path) -> None:
     """The servers keep their credentials and scheme and lose this side's query; TLS comes
     with ``tls://`` or a TLS setting, verified against the CA named, or not at all if asked."""
     ca = make_certificates(tmp_path).ca
-    assert nats_servers(f"tls://u:pw@a:1,b:2?ssl_ca_certs={ca}") == [
-        "tls://u:pw@a:1",
-        "tls://u:pw@b:2",
-    ]
+    servers = nats_servers(f"tls://u:pw@a:1,b:2?ssl_ca_certs={ca}")
+    assert servers == ["tls://u:pw@a:1", "tls://u:pw@b:2"]
     assert nats_servers("nats://a:1") == ["nats://a:1"]
     assert nats_tls("nats://a:1") is None
     for url in (f"tls://a:1?ssl_ca_certs={ca}", f"nats://a:1?ssl_ca_certs={ca}", "tls://a:1"):
-        context = nats_tls(url)
-        assert context is not None and context.verify_mode is ssl.CERT_REQUIRED
+        tls = nats_tls(url)
+        assert tls is not None and tls.context.verify_mode is ssl.CERT_REQUIRED
+        assert not tls.handshake_first
+    first = nats_tls("tls://a:1?tls_handshake_first=true")
+    assert first is not None and first.handshake_first
     loose = nats_tls("tls://a:1?ssl_cert_reqs=none")
-    assert loose is not None and loose.verify_mode is ssl.CERT_NONE and not loose.check_hostname
+    assert loose is not None and loose.context.verify_mode is ssl.CERT_NONE
+    assert not loose.context.check_hostname
     with pytest.raises(ValueError, match="at least one"):
         nats_servers("tls://")
+
+
+@pytest.mark.parametrize("scheme", ["rediss://h:1/0", "rediss-cluster://h:1", "tls://h:1"])
+def test_tls_settings_that_cannot_work_are_refused_when_read(scheme: str, tmp_path: Path) -> None:
+    """A CA file that is not there or not PEM, an unknown ``ssl_cert_reqs``, a key without its
+    certificate: one sentence when the URL is read (at start), not a traceback at connect."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    for query, why in [
+        ("ssl_ca_certs=/nowhere/ca.pem", "TLS settings"),
+        (f"ssl_ca_certs={junk}", "TLS settings"),
+        ("ssl_cert_reqs=CERT_NONE", "must be one of required, optional, none"),
+        ("ssl_keyfile=/k.pem", "needs ssl_certfile"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            BrokerAddress.parse(f"{scheme}?{query}")
+    assert BrokerAddress.parse(f"{scheme}?ssl_cert_reqs=optional").kind

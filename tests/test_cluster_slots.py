@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sanic_feeds.brokers.cluster_slots import (
@@ -16,6 +18,7 @@ from sanic_feeds.brokers.redis_cluster_client import tls_options
 from sanic_feeds.brokers.redis_keys import channel_key, history_keys
 from sanic_feeds.cluster_urls import redis_cluster_nodes
 from sanic_feeds.config import BrokerAddress
+from support.tls import make_certificates
 
 A, B, C = ("10.0.0.1", 7000), ("10.0.0.2", 7001), ("10.0.0.3", 7002)
 THREE = SlotMap([(0, 5460, A), (5461, 10922, B), (10923, 16383, C)])
@@ -84,7 +87,7 @@ def test_probe_tag_lands_on_the_master() -> None:
         probe_tag(THREE, ("10.9.9.9", 1))
 
 
-def test_cluster_urls() -> None:
+def test_cluster_urls(tmp_path: Path) -> None:
     """redis-cluster:// takes several nodes, keeps credentials per node, hides the password;
     rediss-cluster:// is the same over TLS, its settings read from the query."""
     address = BrokerAddress.parse("redis-cluster://u:pw@a:1,b:2")
@@ -93,16 +96,17 @@ def test_cluster_urls() -> None:
         "redis://:pw@a:1?x=1",
         "redis://:pw@b:2?x=1",
     ]
-    tls = BrokerAddress.parse("rediss-cluster://:pw@a:1,b:2?ssl_ca_certs=/ca.pem")
+    ca = make_certificates(tmp_path).ca
+    tls = BrokerAddress.parse(f"rediss-cluster://:pw@a:1,b:2?ssl_ca_certs={ca}")
     assert (tls.kind, tls.redacted) == (
         "redis-cluster",
-        "rediss-cluster://:***@a:1,b:2?ssl_ca_certs=/ca.pem",
+        f"rediss-cluster://:***@a:1,b:2?ssl_ca_certs={ca}",
     )
     assert redis_cluster_nodes(tls.url) == [
-        "rediss://:pw@a:1?ssl_ca_certs=/ca.pem",
-        "rediss://:pw@b:2?ssl_ca_certs=/ca.pem",
+        f"rediss://:pw@a:1?ssl_ca_certs={ca}",
+        f"rediss://:pw@b:2?ssl_ca_certs={ca}",
     ]
-    assert tls_options(tls.url) == {"ssl": True, "ssl_ca_certs": "/ca.pem"}
+    assert tls_options(tls.url) == {"ssl": True, "ssl_ca_certs": str(ca)}
     assert tls_options("rediss-cluster://a:1?ssl_cert_reqs=none") == {
         "ssl": True, "ssl_cert_reqs": "none", "ssl_check_hostname": False,
     }  # fmt: skip

@@ -9,11 +9,12 @@ server that requires TLS is then verified as asked).
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from .tls_settings import TLS_QUERY, client_context
 
-__all__ = ["nats_servers", "nats_tls"]
+__all__ = ["NatsTls", "nats_servers", "nats_tls"]
 
 
 def nats_servers(url: str) -> list[str]:
@@ -32,9 +33,21 @@ def nats_servers(url: str) -> list[str]:
     return servers
 
 
-def nats_tls(url: str) -> ssl.SSLContext | None:
-    """The TLS context ``url`` asks for: with ``tls://``, or any TLS setting in its query."""
+@dataclass(frozen=True)
+class NatsTls:
+    """The TLS a NATS URL asks for."""
+
+    context: ssl.SSLContext
+    handshake_first: bool = False
+    """``?tls_handshake_first=true``: TLS from the first byte (nats-server 2.10.4 or later).
+    Otherwise the server's first line, which says whether it requires TLS, comes in the clear,
+    and a connection to a server that does not is refused only once it is made."""
+
+
+def nats_tls(url: str) -> NatsTls | None:
+    """The TLS ``url`` asks for: with ``tls://``, or any TLS setting in its query."""
     options = dict(parse_qsl(url.partition("?")[2]))
-    if url.startswith("tls://") or any(name in options for name in TLS_QUERY):
-        return client_context(options)
+    first = options.get("tls_handshake_first", "false").lower() in ("1", "true", "yes")
+    if url.startswith("tls://") or first or any(name in options for name in TLS_QUERY):
+        return NatsTls(client_context(options), first)
     return None

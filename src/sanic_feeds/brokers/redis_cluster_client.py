@@ -32,7 +32,7 @@ def tls_options(url: str) -> dict[str, Any]:
     first: dict[str, Any] = dict(parse_url(redis_cluster_nodes(url)[0]))
     options: dict[str, Any] = {"ssl": True}
     options |= {name: first[name] for name in TLS_QUERY if first.get(name) is not None}
-    if str(first.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+    if first.get("ssl_cert_reqs", "required") != "required":  # as client_context does
         options["ssl_check_hostname"] = False
     return options
 
