@@ -336,6 +336,10 @@ def test_nats_urls_name_servers_and_tls(tmp_path: Path) -> None:
     assert not loose.context.check_hostname
     with pytest.raises(ValueError, match="at least one"):
         nats_servers("tls://")
+    # nats://TOKEN@host: the user part is a secret there
+    assert BrokerAddress.parse("nats://s3cret@a:1,b:2").redacted == "nats://***@a:1,b:2"
+    assert BrokerAddress.parse("tls://u:pw@a:1").redacted == "tls://u:***@a:1"
+    assert BrokerAddress.parse("redis://user@a:1/0").redacted == "redis://user@a:1/0"
 
 
 @pytest.mark.parametrize("scheme", ["rediss://h:1/0", "rediss-cluster://h:1", "tls://h:1"])

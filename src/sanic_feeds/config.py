@@ -177,16 +177,20 @@ class BrokerAddress:
                 check_tls(query)  # the files are there and make a context
         except ValueError as exc:
             raise ValueError(f"invalid URL: {exc}") from None
-        return cls(url, scheme, kind, _redact(url))
+        return cls(url, scheme, kind, _redact(url, secret_user=kind == "nats"))
 
 
-def _redact(url: str) -> str:
-    """``url`` with the password (in the user part, or a ``password=`` query item) as ``***``."""
+def _redact(url: str, *, secret_user: bool = False) -> str:
+    """``url`` with the password (in the user part, or a ``password=`` query item) as ``***``;
+    with ``secret_user``, a user part that is all there is too (NATS reads ``nats://TOKEN@h``
+    as a token)."""
     parts = urlsplit(url)
     netloc, query = parts.netloc, parts.query
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.partition(':')[0]}:***@{host}"
+    elif secret_user and parts.username is not None:
+        netloc = f"***@{netloc.rpartition('@')[2]}"
     items = parse_qsl(query, keep_blank_values=True)
     if any(name == "password" for name, _ in items):
         safe = [(name, "***" if name == "password" else value) for name, value in items]

@@ -73,6 +73,7 @@ class NatsBroker(NetworkBroker):
             history=history,
         )
         self._servers = nats_servers(url)
+        self._shown = BrokerAddress.parse(url).redacted
         self._tls = nats_tls(url)
         token = to_token(prefix.rstrip(":.") or "feeds")
         self._live_prefix = f"{token}.ch."
@@ -259,7 +260,7 @@ class NatsBroker(NetworkBroker):
 
     @property
     def url(self) -> str:
-        return BrokerAddress.parse(self._url).redacted
+        return self._shown
 
     # -- callbacks from nats-py ------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class RedisClusterBroker(NetworkBroker):
         self._max_in_flight = max_in_flight
         self._command_timeout = command_timeout or outage_window(probe_interval, probe_timeout)
         self._seeds = [Endpoint.from_url(node) for node in redis_cluster_nodes(url)]
+        self._shown = BrokerAddress.parse(url).redacted
         self._router = ClusterRouter(self._seeds, self._open_shard, self._rehome, self._slot_of)
         self._streams = StreamHistory(
             self._router,
@@ -229,7 +230,7 @@ class RedisClusterBroker(NetworkBroker):
 
     @property
     def url(self) -> str:
-        return BrokerAddress.parse(self._url).redacted
+        return self._shown
 
 
 __all__ = ["RedisClusterBroker"]
