@@ -74,7 +74,6 @@ class NatsBroker(NetworkBroker):
         )
         self._servers = nats_servers(url)
         self._shown = BrokerAddress.parse(url).redacted
-        self._tls = nats_tls(url)
         token = to_token(prefix.rstrip(":.") or "feeds")
         self._live_prefix = f"{token}.ch."
         self._node_subject = f"{token}.node.{to_token(self._node)}"
@@ -106,7 +105,7 @@ class NatsBroker(NetworkBroker):
             disconnected_cb=self._disconnected,
             reconnected_cb=self._reconnected,
             error_cb=self._error,
-            tls=self._tls,
+            tls=nats_tls(self._url),
         )
         self._js = self._nc.jetstream()
         try:
