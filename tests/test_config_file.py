@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -37,6 +38,7 @@ from sanic_feeds.errors import ConfigError
 from sanic_feeds.namespaces import ChannelOptions, Namespace
 from sanic_feeds.ratelimit import Rate
 from support.server_process import ServerProcess
+from support.tls import make_certificates
 from support.ws import recv_json, recv_until
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -624,7 +626,7 @@ def test_not_utf8(tmp_path: Path) -> None:
         ),
         (
             {"engine": {"type": "redis", "redis": {"address": "redis+sentinel://h:1"}}},
-            "Sentinel and Redis Cluster addresses are not supported",
+            "Redis Sentinel is not supported; for a Redis Cluster give cluster_address",
         ),
         ({"client": {"allowed_origins": ["https://*.a.b"]}}, "origin patterns such as"),
         # values FeedsConfig refuses are named as the file spells them
@@ -639,6 +641,51 @@ def test_bad_documents_name_the_key(document: dict[str, Any], message: str) -> N
     text = refused(document)
     assert message in text
     assert text.count("c.json") <= 1, text
+
+
+def test_centrifugo_redis_settings_become_one_broker_url(tmp_path: Path) -> None:
+    """Centrifugo names the server, credentials, database and TLS of its Redis apart; they all
+    go into the broker URL, a cluster's too, and TLS files into its query."""
+    files = make_certificates(tmp_path)
+
+    def broker(redis: dict[str, Any]) -> str:
+        return mapped({"engine": {"type": "redis", "redis": redis}}).broker
+
+    assert broker({"address": "h:6380", "user": "app", "password": "p@ss:w", "db": 2}) == (
+        "redis://app:p%40ss%3Aw@h:6380/2"
+    )
+    assert broker({"address": "redis://h:6380/1"}) == "redis://h:6380/1"
+    tls = {"enabled": True, "server_ca_pem": str(files.ca), "insecure_skip_verify": True}
+    assert broker({"address": "h:6380", "tls": tls}) == (
+        f"rediss://h:6380?ssl_ca_certs={quote(str(files.ca), safe='')}&ssl_cert_reqs=none"
+    )
+    client = {"enabled": True, "cert_pem": str(files.cert), "key_pem": str(files.key)}
+    url = broker({"cluster_address": ["a:7000", "b:7001"], "password": "pw", "tls": client})
+    assert url.startswith("rediss-cluster://:pw@a:7000,b:7001?ssl_certfile=")
+    assert broker({"address": "h:1", "tls": {"enabled": False}}) == "redis://h:1"
+    settings = settings_from_document(
+        {"engine": {"type": "redis", "redis": {"tls": {"enabled": True, "server_name": "x"}}}},
+        "c.json",
+    )
+    assert settings.unimplemented == ("engine.redis.tls.server_name",)
+
+
+@pytest.mark.parametrize(
+    ("redis", "message"),
+    [
+        ({"tls": {"enabled": True, "server_ca_pem": "-----BEGIN CERTIFICATE-----\nMII"}}, "path"),
+        ({"tls": {"enabled": True, "server_ca_pem": "LS0tLS1CRUdJTiBDRVJU"}}, "PEM file"),
+        ({"tls": {"enabled": True, "server_ca_pem": "/nowhere/ca.pem"}}, "TLS settings"),
+        ({"address": "h:1", "cluster_address": ["a:1"]}, "not both"),
+        ({"cluster_address": ["a:1"], "db": 1}, "one database"),
+        ({"cluster_address": ["a:x"]}, "invalid URL"),
+        ({"address": "redis://u:p@h:1", "password": "q"}, "credentials of its own"),
+    ],
+)
+def test_centrifugo_redis_settings_that_cannot_be_a_url(
+    redis: dict[str, Any], message: str
+) -> None:
+    assert message in refused({"engine": {"type": "redis", "redis": redis}})
 
 
 def test_bad_documents_exit_2_through_the_command(

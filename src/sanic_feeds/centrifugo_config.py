@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import centrifugo_keys as known
 from .centrifugo_proxies import map_channel_proxy, map_client_proxy, map_rpc
+from .centrifugo_redis import redis_url
 from .config_values import (
     CENTRIFUGO_DEFAULTS,
     TOP_LEVEL_OPTIONS,
@@ -248,28 +249,24 @@ def map_broker(out: SettingsBuilder, value: dict[str, object]) -> None:
 
 
 def _redis(out: SettingsBuilder, value: object, where: str) -> None:
-    """``engine.redis`` / ``broker.redis``: the address (one) and the key prefix."""
+    """``engine.redis`` / ``broker.redis``: the server or cluster, credentials, database and
+    TLS as one broker URL (``centrifugo_redis.py``), and the key prefix."""
     section = out.section(f"{where}.redis", value, known.ENGINE_REDIS)
-    key = f"{where}.redis.address"
-    address = section.get("address", "redis://127.0.0.1:6379")
-    if isinstance(address, list) and len(address) == 1:
-        address = address[0]
-    if isinstance(address, list):
-        raise out.error(key, "several addresses (Redis sharding) are not supported: give one")
-    if not isinstance(address, str):
-        raise out.error(key, f"expected a Redis address, got {shown(address)}")
-    if address.startswith(("redis+sentinel://", "redis+cluster://")):
-        raise out.error(key, "Redis Sentinel and Redis Cluster addresses are not supported here")
-    url = address if "://" in address else f"redis://{address}"
-    out.set("broker", url, key if "address" in section else f"{where}.type")
+    url = redis_url(out, section, f"{where}.redis")
+    named = [k for k in ("address", "cluster_address") if k in section]
+    out.set("broker", url, f"{where}.redis.{named[0]}" if named else f"{where}.type")
     for name, inner in section.items():
         if name == "prefix":
             prefix = inner if isinstance(inner, str) else None
             if prefix is None:
                 raise out.error(f"{where}.redis.prefix", f"expected a string, got {shown(inner)}")
             out.set("redis_prefix", f"{prefix}:", f"{where}.redis.prefix")
-        elif name != "address":
+        elif name not in _IN_THE_URL:
             out.skip(f"{where}.redis.{name}", inner)
+
+
+_IN_THE_URL = frozenset({"address", "cluster_address", "user", "password", "db", "tls"})
+"""Centrifugo's Redis options that go into the broker URL."""
 
 
 SECTION_MAPPERS = {
