@@ -30,7 +30,7 @@ from .namespaces import ChannelOptions, Namespace, Namespaces
 from .nats_urls import nats_servers
 from .proxy_config import ProxyEndpoint, parse_proxy_endpoints
 from .ratelimit import Rate
-from .tls_settings import TLS_QUERY
+from .tls_settings import asks_for_tls
 from .tls_settings import check as check_tls
 
 ENV_PREFIX = "SANIC_FEEDS_"
@@ -128,8 +128,6 @@ _BROKER_KINDS: dict[str, BrokerKind] = {
 }
 BROKER_SCHEMES = tuple(_BROKER_KINDS)
 """The URL schemes ``--broker`` accepts."""
-TLS_SCHEMES = ("rediss", "rediss-cluster", "tls")
-"""The schemes that mean TLS (with the query settings of :mod:`.tls_settings`)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ class BrokerAddress:
             if kind == "redis-cluster":
                 redis_cluster_nodes(url)  # the same, for the cluster's nodes
             query = dict(parse_qsl(parts.query))
-            if scheme in TLS_SCHEMES or any(name in query for name in TLS_QUERY):
+            if asks_for_tls(scheme, query):
                 check_tls(query)  # the files are there and make a context
         except ValueError as exc:
             raise ValueError(f"invalid URL: {exc}") from None

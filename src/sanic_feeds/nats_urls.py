@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from .tls_settings import TLS_QUERY, client_context
+from .tls_settings import asks_for_tls, client_context
 
 __all__ = ["NatsTls", "nats_servers", "nats_tls"]
 
@@ -48,6 +48,6 @@ def nats_tls(url: str) -> NatsTls | None:
     """The TLS ``url`` asks for: with ``tls://``, or any TLS setting in its query."""
     options = dict(parse_qsl(url.partition("?")[2]))
     first = options.get("tls_handshake_first", "false").lower() in ("1", "true", "yes")
-    if url.startswith("tls://") or first or any(name in options for name in TLS_QUERY):
+    if first or asks_for_tls(url.partition("://")[0], options):
         return NatsTls(client_context(options), first)
     return None

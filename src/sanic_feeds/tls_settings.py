@@ -13,10 +13,18 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 
-__all__ = ["TLS_QUERY", "check", "client_context"]
+__all__ = ["TLS_QUERY", "TLS_SCHEMES", "asks_for_tls", "check", "client_context"]
 
 TLS_QUERY = ("ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile")
 """The query settings of a TLS broker URL."""
+
+TLS_SCHEMES = ("rediss", "rediss-cluster", "tls")
+"""The broker URL schemes that mean TLS."""
+
+
+def asks_for_tls(scheme: str, query: Mapping[str, object]) -> bool:
+    """A URL of ``scheme`` with ``query`` asks for TLS: by its scheme, or by a TLS setting."""
+    return scheme in TLS_SCHEMES or any(name in query for name in TLS_QUERY)
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
