@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from functools import cached_property
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .channels import ChannelPatterns
 from .cluster_urls import redis_cluster_nodes
@@ -30,6 +30,7 @@ from .namespaces import ChannelOptions, Namespace, Namespaces
 from .nats_urls import nats_servers
 from .proxy_config import ProxyEndpoint, parse_proxy_endpoints
 from .ratelimit import Rate
+from .redaction import redact_url
 from .tls_settings import asks_for_tls
 from .tls_settings import check as check_tls
 
@@ -175,30 +176,7 @@ class BrokerAddress:
                 check_tls(query)  # the files are there and make a context
         except ValueError as exc:
             raise ValueError(f"invalid URL: {exc}") from None
-        return cls(url, scheme, kind, _redact(url, secret_user=kind == "nats"))
-
-
-def _redact(url: str, *, secret_user: bool = False) -> str:
-    """``url`` with the password (in the user part, or a ``password=`` query item) as ``***``;
-    with ``secret_user``, a user part that is all there is too (NATS reads ``nats://TOKEN@h``
-    as a token)."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    elif secret_user and parts.username is not None:
-        netloc = f"***@{netloc.rpartition('@')[2]}"
-    items = parse_qsl(query, keep_blank_values=True)
-    if any(name == "password" for name, _ in items):
-        safe = [(name, "***" if name == "password" else value) for name, value in items]
-        query = urlencode(safe, safe="*")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    # Put together by hand: urlunsplit drops the empty host of unix:///path.
-    query = f"?{query}" if query else ""
-    fragment = f"#{parts.fragment}" if parts.fragment else ""
-    return f"{parts.scheme}://{netloc}{parts.path}{query}{fragment}"
+        return cls(url, scheme, kind, redact_url(url, secret_user=kind == "nats"))
 
 
 T = TypeVar("T")

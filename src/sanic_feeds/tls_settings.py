@@ -26,6 +26,7 @@ def asks_for_tls(scheme: str, query: Mapping[str, object]) -> bool:
     """A URL of ``scheme`` with ``query`` asks for TLS: by its scheme, or by a TLS setting."""
     return scheme in TLS_SCHEMES or any(name in query for name in TLS_QUERY)
 
+
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 

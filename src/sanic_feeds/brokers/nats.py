@@ -28,10 +28,10 @@ from nats.errors import Error as NatsError
 from nats.errors import SlowConsumerError
 from nats.js import JetStreamContext
 
-from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
 from ..nats_urls import nats_servers, nats_tls
+from ..redaction import redact_url
 from .base import DeliverFn, GapFn
 from .nats_connect import first_connection
 from .nats_history import StreamHistory
@@ -73,7 +73,7 @@ class NatsBroker(NetworkBroker):
             history=history,
         )
         self._servers = nats_servers(url)
-        self._shown = BrokerAddress.parse(url).redacted
+        self._shown = redact_url(url, secret_user=True)  # a user part alone is a token
         token = to_token(prefix.rstrip(":.") or "feeds")
         self._live_prefix = f"{token}.ch."
         self._node_subject = f"{token}.node.{to_token(self._node)}"

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
@@ -39,6 +38,7 @@ from ..history import (
     HistoryRules,
     Stored,
 )
+from ..redaction import redact_url
 from .base import DeliverFn, GapFn
 from .networked import NetworkBroker
 from .redis_commands import CommandPool, outage_window
@@ -56,18 +56,6 @@ SUBSCRIBE_TIMEOUT = 5.0
 POOL_CONNECTIONS = 16
 """Connections of the redis-py pools (presence, rate limits): callers wait for one when all are
 busy, instead of being refused as with redis-py's default pool."""
-
-
-def redact_url(url: str) -> str:
-    """Drop the password from a URL so it can be logged and shown."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def open_client(url: str, **options: Any) -> aioredis.Redis:
@@ -118,6 +106,7 @@ class RedisBroker(NetworkBroker):
         # The node's own channel keeps the subscriber connection subscribed (and read) even when
         # no channel has members, and carries the liveness probe.
         self._node_key = f"{prefix}node:{node}".encode()
+        self._shown = redact_url(url)
         endpoint = Endpoint.from_url(url)
         name = f"sanic-feeds:{node}"
         self._commands = CommandPool(
@@ -265,7 +254,7 @@ class RedisBroker(NetworkBroker):
 
     @property
     def url(self) -> str:
-        return redact_url(self._url)
+        return self._shown
 
     # -- messages from the subscriber ------------------------------------------------------------
 

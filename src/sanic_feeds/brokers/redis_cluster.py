@@ -21,9 +21,9 @@ import time
 from dataclasses import replace
 
 from ..cluster_urls import redis_cluster_nodes
-from ..config import BrokerAddress
 from ..errors import BrokerUnavailable
 from ..history import HistoryPage, HistoryPolicy, HistoryRules, Stored
+from ..redaction import redact_url
 from .base import DeliverFn, GapFn
 from .cluster_slots import SLOTS, Address, SlotMap, key_slot, probe_tag
 from .networked import NetworkBroker
@@ -68,7 +68,7 @@ class RedisClusterBroker(NetworkBroker):
         self._max_in_flight = max_in_flight
         self._command_timeout = command_timeout or outage_window(probe_interval, probe_timeout)
         self._seeds = [Endpoint.from_url(node) for node in redis_cluster_nodes(url)]
-        self._shown = BrokerAddress.parse(url).redacted
+        self._shown = redact_url(url)
         self._router = ClusterRouter(self._seeds, self._open_shard, self._rehome, self._slot_of)
         self._streams = StreamHistory(
             self._router,
