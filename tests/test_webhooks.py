@@ -71,9 +71,12 @@ class Receiver:
         self.server = server
 
     async def stop(self) -> None:
+        """Down for every sender: no new connections, and the kept-alive ones cut."""
         server, self.server = self.server, None
         if server is not None:
             await server.close()
+            for connection in list(server.connections):
+                connection.abort()
 
     def of(self, channel: str) -> list[str]:
         return [e["type"] for e in self.events if e.get("channel") == channel]
@@ -146,23 +149,49 @@ async def test_a_receiver_that_was_down_gets_every_event(cluster: Cluster) -> No
     back each arrives, in order per channel; /metrics counts the retries."""
     receiver = cluster.receiver
     await receiver.stop()
+    waiting = await asyncio.to_thread(_waiting, cluster.one.http_url)
     for round_ in range(2):
         ws = await member(cluster.one, "wh-down", f"u{round_}")
         await ws.close()
+        # The close handshake ends before the server has counted the leave: a second member
+        # counted first would find the channel never vacated. Its four events (occupied,
+        # vacated, connected, disconnected) queued say it was counted.
+        waiting += 4
+        await until_async(lambda n=waiting: _waiting(cluster.one.http_url) >= n)
     await asyncio.sleep(1.0)
     await receiver.start()
     expected = ["channel.occupied", "channel.vacated"] * 2
     # The backoff doubles while the receiver is down, so the next attempt may come about as
     # long after its return as it was down (seconds, on a loaded machine): bounded well past it.
-    await until(lambda: receiver.of("wh-down") == expected, timeout=30)
+    try:
+        await until(lambda: receiver.of("wh-down") == expected, timeout=30)
+    except TimeoutError:
+        raise AssertionError(f"arrived: {receiver.of('wh-down')}") from None
     metrics = await asyncio.to_thread(_metrics, cluster.one.http_url)
-    assert "sanic_feeds_webhooks_retried_total" in metrics
+    retried = [line for line in metrics.splitlines() if line.startswith("sanic_feeds_webhooks_r")]
+    assert retried and float(retried[0].split()[1]) > 0, retried
+    assert await asyncio.to_thread(_waiting, cluster.one.http_url) == 0
 
 
 def _metrics(url: str) -> str:
     import httpx
 
     return httpx.get(f"{url}/metrics").text
+
+
+def _waiting(url: str) -> float:
+    """The ``sanic_feeds_webhooks_waiting`` gauge of the instance at ``url``."""
+    for line in _metrics(url).splitlines():
+        if line.startswith("sanic_feeds_webhooks_waiting "):
+            return float(line.split()[1])
+    raise AssertionError("no sanic_feeds_webhooks_waiting in /metrics")
+
+
+async def until_async(check: Any, timeout: float = 8.0) -> None:
+    """:func:`until` for a blocking check, run in a thread."""
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(check):
+            await asyncio.sleep(0.05)
 
 
 CRASH_TTL = 1.5
