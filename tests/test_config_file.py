@@ -680,6 +680,12 @@ def test_centrifugo_redis_settings_become_one_broker_url(tmp_path: Path) -> None
         ({"cluster_address": ["a:1"], "db": 1}, "one database"),
         ({"cluster_address": ["a:x"]}, "invalid URL"),
         ({"address": "redis://u:p@h:1", "password": "q"}, "credentials of its own"),
+        ({"user": 7}, "engine.redis.user"),
+        ({"password": ["p"]}, "engine.redis.password"),
+        (
+            {"tls": {"enabled": True, "cert_pem": "/a.pem", "cert_pem_file": "/b.pem"}},
+            "cert_pem is given too",
+        ),
     ],
 )
 def test_centrifugo_redis_settings_that_cannot_be_a_url(

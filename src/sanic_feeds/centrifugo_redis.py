@@ -95,11 +95,13 @@ def _hosts(out: SettingsBuilder, value: object, key: str) -> str:
 
 
 def _credentials(out: SettingsBuilder, section: dict[str, object], where: str) -> str:
-    try:
-        user = as_str(section.get("user", ""), "a user name")
-        password = as_str(section.get("password", ""), "a password")
-    except ValueError as exc:
-        raise out.error(f"{where}.password", str(exc)) from None
+    given: dict[str, str] = {}
+    for name, what in (("user", "a user name"), ("password", "a password")):
+        try:
+            given[name] = as_str(section.get(name, ""), what)
+        except ValueError as exc:
+            raise out.error(f"{where}.{name}", str(exc)) from None
+    user, password = given["user"], given["password"]
     if not (user or password):
         return ""
     return f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else f"{user}@"
@@ -117,9 +119,11 @@ def _tls(out: SettingsBuilder, value: object, key: str) -> dict[str, str] | None
         raise out.error(f"{key}.enabled", str(exc)) from None
     query: dict[str, str] = {}
     for name, setting in _FILES.items():
-        for spelled in (name, f"{name}_file"):
-            if spelled in section:
-                query[setting] = _pem_file(out, section[spelled], f"{key}.{spelled}")
+        spellings = [spelled for spelled in (name, f"{name}_file") if spelled in section]
+        if len(spellings) == 2:
+            raise out.error(f"{key}.{name}_file", f"{name} is given too: give one of the two")
+        for spelled in spellings:
+            query[setting] = _pem_file(out, section[spelled], f"{key}.{spelled}")
     try:
         if as_bool(section.get("insecure_skip_verify", False)):
             query["ssl_cert_reqs"] = "none"
