@@ -6,6 +6,7 @@ The two instances are shared by the module's tests (each test uses its own chann
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -89,12 +90,14 @@ async def joined_as(server: ServerProcess, channel: str, user: str) -> tuple[Cli
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> int | None:
-    """Read until the server closes ``ws``; its close code."""
+    """Read until the server closes ``ws``; its close code. The socket is closed too before
+    this returns: one left to the garbage collector warns in a later test."""
     try:
         while True:
             await recv_json(ws, timeout)
     except ConnectionClosed:
         pass
+    await asyncio.wait_for(ws.wait_closed(), timeout)
     return ws.close_code
 
 
